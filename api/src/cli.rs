@@ -1,0 +1,301 @@
+//! The `truenumber-api` command line: `serve` (default), `migrate`, `openapi`, `company …`,
+//! `app-token`. Operator output is JSON on stdout; logs go to stderr for every command but
+//! `serve`, so the output can be piped.
+
+use std::{io::Write, net::SocketAddr};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use truenumber_core::{
+    app_token::AppTokenKeys, companies, config::Config, db, phone::parse_mobile_number,
+};
+
+use crate::state::AppState;
+
+/// TrueNumber API node and operator commands.
+#[derive(Debug, Parser)]
+#[command(name = "truenumber-api", version, about)]
+pub struct Cli {
+    /// What to do (default: `serve`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (applies pending migrations first unless MIGRATE_ON_START=false).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document (needs no database and no JWT_SECRET).
+    Openapi,
+    /// Manage companies and their API keys.
+    Company {
+        /// The company command.
+        #[command(subcommand)]
+        command: CompanyCommand,
+    },
+    /// Print an app token (JWT) for the TrueNumber app.
+    AppToken {
+        /// The app user id (`sub`); submit requires the same `appUserId`.
+        #[arg(long)]
+        app_user_id: String,
+        /// Bind the token to one number (E.164).
+        #[arg(long)]
+        phone: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=2_592_000))]
+        ttl_seconds: i64,
+    },
+}
+
+/// `company …` commands.
+#[derive(Debug, Subcommand)]
+pub enum CompanyCommand {
+    /// Create a company; prints `{"companyId","apiKey","webhookSecret"}` (shown only once).
+    Create {
+        /// Public company id (letters, digits, `_`, `-`, `.`).
+        #[arg(long)]
+        company_id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Webhook target (http or https).
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
+    /// List companies and their keys (never secrets).
+    List,
+    /// Issue a new API key (printed once); old keys stay valid unless --revoke-existing.
+    RotateKey {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// Revoke every existing key in the same transaction.
+        #[arg(long)]
+        revoke_existing: bool,
+    },
+    /// Revoke one API key by its key id (the part after `tn_`, shown by `list`).
+    RevokeKey {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// The key id.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Set or clear the webhook URL.
+    SetWebhook {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// The new URL.
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        url: Option<String>,
+        /// Remove the webhook.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Set or clear per-company rate limits (per hour); omit a flag to clear that override.
+    SetRateLimits {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// Initiate calls per hour.
+        #[arg(long)]
+        initiate_per_hour: Option<u32>,
+        /// Status calls per hour.
+        #[arg(long)]
+        status_per_hour: Option<u32>,
+    },
+    /// Deactivate a company: its keys are refused with COMPANY_INACTIVE.
+    Deactivate {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+    },
+    /// Reactivate a company.
+    Activate {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+    },
+}
+
+impl Command {
+    /// Whether logs should go to stdout (only the server's).
+    pub fn logs_to_stdout(&self) -> bool {
+        matches!(self, Command::Serve)
+    }
+}
+
+/// Configuration for `openapi`: the environment, with a placeholder JWT secret when none is
+/// set (the document does not depend on it).
+pub fn openapi_config() -> Result<Config, truenumber_core::config::ConfigError> {
+    Config::from_lookup(|name| {
+        std::env::var(name).ok().or_else(|| {
+            (name == "JWT_SECRET").then(|| "openapi-generation-needs-no-real-secret".to_owned())
+        })
+    })
+}
+
+fn print(out: &mut (dyn Write + Send), value: &serde_json::Value) -> anyhow::Result<()> {
+    writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+/// Runs one command. `serve` returns when SIGTERM or SIGINT arrives.
+pub async fn execute(
+    command: Command,
+    config: Config,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            db::migrate(&config).await.context("migration failed")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            let state = AppState::new(config, sea_orm::DatabaseConnection::default());
+            writeln!(out, "{}", crate::openapi_json(state))?;
+            Ok(())
+        }
+        Command::AppToken {
+            app_user_id,
+            phone,
+            ttl_seconds,
+        } => {
+            let phone = phone
+                .map(|p| parse_mobile_number(&p).map(|m| m.into_string()))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
+            let token = AppTokenKeys::new(&config.jwt_secret).mint(
+                &app_user_id,
+                phone.as_deref(),
+                ttl_seconds,
+            )?;
+            writeln!(out, "{token}")?;
+            Ok(())
+        }
+        Command::Company { command } => {
+            let db = db::connect(&config).await.context("cannot reach the database")?;
+            company(command, &db, out).await
+        }
+    }
+}
+
+async fn company(
+    command: CompanyCommand,
+    db: &sea_orm::DatabaseConnection,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    match command {
+        CompanyCommand::Create {
+            company_id,
+            name,
+            webhook_url,
+        } => {
+            let created =
+                companies::create_company(db, &company_id, &name, webhook_url.as_deref()).await?;
+            print(
+                out,
+                &json!({
+                    "companyId": created.company.company_id,
+                    "apiKey": created.api_key.expose(),
+                    "webhookSecret": created.company.webhook_secret,
+                }),
+            )
+        }
+        CompanyCommand::List => print(out, &serde_json::to_value(companies::list_companies(db).await?)?),
+        CompanyCommand::RotateKey {
+            company_id,
+            revoke_existing,
+        } => {
+            let (key, key_id) = companies::rotate_key(db, &company_id, revoke_existing).await?;
+            print(
+                out,
+                &json!({"companyId": company_id, "apiKey": key.expose(), "keyId": key_id}),
+            )
+        }
+        CompanyCommand::RevokeKey { company_id, key_id } => {
+            companies::revoke_key(db, &company_id, &key_id).await?;
+            print(out, &json!({"companyId": company_id, "keyId": key_id, "revoked": true}))
+        }
+        CompanyCommand::SetWebhook {
+            company_id,
+            url,
+            clear: _,
+        } => {
+            companies::set_webhook(db, &company_id, url.as_deref()).await?;
+            print(out, &json!({"companyId": company_id, "webhookUrl": url}))
+        }
+        CompanyCommand::SetRateLimits {
+            company_id,
+            initiate_per_hour,
+            status_per_hour,
+        } => {
+            companies::set_rate_limits(db, &company_id, initiate_per_hour, status_per_hour).await?;
+            print(
+                out,
+                &json!({
+                    "companyId": company_id,
+                    "rateLimitInitiatePerHour": initiate_per_hour,
+                    "rateLimitStatusPerHour": status_per_hour,
+                }),
+            )
+        }
+        CompanyCommand::Deactivate { company_id } => {
+            companies::set_active(db, &company_id, false).await?;
+            print(out, &json!({"companyId": company_id, "isActive": false}))
+        }
+        CompanyCommand::Activate { company_id } => {
+            companies::set_active(db, &company_id, true).await?;
+            print(out, &json!({"companyId": company_id, "isActive": true}))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.migrate_on_start {
+        db::migrate(&config).await.context("migration failed")?;
+    }
+    let db = db::connect(&config).await.context("cannot reach the database")?;
+    truenumber_core::phone::warm_up();
+    let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
+    let bound = crate::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %bound.local_addr, "truenumber-api listening");
+    let state = AppState::new(config, db.clone());
+    bound.serve(state, shutdown_signal()).await?;
+    let _ = db.close().await;
+    tracing::info!("truenumber-api stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

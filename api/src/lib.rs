@@ -1,0 +1,106 @@
+//! The TrueNumber HTTP API: routes, authentication, the error shape, operator commands.
+
+pub mod cli;
+pub mod error;
+pub mod json_body;
+pub mod middleware;
+pub mod request_context;
+pub mod routes;
+pub mod security;
+pub mod state;
+
+use std::net::SocketAddr;
+
+use poem::{
+    Endpoint, EndpointExt, Route, Server, get,
+    listener::{Acceptor, AcceptorExt, Listener, TcpListener},
+    middleware::CatchPanic,
+};
+use poem_openapi::OpenApiService;
+
+use crate::{
+    middleware::{RequestMiddleware, RouteTable},
+    routes::{health, verification::VerificationApi},
+    state::AppState,
+};
+
+/// Where the versioned API lives.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// The OpenAPI service for a state (its `servers` entry comes from `API_BASE_URL`).
+pub fn openapi_service(state: AppState) -> OpenApiService<VerificationApi, ()> {
+    let server = format!("{}{API_PREFIX}", state.config.api_base_url);
+    OpenApiService::new(
+        VerificationApi { state },
+        "TrueNumber API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Mobile-number verification. A company's backend initiates a verification with its API \
+         key and receives a deep link; the TrueNumber app submits the user's confirmation with \
+         its app token; the company reads the status or receives a signed webhook. Every error \
+         is JSON: `{status, message, code, timestamp, requestId}`.",
+    )
+    .server(server)
+}
+
+/// The OpenAPI document as pretty JSON (what `openapi.json` at the repository root holds).
+pub fn openapi_json(state: AppState) -> String {
+    openapi_service(state).spec()
+}
+
+/// The whole HTTP application.
+pub fn build_app(state: AppState) -> impl Endpoint {
+    let api = openapi_service(state.clone());
+    let routes = RouteTable::from_spec(&api.spec(), API_PREFIX);
+    let spec = api.spec_endpoint();
+    let ui = api.swagger_ui();
+    Route::new()
+        .at(format!("{API_PREFIX}/openapi.json"), spec)
+        .nest(API_PREFIX, api)
+        .nest("/docs", ui)
+        .at("/health", get(health::health))
+        .at("/health/live", get(health::live))
+        .at("/health/ready", get(health::ready))
+        .data(state.clone())
+        .with(CatchPanic::new())
+        .with(RequestMiddleware::new(state.config.max_body_bytes, routes))
+}
+
+/// A bound listener, so callers (tests) learn the port before serving.
+pub struct BoundServer {
+    acceptor: poem::listener::BoxAcceptor,
+    /// The address it listens on.
+    pub local_addr: SocketAddr,
+}
+
+/// Binds `addr` (port 0 picks a free one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<BoundServer> {
+    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    let local_addr = acceptor
+        .local_addr()
+        .into_iter()
+        .find_map(|a| a.as_socket_addr().copied())
+        .ok_or_else(|| std::io::Error::other("listener has no socket address"))?;
+    Ok(BoundServer {
+        acceptor: acceptor.boxed(),
+        local_addr,
+    })
+}
+
+impl BoundServer {
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to 30 s).
+    pub async fn serve(
+        self,
+        state: AppState,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                build_app(state),
+                shutdown,
+                Some(std::time::Duration::from_secs(30)),
+            )
+            .await
+    }
+}

@@ -1,0 +1,34 @@
+//! `truenumber-api`: see `truenumber_api::cli`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use truenumber_api::cli::{self, Cli, Command};
+use truenumber_core::{config::Config, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    let config = match &command {
+        Command::Openapi => cli::openapi_config(),
+        _ => Config::from_env(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::install_crypto_provider();
+    telemetry::init(&config, command.logs_to_stdout());
+    let mut stdout = std::io::stdout();
+    match cli::execute(command, config, &mut stdout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "command failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The outermost middleware: request id, body limit, the JSON error shape for everything
+//! poem answers by itself, and one log line per request.
+
+use std::{sync::Arc, time::Instant};
+
+use poem::{
+    Endpoint, IntoResponse, Middleware, Request, Response, Result,
+    http::{HeaderValue, Method, StatusCode, header},
+};
+use truenumber_core::error_code::ErrorCode;
+
+use crate::{error::ApiError, request_context, request_context::RequestContext};
+
+/// The request-id / error-shape / access-log middleware.
+#[derive(Debug, Clone)]
+pub struct RequestMiddleware {
+    max_body_bytes: usize,
+    routes: Arc<RouteTable>,
+}
+
+impl RequestMiddleware {
+    /// With the body cap and the table of routes (for `Allow` on 405).
+    pub fn new(max_body_bytes: usize, routes: RouteTable) -> Self {
+        Self {
+            max_body_bytes,
+            routes: Arc::new(routes),
+        }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for RequestMiddleware {
+    type Output = RequestMiddlewareEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RequestMiddlewareEndpoint {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// See [`RequestMiddleware`].
+#[derive(Debug)]
+pub struct RequestMiddlewareEndpoint<E> {
+    inner: E,
+    config: RequestMiddleware,
+}
+
+/// A sane incoming request id: 1–128 characters of `[A-Za-z0-9._:-]`.
+fn sane_request_id(req: &Request) -> Option<String> {
+    let v = req.headers().get("x-request-id")?.to_str().ok()?;
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| v.to_owned())
+}
+
+impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Self::Output> {
+        let started = Instant::now();
+        let request_id = sane_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let ctx = RequestContext::new(request_id.clone());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+
+        let mut resp = request_context::scope(ctx.clone(), self.handle(req, &path)).await;
+
+        let data = ctx.snapshot();
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            headers.insert("x-request-id", v);
+        }
+        if let Some(secs) = data.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in &data.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(*name, v);
+            }
+        }
+
+        let status = resp.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let company = data.company_id.as_deref().unwrap_or("");
+        let (code, cause) = match &data.error {
+            Some((code, cause)) => (code.as_str(), cause.as_deref().unwrap_or("")),
+            None => ("", ""),
+        };
+        if status >= 500 {
+            tracing::error!(request_id = %request_id, method = %method, path = %path, status,
+                latency_ms, company_id = company, code, cause, "request failed");
+        } else {
+            tracing::info!(request_id = %request_id, method = %method, path = %path, status,
+                latency_ms, company_id = company, code, "request");
+            if !cause.is_empty() {
+                tracing::debug!(request_id = %request_id, cause, "client error cause");
+            }
+        }
+        Ok(resp)
+    }
+}
+
+impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
+    async fn handle(&self, mut req: Request, path: &str) -> Response {
+        let max = self.config.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("Request body exceeds {max} bytes"),
+            )
+            .into_response()
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return too_large();
+        }
+        // Bodies are small; reading them here with a cap also covers chunked uploads.
+        match req.take_body().into_bytes_limit(max).await {
+            Ok(bytes) => req.set_body(bytes),
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => return too_large(),
+            Err(e) => {
+                return ApiError::new(ErrorCode::InvalidRequest, format!("Unreadable body: {e}"))
+                    .into_response();
+            }
+        }
+
+        let method = req.method().clone();
+        let resp = match self.inner.call(req).await {
+            Ok(resp) => resp.into_response(),
+            Err(err) => ApiError::from_poem(err).into_response(),
+        };
+        let mut resp = rewrite_plain_error(resp, &method);
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+            && !resp.headers().contains_key(header::ALLOW)
+        {
+            self.set_allow(&mut resp, path);
+        }
+        resp
+    }
+
+    fn set_allow(&self, resp: &mut Response, path: &str) {
+        if let Some(methods) = self.config.routes.allowed(path) {
+            if let Ok(v) = HeaderValue::from_str(&methods) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+        }
+    }
+}
+
+/// Any error response that is not already our JSON (poem's plain-text bodies, a caught panic)
+/// becomes the JSON shape with the generic code of its status.
+fn rewrite_plain_error(resp: Response, method: &Method) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let code = ErrorCode::for_status(status.as_u16());
+    let message = match code {
+        ErrorCode::NotFound => "No such route".to_owned(),
+        ErrorCode::MethodNotAllowed => format!("Method {method} is not allowed on this route"),
+        ErrorCode::SystemError => "An internal error occurred".to_owned(),
+        _ => status.canonical_reason().unwrap_or("Error").to_owned(),
+    };
+    let mut err = ApiError::new(code, message);
+    if code == ErrorCode::SystemError {
+        err.cause = Some(format!("plain {status} response from an inner layer"));
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let mut out = err.into_response();
+    out.set_status(status);
+    if let Some(allow) = allow {
+        out.headers_mut().insert(header::ALLOW, allow);
+    }
+    out
+}
+
+/// Path templates of the API and their methods, read from the OpenAPI document, so `Allow`
+/// never drifts from the routes.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<(Vec<String>, String)>,
+}
+
+impl RouteTable {
+    /// Builds the table from an OpenAPI document whose paths live under `prefix`.
+    pub fn from_spec(spec_json: &str, prefix: &str) -> Self {
+        let mut routes = Vec::new();
+        if let Ok(spec) = serde_json::from_str::<serde_json::Value>(spec_json) {
+            if let Some(paths) = spec.get("paths").and_then(|p| p.as_object()) {
+                for (path, ops) in paths {
+                    let mut methods: Vec<String> = ops
+                        .as_object()
+                        .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                        .unwrap_or_default();
+                    methods.sort();
+                    let full = format!("{prefix}{path}");
+                    routes.push((split(&full), methods.join(", ")));
+                }
+            }
+        }
+        Self { routes }
+    }
+
+    /// The `Allow` value for a concrete path, if it matches a template.
+    pub fn allowed(&self, path: &str) -> Option<String> {
+        let segs = split(path);
+        self.routes
+            .iter()
+            .find(|(tpl, _)| {
+                tpl.len() == segs.len()
+                    && tpl
+                        .iter()
+                        .zip(&segs)
+                        .all(|(t, s)| t.starts_with('{') || t == s)
+            })
+            .map(|(_, m)| m.clone())
+    }
+}
+
+fn split(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_table_matches_templates() {
+        let spec = r#"{"paths":{"/verification/status/{verificationId}":{"get":{}},
+                       "/verification/initiate":{"post":{}}}}"#;
+        let t = RouteTable::from_spec(spec, "/api/v1");
+        assert_eq!(t.allowed("/api/v1/verification/status/ver_x").as_deref(), Some("GET"));
+        assert_eq!(t.allowed("/api/v1/verification/initiate").as_deref(), Some("POST"));
+        assert_eq!(t.allowed("/api/v1/verification/nope"), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! Authentication as poem-openapi security schemes: no operation that takes one of these can
+//! run without it having passed.
+
+use poem::Request;
+use poem_openapi::{SecurityScheme, auth::Bearer};
+use truenumber_core::{app_token::AppClaims, auth::AuthenticatedCompany, error_code::ErrorCode};
+
+use crate::{error::ApiError, request_context, state::AppState};
+
+fn state(req: &Request) -> poem::Result<&AppState> {
+    req.data::<AppState>()
+        .ok_or_else(|| ApiError::internal("AppState missing from the route").into())
+}
+
+/// A company's API key: `Authorization: Bearer tn_…`.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "ApiKey",
+    ty = "bearer",
+    bearer_format = "tn_<keyId>_<secret>",
+    checker = "check_api_key"
+)]
+pub struct CompanyAuth(pub AuthenticatedCompany);
+
+async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<AuthenticatedCompany> {
+    let company = state(req)?
+        .auth
+        .authenticate(&bearer.token)
+        .await
+        .map_err(ApiError::from)?;
+    request_context::record_company(&company.company_id);
+    Ok(company)
+}
+
+/// The TrueNumber app's token: `Authorization: Bearer <JWT>` (HS256, `exp` and `sub` required).
+#[derive(SecurityScheme)]
+#[oai(rename = "AppToken", ty = "bearer", bearer_format = "JWT", checker = "check_app_token")]
+pub struct AppAuth(pub AppClaims);
+
+async fn check_app_token(req: &Request, bearer: Bearer) -> poem::Result<AppClaims> {
+    state(req)?.app_tokens.verify(&bearer.token).map_err(|e| {
+        let mut err = ApiError::new(ErrorCode::Unauthorized, "Invalid or expired app token");
+        err.cause = Some(e.to_string());
+        err.into()
+    })
+}

@@ -1,0 +1,31 @@
+//! What every handler shares: configuration, the pool, the authenticator, the token keys.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use truenumber_core::{app_token::AppTokenKeys, auth::ApiKeyAuthenticator, config::Config};
+
+/// Shared state of an API node; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// PostgreSQL pool.
+    pub db: DatabaseConnection,
+    /// API-key authentication with its cache.
+    pub auth: ApiKeyAuthenticator,
+    /// App-token verification.
+    pub app_tokens: AppTokenKeys,
+}
+
+impl AppState {
+    /// State over an open pool.
+    pub fn new(config: Config, db: DatabaseConnection) -> Self {
+        Self {
+            auth: ApiKeyAuthenticator::new(db.clone(), config.api_key_cache_ttl),
+            app_tokens: AppTokenKeys::new(&config.jwt_secret),
+            config: Arc::new(config),
+            db,
+        }
+    }
+}

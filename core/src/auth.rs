@@ -1,0 +1,164 @@
+//! API-key authentication with an in-process cache, so argon2 is paid once per key per TTL and
+//! never for a key whose lookup id is unknown.
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
+};
+use sha2::{Digest, Sha256};
+
+use crate::secrets;
+
+/// The company behind a verified API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedCompany {
+    /// Public company id.
+    pub company_id: String,
+    /// Lookup id of the key used (for logs; not secret).
+    pub key_id: String,
+    /// Whether the company may use the API.
+    pub is_active: bool,
+    /// Per-company override of the initiate limit.
+    pub rate_limit_initiate_per_hour: Option<u32>,
+    /// Per-company override of the status limit.
+    pub rate_limit_status_per_hour: Option<u32>,
+}
+
+/// Why authentication failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Missing, malformed, unknown, wrong or revoked key (one answer for all).
+    #[error("invalid API key")]
+    InvalidKey,
+    /// The key is good but its company is deactivated.
+    #[error("company is inactive")]
+    CompanyInactive,
+    /// The database could not be asked.
+    #[error("database: {0}")]
+    Db(Arc<DbErr>),
+    /// Hashing failed (a corrupt stored hash) or its task died.
+    #[error("key verification failed: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, FromQueryResult)]
+struct KeyRow {
+    key_hash: String,
+    revoked: bool,
+    company_id: String,
+    is_active: bool,
+    rate_limit_initiate_per_hour: Option<i32>,
+    rate_limit_status_per_hour: Option<i32>,
+}
+
+/// Verified (or refused) keys by SHA-256 of the whole key; the key itself is never kept.
+type Verdicts = moka::future::Cache<[u8; 32], Option<AuthenticatedCompany>>;
+
+/// Authenticates API keys against `api_keys`, caching verdicts for a short TTL.
+#[derive(Clone)]
+pub struct ApiKeyAuthenticator {
+    db: DatabaseConnection,
+    cache: Option<Verdicts>,
+}
+
+impl std::fmt::Debug for ApiKeyAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyAuthenticator")
+            .field("cached", &self.cache.as_ref().map(|c| c.entry_count()))
+            .finish()
+    }
+}
+
+impl ApiKeyAuthenticator {
+    /// An authenticator whose verdicts live `ttl` (zero disables the cache).
+    pub fn new(db: DatabaseConnection, ttl: Duration) -> Self {
+        let cache = (!ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { db, cache }
+    }
+
+    /// Authenticates a bearer token. Refused keys are cached too, so a wrong key with a real
+    /// lookup id costs one argon2 per TTL, not one per request; concurrent first requests for
+    /// one key share a single verification.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthenticatedCompany, AuthError> {
+        let verdict = match &self.cache {
+            Some(cache) => {
+                let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+                cache
+                    .try_get_with(digest, self.verify_uncached(token))
+                    .await
+                    .map_err(|e: Arc<AuthError>| match &*e {
+                        AuthError::Db(db) => AuthError::Db(db.clone()),
+                        other => AuthError::Internal(other.to_string()),
+                    })?
+            }
+            None => self.verify_uncached(token).await?,
+        };
+        let company = verdict.ok_or(AuthError::InvalidKey)?;
+        if company.is_active {
+            Ok(company)
+        } else {
+            Err(AuthError::CompanyInactive)
+        }
+    }
+
+    /// Forgets every cached verdict (after revocations in tests and tools).
+    pub fn invalidate_all(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Option<AuthenticatedCompany>, AuthError> {
+        let Some(lookup_id) = secrets::api_key_lookup_id(token) else {
+            return Ok(None);
+        };
+        let row = KeyRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT k.key_hash, k.revoked_at IS NOT NULL AS revoked, c.company_id, c.is_active, \
+             c.rate_limit_initiate_per_hour, c.rate_limit_status_per_hour \
+             FROM api_keys k JOIN companies c ON c.company_id = k.company_id \
+             WHERE k.lookup_id = $1",
+            [lookup_id.into()],
+        ))
+        .one(&self.db)
+        .await
+        .map_err(|e| AuthError::Db(Arc::new(e)))?;
+        let Some(row) = row.filter(|r| !r.revoked) else {
+            return Ok(None);
+        };
+        let (token_owned, hash) = (token.to_owned(), row.key_hash.clone());
+        let matches = tokio::task::spawn_blocking(move || secrets::verify_api_key(&token_owned, &hash))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        if !matches {
+            return Ok(None);
+        }
+        // Best effort: a failure here must not refuse a good key.
+        if let Err(e) = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "UPDATE api_keys SET last_used_at = now() WHERE lookup_id = $1",
+                [lookup_id.into()],
+            ))
+            .await
+        {
+            tracing::warn!(error = %e, "could not record API key use");
+        }
+        let to_u32 = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok());
+        Ok(Some(AuthenticatedCompany {
+            company_id: row.company_id,
+            key_id: lookup_id.to_owned(),
+            is_active: row.is_active,
+            rate_limit_initiate_per_hour: to_u32(row.rate_limit_initiate_per_hour),
+            rate_limit_status_per_hour: to_u32(row.rate_limit_status_per_hour),
+        }))
+    }
+}

@@ -1,0 +1,466 @@
+//! Configuration, read from the environment once at start and validated.
+//!
+//! Every variable is documented on its field and in the README. A bad value stops start-up with
+//! one line that names the variable ([`ConfigError`]). Tests build a [`Config`] with
+//! [`Config::from_lookup`] and a map, so they never touch the process environment.
+
+use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
+
+/// A secret value whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default; for log shippers).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// A trusted proxy: one address or a CIDR block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` lies inside this block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}` has a prefix length outside 0..={max}"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+/// The whole configuration of an API node or worker.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DATABASE_URL`: PostgreSQL connection string.
+    pub database_url: Secret,
+    /// `DATABASE_MAX_CONNECTIONS`: pool size (default: four per core, at least 10).
+    pub database_max_connections: u32,
+    /// `REDIS_URL`: Redis for rate limits.
+    pub redis_url: Secret,
+    /// `REDIS_KEY_PREFIX`: prefix of every Redis key (default `tn:`), so environments can share a Redis.
+    pub redis_key_prefix: String,
+    /// `AMQP_URL`: RabbitMQ.
+    pub amqp_url: Secret,
+    /// `AMQP_QUEUE_PREFIX`: prefix of every exchange and queue name (default `truenumber`).
+    pub amqp_queue_prefix: String,
+    /// `PORT`: HTTP port.
+    pub port: u16,
+    /// `JWT_SECRET`: HS256 key of mobile-app tokens (required, at least 32 bytes).
+    pub jwt_secret: Secret,
+    /// `API_BASE_URL`: public base URL (OpenAPI `servers`).
+    pub api_base_url: String,
+    /// `WEBHOOK_TIMEOUT`: seconds per webhook delivery attempt.
+    pub webhook_timeout: Duration,
+    /// `LOG_LEVEL`: tracing filter (`info`, `debug`, `truenumber_api=debug,info`, …).
+    pub log_level: String,
+    /// `LOG_FORMAT`: `json` (default) or `pretty`.
+    pub log_format: LogFormat,
+    /// `VERIFICATION_TTL_SECONDS`: session lifetime.
+    pub verification_ttl: Duration,
+    /// `RATE_LIMIT_INITIATE_PER_HOUR`: initiate calls per company per hour.
+    pub rate_limit_initiate_per_hour: u32,
+    /// `RATE_LIMIT_STATUS_PER_HOUR`: status calls per company per hour.
+    pub rate_limit_status_per_hour: u32,
+    /// `RATE_LIMIT_SUBMIT_PER_MINUTE`: submit calls per verification session per minute.
+    pub rate_limit_submit_per_minute: u32,
+    /// `DEEP_LINK_BASE`: deep-link prefix (custom scheme or https universal link).
+    pub deep_link_base: String,
+    /// `WEBHOOK_RETRY_SCHEDULE`: seconds between attempts; its length is the number of retries.
+    pub webhook_retry_schedule: Vec<Duration>,
+    /// `WEBHOOK_ALLOW_PRIVATE_NETWORKS`: allow webhook targets on loopback/private addresses.
+    pub webhook_allow_private_networks: bool,
+    /// `SWEEP_INTERVAL_SECONDS`: how often workers look for expired sessions.
+    pub sweep_interval: Duration,
+    /// `MAX_BODY_BYTES`: request body cap.
+    pub max_body_bytes: usize,
+    /// `TLS_CERT_FILE`: PEM certificate chain; with `TLS_KEY_FILE` the API serves HTTPS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// `TLS_KEY_FILE`: PEM private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// `REQUIRE_HTTPS`: refuse requests that did not arrive over TLS.
+    pub require_https: bool,
+    /// `TRUSTED_PROXIES`: comma-separated addresses/CIDRs whose `X-Forwarded-*` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `MIGRATE_ON_START`: `serve` applies pending migrations first (default true).
+    pub migrate_on_start: bool,
+    /// `API_KEY_CACHE_TTL_SECONDS`: how long a verified API key is trusted without the database
+    /// (default 30); revocation and deactivation take effect within this time.
+    pub api_key_cache_ttl: Duration,
+}
+
+/// A configuration value that stops start-up; its `Display` is the one line printed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// Why its value was refused.
+    pub reason: String,
+}
+
+fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// Reads variables through a lookup function, so the environment and a test map share one path.
+struct Reader<F: Fn(&str) -> Option<String>>(F);
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn raw(&self, var: &'static str) -> Option<String> {
+        (self.0)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, var: &'static str, default: &str) -> String {
+        self.raw(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn parse<T: FromStr>(&self, var: &'static str, default: T, range: (T, T)) -> Result<T, ConfigError>
+    where
+        T: PartialOrd + fmt::Display + Copy,
+    {
+        let Some(raw) = self.raw(var) else {
+            return Ok(default);
+        };
+        let value: T = raw
+            .parse()
+            .map_err(|_| err(var, format!("`{raw}` is not a number")))?;
+        if value < range.0 || value > range.1 {
+            return Err(err(
+                var,
+                format!("{value} is outside the allowed range {}..={}", range.0, range.1),
+            ));
+        }
+        Ok(value)
+    }
+
+    fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(var).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+            Some(v) => Err(err(var, format!("`{v}` is not a boolean (true/false)"))),
+        }
+    }
+
+    fn url(&self, var: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let value = self.string(var, default);
+        let scheme = value.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme {
+            Some(s) if schemes.contains(&s.as_str()) => Ok(value),
+            _ => Err(err(
+                var,
+                format!("must be a URL with scheme {}", schemes.join(" or ")),
+            )),
+        }
+    }
+}
+
+/// The default pool size: four connections per core, at least ten.
+pub fn default_pool_size() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(cores * 4).unwrap_or(u32::MAX).max(10)
+}
+
+/// The default `WEBHOOK_RETRY_SCHEDULE` (seconds): 5 s up to a day, 11 retries over ~2 days.
+pub const DEFAULT_RETRY_SCHEDULE: &str = "5,30,120,600,1800,3600,7200,14400,28800,43200,86400";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads a map (tests, tools).
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// Reads through any lookup function; the one code path behind both constructors.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let r = Reader(lookup);
+
+        let jwt_secret = r
+            .raw("JWT_SECRET")
+            .ok_or_else(|| err("JWT_SECRET", "is required (at least 32 bytes)"))?;
+        if jwt_secret.len() < 32 {
+            return Err(err(
+                "JWT_SECRET",
+                format!("must be at least 32 bytes, got {}", jwt_secret.len()),
+            ));
+        }
+
+        let deep_link_base = r.string("DEEP_LINK_BASE", "truenumberapp://verify");
+        if !deep_link_base.contains("://") || deep_link_base.contains(['?', '#', ' ']) {
+            return Err(err(
+                "DEEP_LINK_BASE",
+                "must be a scheme://path prefix without query or fragment",
+            ));
+        }
+
+        let schedule_raw = r.string("WEBHOOK_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE);
+        let webhook_retry_schedule = schedule_raw
+            .split(',')
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=7 * 86_400).contains(n))
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| {
+                        err(
+                            "WEBHOOK_RETRY_SCHEDULE",
+                            format!("`{s}` is not a whole number of seconds in 1..=604800"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if webhook_retry_schedule.len() > 50 {
+            return Err(err("WEBHOOK_RETRY_SCHEDULE", "at most 50 retries"));
+        }
+
+        let log_format = match r.string("LOG_FORMAT", "json").to_ascii_lowercase().as_str() {
+            "json" => LogFormat::Json,
+            "pretty" | "text" => LogFormat::Pretty,
+            other => return Err(err("LOG_FORMAT", format!("`{other}` is not json or pretty"))),
+        };
+
+        let trusted_proxies = r
+            .string("TRUSTED_PROXIES", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<IpNet>().map_err(|e| err("TRUSTED_PROXIES", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let tls_cert_file = r.raw("TLS_CERT_FILE").map(PathBuf::from);
+        let tls_key_file = r.raw("TLS_KEY_FILE").map(PathBuf::from);
+        match (&tls_cert_file, &tls_key_file) {
+            (Some(_), None) => return Err(err("TLS_KEY_FILE", "is required when TLS_CERT_FILE is set")),
+            (None, Some(_)) => return Err(err("TLS_CERT_FILE", "is required when TLS_KEY_FILE is set")),
+            _ => {}
+        }
+
+        let redis_key_prefix = r.string("REDIS_KEY_PREFIX", "tn:");
+        let amqp_queue_prefix = r.string("AMQP_QUEUE_PREFIX", "truenumber");
+        if !amqp_queue_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(err("AMQP_QUEUE_PREFIX", "only letters, digits, `-`, `_` and `.`"));
+        }
+
+        Ok(Self {
+            database_url: Secret::new(r.url(
+                "DATABASE_URL",
+                "postgresql://postgres@localhost:5432/truenumber",
+                &["postgres", "postgresql"],
+            )?),
+            database_max_connections: r.parse(
+                "DATABASE_MAX_CONNECTIONS",
+                default_pool_size(),
+                (1, 1000),
+            )?,
+            redis_url: Secret::new(r.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?),
+            redis_key_prefix,
+            amqp_url: Secret::new(r.url(
+                "AMQP_URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                &["amqp", "amqps"],
+            )?),
+            amqp_queue_prefix,
+            port: r.parse("PORT", 3000, (0, u16::MAX))?,
+            jwt_secret: Secret::new(jwt_secret),
+            api_base_url: r
+                .url("API_BASE_URL", "http://localhost:3000", &["http", "https"])?
+                .trim_end_matches('/')
+                .to_owned(),
+            webhook_timeout: Duration::from_secs(r.parse("WEBHOOK_TIMEOUT", 30, (1, 300))?),
+            log_level: r.string("LOG_LEVEL", "info"),
+            log_format,
+            verification_ttl: Duration::from_secs(r.parse(
+                "VERIFICATION_TTL_SECONDS",
+                600,
+                (1, 86_400),
+            )?),
+            rate_limit_initiate_per_hour: r.parse(
+                "RATE_LIMIT_INITIATE_PER_HOUR",
+                100,
+                (1, 100_000_000),
+            )?,
+            rate_limit_status_per_hour: r.parse(
+                "RATE_LIMIT_STATUS_PER_HOUR",
+                1000,
+                (1, 100_000_000),
+            )?,
+            rate_limit_submit_per_minute: r.parse(
+                "RATE_LIMIT_SUBMIT_PER_MINUTE",
+                10,
+                (1, 1_000_000),
+            )?,
+            deep_link_base,
+            webhook_retry_schedule,
+            webhook_allow_private_networks: r.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false)?,
+            sweep_interval: Duration::from_secs(r.parse("SWEEP_INTERVAL_SECONDS", 5, (1, 3600))?),
+            max_body_bytes: r.parse("MAX_BODY_BYTES", 16_384, (256, 10 * 1024 * 1024))?,
+            tls_cert_file,
+            tls_key_file,
+            require_https: r.bool("REQUIRE_HTTPS", false)?,
+            trusted_proxies,
+            migrate_on_start: r.bool("MIGRATE_ON_START", true)?,
+            api_key_cache_ttl: Duration::from_secs(r.parse(
+                "API_KEY_CACHE_TTL_SECONDS",
+                30,
+                (0, 3600),
+            )?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        map.entry("JWT_SECRET".into())
+            .or_insert_with(|| "x".repeat(32));
+        Config::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.verification_ttl, Duration::from_secs(600));
+        assert_eq!(c.rate_limit_initiate_per_hour, 100);
+        assert_eq!(c.rate_limit_status_per_hour, 1000);
+        assert_eq!(c.rate_limit_submit_per_minute, 10);
+        assert_eq!(c.webhook_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_body_bytes, 16_384);
+        assert_eq!(c.webhook_retry_schedule.len(), 11);
+        assert_eq!(c.deep_link_base, "truenumberapp://verify");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.migrate_on_start && !c.require_https && !c.webhook_allow_private_networks);
+        assert!(c.database_max_connections >= 10);
+    }
+
+    #[test]
+    fn jwt_secret_is_required_and_long() {
+        let missing = Config::from_map(&HashMap::new()).unwrap_err();
+        assert_eq!(missing.var, "JWT_SECRET");
+        let short = with(&[("JWT_SECRET", "short")]).unwrap_err();
+        assert_eq!(short.var, "JWT_SECRET");
+        assert_eq!(
+            short.to_string(),
+            "configuration error: JWT_SECRET: must be at least 32 bytes, got 5"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("PORT", "eighty"),
+            ("PORT", "70000"),
+            ("WEBHOOK_TIMEOUT", "0"),
+            ("VERIFICATION_TTL_SECONDS", "-5"),
+            ("DATABASE_URL", "mysql://x"),
+            ("REDIS_URL", "http://x"),
+            ("AMQP_URL", "nope"),
+            ("WEBHOOK_RETRY_SCHEDULE", "5,x"),
+            ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "maybe"),
+            ("LOG_FORMAT", "xml"),
+            ("TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("TLS_CERT_FILE", "/tmp/cert.pem"),
+            ("DEEP_LINK_BASE", "noscheme"),
+            ("MAX_BODY_BYTES", "1"),
+            ("AMQP_QUEUE_PREFIX", "a b"),
+        ] {
+            let e = with(&[(var, value)]).unwrap_err();
+            let expected = if var == "TLS_CERT_FILE" { "TLS_KEY_FILE" } else { var };
+            assert_eq!(e.var, expected, "{var}={value} gave {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = with(&[("DATABASE_URL", "postgres://u:hunter2@db/x")]).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(!debug.contains(&"x".repeat(32)));
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_match() {
+        let c = with(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1,::1")]).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 3);
+        assert!(c.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.trusted_proxies[0].contains("11.1.2.3".parse().unwrap()));
+        assert!(c.trusted_proxies[1].contains("127.0.0.1".parse().unwrap()));
+        assert!(c.trusted_proxies[2].contains("::1".parse().unwrap()));
+        assert!(c.trusted_proxies[1].contains("::ffff:127.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,94 @@
+//! The PostgreSQL pool, database creation, and migrations under an advisory lock.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+use sqlx::{ConnectOptions as _, Connection, postgres::{PgConnectOptions, PgConnection}};
+use truenumber_migration::{Migrator, MigratorTrait};
+
+use crate::config::Config;
+
+/// Any fixed number works; it only has to be the same for every node of TrueNumber.
+const MIGRATION_LOCK_KEY: i64 = 0x7472_7565_6e75_6d;
+
+/// Opens the pool, creating the database first if it does not exist and the role may create it.
+pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
+    let url = config.database_url.expose();
+    ensure_database_exists(url).await?;
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(config.database_max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        // Statement logging would put numbers and ids in logs at info level; we log per request.
+        .sqlx_logging(false);
+    Database::connect(opts).await
+}
+
+/// Creates the database named in `url` if it is missing (SQLSTATE 3D000), tolerating a
+/// concurrent creator.
+pub async fn ensure_database_exists(url: &str) -> Result<(), DbErr> {
+    let opts: PgConnectOptions = url
+        .parse()
+        .map_err(|e: sqlx::Error| DbErr::Custom(format!("DATABASE_URL: {e}")))?;
+    let opts = opts.disable_statement_logging();
+    match PgConnection::connect_with(&opts).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            return Ok(());
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {}
+        Err(e) => return Err(DbErr::Conn(sea_orm::RuntimeErr::Internal(e.to_string()))),
+    }
+    let name = opts
+        .get_database()
+        .ok_or_else(|| DbErr::Custom("DATABASE_URL names no database".into()))?
+        .to_owned();
+    let mut admin = PgConnection::connect_with(&opts.clone().database("postgres"))
+        .await
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(e.to_string())))?;
+    let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+    let _ = admin.close().await;
+    match created {
+        Ok(_) => {
+            tracing::info!(database = %name, "created the database");
+            Ok(())
+        }
+        // 42P04 duplicate_database, 23505 a concurrent CREATE won the race on pg_database.
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {
+            Ok(())
+        }
+        Err(e) => Err(DbErr::Custom(format!("could not create database {name}: {e}"))),
+    }
+}
+
+/// Applies pending migrations while holding a session-level advisory lock, on one dedicated
+/// connection, so concurrent starters wait for each other instead of racing.
+pub async fn migrate(config: &Config) -> Result<(), DbErr> {
+    let url = config.database_url.expose();
+    ensure_database_exists(url).await?;
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.max_connections(1)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(120))
+        .sqlx_logging(false);
+    let conn = Database::connect(opts).await?;
+    conn.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+        .await?;
+    let result = Migrator::up(&conn, None).await;
+    let unlocked = conn
+        .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+        .await;
+    let _ = conn.close().await;
+    result?;
+    unlocked?;
+    Ok(())
+}
+
+/// Round-trips `SELECT 1`; used by health checks.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    db.execute_unprepared("SELECT 1").await.map(|_| ())
+}

@@ -1,0 +1,192 @@
+//! The public error codes and their HTTP statuses: one table, part of the API contract.
+//!
+//! A code, once published, never changes its name or status.
+
+/// Every machine-readable error code the API can answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400: malformed JSON, a missing field, a wrong type, a value out of bounds.
+    InvalidRequest,
+    /// 400: the mobile number is not a valid mobile-capable number.
+    InvalidNumber,
+    /// 400: the confirmed number does not match the session's; the session is now `failed`.
+    NumberMismatch,
+    /// 401: missing, malformed, unknown or revoked credentials.
+    Unauthorized,
+    /// 403: the app token belongs to another app user.
+    Forbidden,
+    /// 403: the company behind the API key is deactivated.
+    CompanyInactive,
+    /// 403: the request did not arrive over HTTPS and `REQUIRE_HTTPS` is on.
+    HttpsRequired,
+    /// 404: the company is not registered (or not the caller's).
+    CompanyNotFound,
+    /// 404: no such verification session for this caller.
+    SessionNotFound,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 409: the `requestId` was already used with a different number.
+    DuplicateRequest,
+    /// 409: the session is already verified or failed.
+    SessionAlreadyCompleted,
+    /// 410: the session is past `expiresAt`.
+    SessionExpired,
+    /// 413: the body is larger than `MAX_BODY_BYTES`.
+    PayloadTooLarge,
+    /// 429: over the rate limit; see `Retry-After`.
+    RateLimitExceeded,
+    /// 500: an internal error (details are only in the logs).
+    SystemError,
+    /// 503: a dependency is unavailable; try again after `Retry-After`.
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and exhaustive tests.
+    pub const ALL: [ErrorCode; 18] = [
+        Self::InvalidRequest,
+        Self::InvalidNumber,
+        Self::NumberMismatch,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::CompanyInactive,
+        Self::HttpsRequired,
+        Self::CompanyNotFound,
+        Self::SessionNotFound,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::DuplicateRequest,
+        Self::SessionAlreadyCompleted,
+        Self::SessionExpired,
+        Self::PayloadTooLarge,
+        Self::RateLimitExceeded,
+        Self::SystemError,
+        Self::ServiceUnavailable,
+    ];
+
+    /// The code as sent in the `code` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "INVALID_REQUEST",
+            Self::InvalidNumber => "INVALID_NUMBER",
+            Self::NumberMismatch => "NUMBER_MISMATCH",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::CompanyInactive => "COMPANY_INACTIVE",
+            Self::HttpsRequired => "HTTPS_REQUIRED",
+            Self::CompanyNotFound => "COMPANY_NOT_FOUND",
+            Self::SessionNotFound => "SESSION_NOT_FOUND",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::DuplicateRequest => "DUPLICATE_REQUEST",
+            Self::SessionAlreadyCompleted => "SESSION_ALREADY_COMPLETED",
+            Self::SessionExpired => "SESSION_EXPIRED",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            Self::SystemError => "SYSTEM_ERROR",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+        }
+    }
+
+    /// The HTTP status that carries this code.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidRequest | Self::InvalidNumber | Self::NumberMismatch => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::CompanyInactive | Self::HttpsRequired => 403,
+            Self::CompanyNotFound | Self::SessionNotFound | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::DuplicateRequest | Self::SessionAlreadyCompleted => 409,
+            Self::SessionExpired => 410,
+            Self::PayloadTooLarge => 413,
+            Self::RateLimitExceeded => 429,
+            Self::SystemError => 500,
+            Self::ServiceUnavailable => 503,
+        }
+    }
+
+    /// The code a bare HTTP status stands for, when nothing more specific is known
+    /// (poem's own errors: unknown route, wrong method, unreadable body).
+    pub const fn for_status(status: u16) -> Self {
+        match status {
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            413 => Self::PayloadTooLarge,
+            429 => Self::RateLimitExceeded,
+            503 => Self::ServiceUnavailable,
+            400..=499 => Self::InvalidRequest,
+            _ => Self::SystemError,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_table_is_the_published_contract() {
+        let table: Vec<(&str, u16)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.http_status()))
+            .collect();
+        assert_eq!(
+            table,
+            vec![
+                ("INVALID_REQUEST", 400),
+                ("INVALID_NUMBER", 400),
+                ("NUMBER_MISMATCH", 400),
+                ("UNAUTHORIZED", 401),
+                ("FORBIDDEN", 403),
+                ("COMPANY_INACTIVE", 403),
+                ("HTTPS_REQUIRED", 403),
+                ("COMPANY_NOT_FOUND", 404),
+                ("SESSION_NOT_FOUND", 404),
+                ("NOT_FOUND", 404),
+                ("METHOD_NOT_ALLOWED", 405),
+                ("DUPLICATE_REQUEST", 409),
+                ("SESSION_ALREADY_COMPLETED", 409),
+                ("SESSION_EXPIRED", 410),
+                ("PAYLOAD_TOO_LARGE", 413),
+                ("RATE_LIMIT_EXCEEDED", 429),
+                ("SYSTEM_ERROR", 500),
+                ("SERVICE_UNAVAILABLE", 503),
+            ]
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_screaming_snake() {
+        let names: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_')));
+    }
+
+    #[test]
+    fn bare_statuses_map_to_generic_codes() {
+        assert_eq!(ErrorCode::for_status(404), ErrorCode::NotFound);
+        assert_eq!(ErrorCode::for_status(405), ErrorCode::MethodNotAllowed);
+        assert_eq!(ErrorCode::for_status(413), ErrorCode::PayloadTooLarge);
+        assert_eq!(ErrorCode::for_status(415), ErrorCode::InvalidRequest);
+        assert_eq!(ErrorCode::for_status(400), ErrorCode::InvalidRequest);
+        assert_eq!(ErrorCode::for_status(502), ErrorCode::SystemError);
+        for code in ErrorCode::ALL {
+            if code != ErrorCode::InvalidRequest && code.http_status() >= 500 {
+                assert_eq!(ErrorCode::for_status(code.http_status()), code);
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Shared by the TrueNumber API and worker: configuration, error codes, the database,
+//! repositories and domain rules. The worker never depends on the API crate.
+
+pub mod app_token;
+pub mod auth;
+pub mod companies;
+pub mod config;
+pub mod db;
+pub mod error_code;
+pub mod phone;
+pub mod secrets;
+pub mod telemetry;
+pub mod verification;

@@ -1,0 +1,163 @@
+//! Random identifiers and credentials: verification ids, API keys and webhook secrets.
+//!
+//! Every value comes from the operating system's CSPRNG. API keys are stored only as argon2id
+//! hashes; a key carries a public lookup id so the hash to check is found without hashing.
+
+use argon2::{
+    Argon2,
+    password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::{TryRng, rngs::SysRng};
+
+/// The OS random source failed (practically never; surfaced as a 500).
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random number generator failed")]
+pub struct RandomError;
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut buf = [0u8; N];
+    SysRng.try_fill_bytes(&mut buf).map_err(|_| RandomError)?;
+    Ok(buf)
+}
+
+/// A verification id: `ver_` and 128 random bits, URL-safe base64 (26 characters in all).
+pub fn new_verification_id() -> Result<String, RandomError> {
+    Ok(format!("ver_{}", URL_SAFE_NO_PAD.encode(random_bytes::<16>()?)))
+}
+
+/// A Standard Webhooks signing secret: `whsec_` and 256 random bits, standard base64.
+pub fn new_webhook_secret() -> Result<String, RandomError> {
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>()?)
+    ))
+}
+
+/// Prefix of every API key, so leaked keys are recognisable by secret scanners.
+pub const API_KEY_PREFIX: &str = "tn_";
+
+/// A newly made API key: the full key (shown once) and what is stored.
+#[derive(Debug)]
+pub struct NewApiKey {
+    /// `tn_<lookup id>_<secret>`: given to the company once, never stored.
+    pub key: crate::config::Secret,
+    /// The public part, stored in clear and shown in listings.
+    pub lookup_id: String,
+    /// argon2id PHC string of the whole key.
+    pub hash: String,
+}
+
+/// Makes a key: a 64-bit lookup id (hex) and a 256-bit secret.
+pub fn new_api_key() -> Result<NewApiKey, KeyError> {
+    let lookup_id = hex_lower(&random_bytes::<8>()?);
+    let secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
+    let key = format!("{API_KEY_PREFIX}{lookup_id}_{secret}");
+    let hash = hash_api_key(&key)?;
+    Ok(NewApiKey {
+        key: crate::config::Secret::new(key),
+        lookup_id,
+        hash,
+    })
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Failure to make or check a key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The random source failed.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    /// argon2 failed (bad stored hash or parameters).
+    #[error("argon2: {0}")]
+    Hash(String),
+}
+
+/// argon2id (the crate's defaults: 19 MiB, 2 passes) with a random salt from the OS, as a PHC string.
+pub fn hash_api_key(key: &str) -> Result<String, KeyError> {
+    Argon2::default()
+        .hash_password(key.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| KeyError::Hash(e.to_string()))
+}
+
+/// Checks a presented key against a stored hash (argon2 compares in constant time).
+pub fn verify_api_key(key: &str, stored_hash: &str) -> Result<bool, KeyError> {
+    let parsed = PasswordHash::new(stored_hash).map_err(|e| KeyError::Hash(e.to_string()))?;
+    Ok(Argon2::default()
+        .verify_password(key.as_bytes(), &parsed)
+        .is_ok())
+}
+
+/// The lookup id of a well-formed key, or `None` for anything that cannot be one of ours
+/// (so a malformed bearer token is refused without touching the database).
+pub fn api_key_lookup_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(API_KEY_PREFIX)?;
+    let (lookup, secret) = rest.split_once('_')?;
+    let lookup_ok = lookup.len() == 16 && lookup.bytes().all(|b| b.is_ascii_hexdigit());
+    let secret_ok = secret.len() == 43
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (lookup_ok && secret_ok).then_some(lookup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_ids_are_long_random_and_url_safe() {
+        let a = new_verification_id().unwrap();
+        let b = new_verification_id().unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("ver_"));
+        assert_eq!(a.len(), 4 + 22);
+        assert!(a[4..]
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn api_keys_round_trip_and_reject_others() {
+        let k = new_api_key().unwrap();
+        let key = k.key.expose();
+        assert!(key.starts_with("tn_"));
+        assert_eq!(api_key_lookup_id(key), Some(k.lookup_id.as_str()));
+        assert!(k.hash.starts_with("$argon2id$"));
+        assert!(verify_api_key(key, &k.hash).unwrap());
+        let other = new_api_key().unwrap();
+        assert!(!verify_api_key(other.key.expose(), &k.hash).unwrap());
+        assert!(verify_api_key(key, "not a hash").is_err());
+    }
+
+    #[test]
+    fn malformed_keys_have_no_lookup_id() {
+        for bad in [
+            "",
+            "tn_",
+            "sk_live_abc",
+            "tn_0123456789abcdef",
+            "tn_0123456789abcdeg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "tn_0123456789abcdef_short",
+            "tn_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ] {
+            assert_eq!(api_key_lookup_id(bad), None, "{bad}");
+        }
+        assert_eq!(
+            api_key_lookup_id("tn_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            Some("0123456789abcdef")
+        );
+    }
+
+    #[test]
+    fn webhook_secrets_are_standard_webhooks_shaped() {
+        let s = new_webhook_secret().unwrap();
+        let raw = s.strip_prefix("whsec_").unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD.decode(raw).unwrap();
+        assert_eq!(bytes.len(), 32);
+    }
+}

@@ -1,0 +1,351 @@
+//! Verification sessions: initiate, submit and read, each one conditional statement.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement};
+use truenumber_entities::verification_session::Model as SessionRow;
+
+use crate::{phone::MobileNumber, secrets};
+
+/// The lifecycle of a session. Only `pending` ever changes, and only once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// Waiting for the app.
+    Pending,
+    /// The user confirmed the same number.
+    Verified,
+    /// The user confirmed a different number (or the token was bound to another).
+    Failed,
+    /// Nobody confirmed before `expires_at`.
+    Expired,
+}
+
+impl SessionStatus {
+    /// As stored and as sent.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "verified" => Self::Verified,
+            "failed" => Self::Failed,
+            "expired" => Self::Expired,
+            // The column's CHECK constraint admits nothing else.
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationSession {
+    /// `ver_…`.
+    pub verification_id: String,
+    /// E.164.
+    pub mobile_number: String,
+    /// Owner.
+    pub company_id: String,
+    /// The company's idempotency key.
+    pub request_id: String,
+    /// As stored; see [`VerificationSession::status_at`] for what callers see.
+    pub stored_status: SessionStatus,
+    /// Set by submit.
+    pub app_user_id: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// When verified.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// When it became terminal.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<SessionRow> for VerificationSession {
+    fn from(r: SessionRow) -> Self {
+        Self {
+            stored_status: SessionStatus::parse(&r.status),
+            verification_id: r.verification_id,
+            mobile_number: r.mobile_number,
+            company_id: r.company_id,
+            request_id: r.request_id,
+            app_user_id: r.app_user_id,
+            created_at: r.created_at,
+            verified_at: r.verified_at,
+            completed_at: r.completed_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+impl VerificationSession {
+    /// The status at `now`: a pending session past its expiry reads `expired` before any sweep.
+    pub fn status_at(&self, now: DateTime<Utc>) -> SessionStatus {
+        match self.stored_status {
+            SessionStatus::Pending if now >= self.expires_at => SessionStatus::Expired,
+            s => s,
+        }
+    }
+}
+
+/// Why a verification operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerificationError {
+    /// No such session (for this caller).
+    #[error("verification session not found")]
+    SessionNotFound,
+    /// Past `expires_at`.
+    #[error("verification session has expired")]
+    SessionExpired,
+    /// Already verified or failed.
+    #[error("verification session is already {0}")]
+    AlreadyCompleted(&'static str),
+    /// The number differs; the session is now failed.
+    #[error("the confirmed number does not match the number being verified")]
+    NumberMismatch,
+    /// The same `requestId` was used with a different number.
+    #[error("requestId was already used with a different mobile number")]
+    DuplicateRequest,
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    /// The random source failed.
+    #[error(transparent)]
+    Random(#[from] secrets::RandomError),
+}
+
+/// Characters left as they are in deep-link query values (RFC 3986 unreserved).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `base?number=<E.164, percent-encoded>&verificationId=<id>`.
+pub fn deep_link(base: &str, mobile_number: &str, verification_id: &str) -> String {
+    format!(
+        "{base}?number={}&verificationId={}",
+        utf8_percent_encode(mobile_number, QUERY_VALUE),
+        utf8_percent_encode(verification_id, QUERY_VALUE)
+    )
+}
+
+/// The result of initiate.
+#[derive(Debug, Clone)]
+pub struct Initiated {
+    /// The session (new or the one this request id made before).
+    pub session: VerificationSession,
+    /// True when this was an idempotent replay.
+    pub replayed: bool,
+}
+
+/// Starts a session, or returns the one this `(company, request_id)` already made.
+///
+/// One statement on the happy path: an insert that yields to an existing row, with the
+/// existing row read in the same round trip.
+pub async fn initiate(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    request_id: &str,
+    mobile_number: &MobileNumber,
+    ttl: Duration,
+) -> Result<Initiated, VerificationError> {
+    let verification_id = secrets::new_verification_id()?;
+    let ttl_seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "WITH ins AS ( \
+           INSERT INTO verification_sessions \
+             (verification_id, mobile_number, company_id, request_id, expires_at) \
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
+           ON CONFLICT (company_id, request_id) DO NOTHING \
+           RETURNING * ) \
+         SELECT * FROM ins \
+         UNION ALL \
+         SELECT * FROM verification_sessions \
+           WHERE company_id = $3 AND request_id = $4 AND NOT EXISTS (SELECT 1 FROM ins)",
+        [
+            verification_id.clone().into(),
+            mobile_number.as_str().into(),
+            company_id.into(),
+            request_id.into(),
+            (ttl_seconds as f64).into(),
+        ],
+    ))
+    .one(db)
+    .await?;
+    // A conflicting row committed after this statement's snapshot is invisible to it: read again.
+    let row = match row {
+        Some(r) => r,
+        None => find_by_request_id(db, company_id, request_id)
+            .await?
+            .ok_or(VerificationError::Db(DbErr::RecordNotFound(
+                "session vanished during initiate".into(),
+            )))?,
+    };
+    let replayed = row.verification_id != verification_id;
+    if replayed && row.mobile_number != mobile_number.as_str() {
+        return Err(VerificationError::DuplicateRequest);
+    }
+    Ok(Initiated {
+        session: row.into(),
+        replayed,
+    })
+}
+
+async fn find_by_request_id(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    request_id: &str,
+) -> Result<Option<SessionRow>, DbErr> {
+    SessionRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT * FROM verification_sessions WHERE company_id = $1 AND request_id = $2",
+        [company_id.into(), request_id.into()],
+    ))
+    .one(db)
+    .await
+}
+
+/// A company's session by id; another company's id is simply not found.
+pub async fn find_for_company(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    verification_id: &str,
+) -> Result<Option<VerificationSession>, DbErr> {
+    if verification_id.len() > 64 {
+        return Ok(None);
+    }
+    Ok(SessionRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT * FROM verification_sessions WHERE verification_id = $1 AND company_id = $2",
+        [verification_id.into(), company_id.into()],
+    ))
+    .one(db)
+    .await?
+    .map(Into::into))
+}
+
+async fn find_by_id(
+    db: &impl ConnectionTrait,
+    verification_id: &str,
+) -> Result<Option<VerificationSession>, DbErr> {
+    Ok(SessionRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT * FROM verification_sessions WHERE verification_id = $1",
+        [verification_id.into()],
+    ))
+    .one(db)
+    .await?
+    .map(Into::into))
+}
+
+/// What the app submitted.
+#[derive(Debug, Clone)]
+pub struct Submission<'a> {
+    /// Session id.
+    pub verification_id: &'a str,
+    /// The number the user confirmed.
+    pub confirmed_number: &'a MobileNumber,
+    /// The token's `phone_number` claim, when it has one.
+    pub token_number: Option<&'a str>,
+    /// The app user (the token's `sub`).
+    pub app_user_id: &'a str,
+}
+
+/// Completes a pending, unexpired session in one conditional update: `verified` when the
+/// confirmed number (and the token's bound number, if any) equals the session's, else `failed`.
+/// Of any number of concurrent submits exactly one matches `status = 'pending'`; the others
+/// find the session completed.
+pub async fn submit(
+    db: &impl ConnectionTrait,
+    s: Submission<'_>,
+) -> Result<VerificationSession, VerificationError> {
+    if s.verification_id.len() > 64 {
+        return Err(VerificationError::SessionNotFound);
+    }
+    // A token bound to a different number than the one confirmed can never verify.
+    let token_agrees = s
+        .token_number
+        .is_none_or(|n| n == s.confirmed_number.as_str());
+    let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE verification_sessions SET \
+           status = CASE WHEN $4 AND mobile_number = $3 THEN 'verified' ELSE 'failed' END, \
+           verified_at = CASE WHEN $4 AND mobile_number = $3 THEN now() END, \
+           completed_at = now(), \
+           app_user_id = $2 \
+         WHERE verification_id = $1 AND status = 'pending' AND expires_at > now() \
+         RETURNING *",
+        [
+            s.verification_id.into(),
+            s.app_user_id.into(),
+            s.confirmed_number.as_str().into(),
+            token_agrees.into(),
+        ],
+    ))
+    .one(db)
+    .await?;
+    if let Some(row) = row {
+        let session = VerificationSession::from(row);
+        return match session.stored_status {
+            SessionStatus::Verified => Ok(session),
+            _ => Err(VerificationError::NumberMismatch),
+        };
+    }
+    // Nothing changed: say why.
+    let session = find_by_id(db, s.verification_id)
+        .await?
+        .ok_or(VerificationError::SessionNotFound)?;
+    Err(match session.stored_status {
+        SessionStatus::Verified => VerificationError::AlreadyCompleted("verified"),
+        SessionStatus::Failed => VerificationError::AlreadyCompleted("failed"),
+        SessionStatus::Expired | SessionStatus::Pending => VerificationError::SessionExpired,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_links_percent_encode_the_number() {
+        assert_eq!(
+            deep_link("truenumberapp://verify", "+447911123456", "ver_abc-_9"),
+            "truenumberapp://verify?number=%2B447911123456&verificationId=ver_abc-_9"
+        );
+        assert_eq!(
+            deep_link("https://app.truenumber.com/v", "+1", "ver_x"),
+            "https://app.truenumber.com/v?number=%2B1&verificationId=ver_x"
+        );
+    }
+
+    #[test]
+    fn pending_reads_expired_after_expiry() {
+        let now = Utc::now();
+        let mut s = VerificationSession {
+            verification_id: "ver_x".into(),
+            mobile_number: "+447911123456".into(),
+            company_id: "c".into(),
+            request_id: "r".into(),
+            stored_status: SessionStatus::Pending,
+            app_user_id: None,
+            created_at: now,
+            verified_at: None,
+            completed_at: None,
+            expires_at: now + chrono::Duration::seconds(10),
+        };
+        assert_eq!(s.status_at(now), SessionStatus::Pending);
+        assert_eq!(s.status_at(now + chrono::Duration::seconds(10)), SessionStatus::Expired);
+        s.stored_status = SessionStatus::Verified;
+        assert_eq!(s.status_at(now + chrono::Duration::seconds(99)), SessionStatus::Verified);
+    }
+}

@@ -1,0 +1,31 @@
+//! `api_keys`: several per company, stored only as argon2id hashes.
+
+use sea_orm::entity::prelude::*;
+
+/// One API key of a company.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "api_keys")]
+pub struct Model {
+    /// Surrogate key.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// Owner.
+    pub company_id: String,
+    /// The public part of the key, used to find the hash without hashing.
+    #[sea_orm(unique)]
+    pub lookup_id: String,
+    /// argon2id PHC string of the whole key.
+    pub key_hash: String,
+    /// Created.
+    pub created_at: DateTimeUtc,
+    /// Last time the key was verified against its hash (cache misses only).
+    pub last_used_at: Option<DateTimeUtc>,
+    /// Set when revoked; a revoked key never authenticates again.
+    pub revoked_at: Option<DateTimeUtc>,
+}
+
+/// Relations are expressed in queries; none are declared.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

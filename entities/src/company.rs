@@ -1,0 +1,37 @@
+//! `companies`: the tenants.
+
+use sea_orm::entity::prelude::*;
+
+/// A company that verifies its users' numbers.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "companies")]
+pub struct Model {
+    /// Surrogate key.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// The public company id (`comp_abc`), unique.
+    #[sea_orm(unique)]
+    pub company_id: String,
+    /// Display name.
+    pub name: String,
+    /// Where webhooks go, if anywhere.
+    pub webhook_url: Option<String>,
+    /// Standard Webhooks signing secret (`whsec_…`).
+    pub webhook_secret: String,
+    /// Inactive companies are refused with `COMPANY_INACTIVE`.
+    pub is_active: bool,
+    /// Overrides `RATE_LIMIT_INITIATE_PER_HOUR` for this company.
+    pub rate_limit_initiate_per_hour: Option<i32>,
+    /// Overrides `RATE_LIMIT_STATUS_PER_HOUR` for this company.
+    pub rate_limit_status_per_hour: Option<i32>,
+    /// Created.
+    pub created_at: DateTimeUtc,
+    /// Last changed.
+    pub updated_at: DateTimeUtc,
+}
+
+/// Relations are expressed in queries; none are declared.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

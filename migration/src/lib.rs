@@ -1,0 +1,21 @@
+//! TrueNumber's schema migrations.
+//!
+//! Each migration is frozen once released: it is plain SQL and never imports the live entities,
+//! so a later change to an entity cannot rewrite history. Apply them through
+//! `truenumber_core::db::migrate`, which holds a PostgreSQL advisory lock so that several nodes
+//! may start at once.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+/// The ordered list of migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}
