@@ -153,7 +153,7 @@ pub async fn execute(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     match command {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config, shutdown_signal()).await,
         Command::Migrate => {
             db::migrate(&config).await.context("migration failed")?;
             tracing::info!("migrations applied");
@@ -182,7 +182,9 @@ pub async fn execute(
             Ok(())
         }
         Command::Company { command } => {
-            let db = db::connect(&config).await.context("cannot reach the database")?;
+            let db = db::connect(&config)
+                .await
+                .context("cannot reach the database")?;
             company(command, &db, out).await
         }
     }
@@ -210,7 +212,10 @@ async fn company(
                 }),
             )
         }
-        CompanyCommand::List => print(out, &serde_json::to_value(companies::list_companies(db).await?)?),
+        CompanyCommand::List => print(
+            out,
+            &serde_json::to_value(companies::list_companies(db).await?)?,
+        ),
         CompanyCommand::RotateKey {
             company_id,
             revoke_existing,
@@ -223,7 +228,10 @@ async fn company(
         }
         CompanyCommand::RevokeKey { company_id, key_id } => {
             companies::revoke_key(db, &company_id, &key_id).await?;
-            print(out, &json!({"companyId": company_id, "keyId": key_id, "revoked": true}))
+            print(
+                out,
+                &json!({"companyId": company_id, "keyId": key_id, "revoked": true}),
+            )
         }
         CompanyCommand::SetWebhook {
             company_id,
@@ -259,11 +267,17 @@ async fn company(
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Migrates (unless disabled), connects, and serves until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     if config.migrate_on_start {
         db::migrate(&config).await.context("migration failed")?;
     }
-    let db = db::connect(&config).await.context("cannot reach the database")?;
+    let db = db::connect(&config)
+        .await
+        .context("cannot reach the database")?;
     truenumber_core::phone::warm_up();
     let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
     let bound = crate::bind(addr)
@@ -271,7 +285,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %bound.local_addr, "truenumber-api listening");
     let state = AppState::new(config, db.clone());
-    bound.serve(state, shutdown_signal()).await?;
+    bound.serve(state, shutdown).await?;
     let _ = db.close().await;
     tracing::info!("truenumber-api stopped");
     Ok(())

@@ -6,7 +6,7 @@
 //! the public message.
 
 use chrono::{SecondsFormat, Utc};
-use poem::{http::StatusCode, Response};
+use poem::{Response, http::StatusCode};
 use poem_openapi::Object;
 use truenumber_core::{
     auth::AuthError, error_code::ErrorCode, phone::PhoneError, verification::VerificationError,
@@ -128,14 +128,20 @@ impl ApiError {
             return Self::internal("ApiError downcast failed");
         }
         if err.is::<poem_openapi::error::AuthorizationError>() {
-            return Self::new(ErrorCode::Unauthorized, "Missing or malformed Authorization header");
+            return Self::new(
+                ErrorCode::Unauthorized,
+                "Missing or malformed Authorization header",
+            );
         }
         let status = err.status();
         let code = ErrorCode::for_status(status.as_u16());
         match code {
             ErrorCode::InvalidRequest => Self::new(code, clean_parse_message(&err.to_string())),
             ErrorCode::SystemError => Self::internal(err.to_string()),
-            _ => Self::new(code, status.canonical_reason().unwrap_or("Error").to_owned()),
+            _ => Self::new(
+                code,
+                status.canonical_reason().unwrap_or("Error").to_owned(),
+            ),
         }
     }
 }
@@ -179,7 +185,9 @@ impl From<PhoneError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::InvalidKey => Self::new(ErrorCode::Unauthorized, "Invalid or revoked API key"),
+            AuthError::InvalidKey => {
+                Self::new(ErrorCode::Unauthorized, "Invalid or revoked API key")
+            }
             AuthError::CompanyInactive => {
                 Self::new(ErrorCode::CompanyInactive, "This company is not active")
             }
@@ -196,9 +204,10 @@ impl From<VerificationError> for ApiError {
             VerificationError::SessionNotFound => {
                 Self::new(ErrorCode::SessionNotFound, "Verification session not found")
             }
-            VerificationError::SessionExpired => {
-                Self::new(ErrorCode::SessionExpired, "Verification session has expired")
-            }
+            VerificationError::SessionExpired => Self::new(
+                ErrorCode::SessionExpired,
+                "Verification session has expired",
+            ),
             VerificationError::AlreadyCompleted(_) => {
                 Self::new(ErrorCode::SessionAlreadyCompleted, capitalise(&public))
             }

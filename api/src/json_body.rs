@@ -75,7 +75,9 @@ impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> 
     async fn from_request(request: &Request, body: &mut RequestBody) -> Result<Self> {
         let data = Vec::<u8>::from_request(request, body).await?;
         if data.iter().all(u8::is_ascii_whitespace) {
-            return Err(invalid("Invalid request: the body must be a JSON object".into()));
+            return Err(invalid(
+                "Invalid request: the body must be a JSON object".into(),
+            ));
         }
         let mut de = serde_json::Deserializer::from_slice(&data);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -85,7 +87,10 @@ impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> 
             if inner.is_syntax() || inner.is_eof() || path == "." {
                 invalid(format!("Invalid request: {msg}"))
             } else {
-                invalid(format!("Invalid request: {path}: {}", without_position(&msg)))
+                invalid(format!(
+                    "Invalid request: {path}: {}",
+                    without_position(&msg)
+                ))
             }
         })?;
         de.end()

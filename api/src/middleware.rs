@@ -51,8 +51,7 @@ fn sane_request_id(req: &Request) -> Option<String> {
     let v = req.headers().get("x-request-id")?.to_str().ok()?;
     let ok = !v.is_empty()
         && v.len() <= 128
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     ok.then(|| v.to_owned())
 }
@@ -147,10 +146,13 @@ impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
     }
 
     fn set_allow(&self, resp: &mut Response, path: &str) {
-        if let Some(methods) = self.config.routes.allowed(path) {
-            if let Ok(v) = HeaderValue::from_str(&methods) {
-                resp.headers_mut().insert(header::ALLOW, v);
-            }
+        if let Some(v) = self
+            .config
+            .routes
+            .allowed(path)
+            .and_then(|m| HeaderValue::from_str(&m).ok())
+        {
+            resp.headers_mut().insert(header::ALLOW, v);
         }
     }
 }
@@ -200,20 +202,21 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table from an OpenAPI document whose paths live under `prefix`.
     pub fn from_spec(spec_json: &str, prefix: &str) -> Self {
-        let mut routes = Vec::new();
-        if let Ok(spec) = serde_json::from_str::<serde_json::Value>(spec_json) {
-            if let Some(paths) = spec.get("paths").and_then(|p| p.as_object()) {
-                for (path, ops) in paths {
-                    let mut methods: Vec<String> = ops
-                        .as_object()
-                        .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
-                        .unwrap_or_default();
-                    methods.sort();
-                    let full = format!("{prefix}{path}");
-                    routes.push((split(&full), methods.join(", ")));
-                }
-            }
-        }
+        let spec = serde_json::from_str::<serde_json::Value>(spec_json).unwrap_or_default();
+        let routes = spec
+            .get("paths")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flatten()
+            .map(|(path, ops)| {
+                let mut methods: Vec<String> = ops
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                methods.sort();
+                (split(&format!("{prefix}{path}")), methods.join(", "))
+            })
+            .collect();
         Self { routes }
     }
 
@@ -249,8 +252,14 @@ mod tests {
         let spec = r#"{"paths":{"/verification/status/{verificationId}":{"get":{}},
                        "/verification/initiate":{"post":{}}}}"#;
         let t = RouteTable::from_spec(spec, "/api/v1");
-        assert_eq!(t.allowed("/api/v1/verification/status/ver_x").as_deref(), Some("GET"));
-        assert_eq!(t.allowed("/api/v1/verification/initiate").as_deref(), Some("POST"));
+        assert_eq!(
+            t.allowed("/api/v1/verification/status/ver_x").as_deref(),
+            Some("GET")
+        );
+        assert_eq!(
+            t.allowed("/api/v1/verification/initiate").as_deref(),
+            Some("POST")
+        );
         assert_eq!(t.allowed("/api/v1/verification/nope"), None);
     }
 }

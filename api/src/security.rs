@@ -34,7 +34,12 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<Authentica
 
 /// The TrueNumber app's token: `Authorization: Bearer <JWT>` (HS256, `exp` and `sub` required).
 #[derive(SecurityScheme)]
-#[oai(rename = "AppToken", ty = "bearer", bearer_format = "JWT", checker = "check_app_token")]
+#[oai(
+    rename = "AppToken",
+    ty = "bearer",
+    bearer_format = "JWT",
+    checker = "check_app_token"
+)]
 pub struct AppAuth(pub AppClaims);
 
 async fn check_app_token(req: &Request, bearer: Bearer) -> poem::Result<AppClaims> {

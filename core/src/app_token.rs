@@ -122,7 +122,10 @@ mod tests {
         // alg "none" with the same claims.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
         assert!(matches!(k.verify(none), Err(AppTokenError::Invalid(_))));
-        assert!(matches!(k.verify("garbage"), Err(AppTokenError::Invalid(_))));
+        assert!(matches!(
+            k.verify("garbage"),
+            Err(AppTokenError::Invalid(_))
+        ));
     }
 
     #[test]

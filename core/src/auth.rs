@@ -3,9 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
 use sha2::{Digest, Sha256};
 
 use crate::secrets;
@@ -114,7 +112,10 @@ impl ApiKeyAuthenticator {
         }
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Option<AuthenticatedCompany>, AuthError> {
+    async fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<Option<AuthenticatedCompany>, AuthError> {
         let Some(lookup_id) = secrets::api_key_lookup_id(token) else {
             return Ok(None);
         };
@@ -133,10 +134,11 @@ impl ApiKeyAuthenticator {
             return Ok(None);
         };
         let (token_owned, hash) = (token.to_owned(), row.key_hash.clone());
-        let matches = tokio::task::spawn_blocking(move || secrets::verify_api_key(&token_owned, &hash))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let matches =
+            tokio::task::spawn_blocking(move || secrets::verify_api_key(&token_owned, &hash))
+                .await
+                .map_err(|e| AuthError::Internal(e.to_string()))?
+                .map_err(|e| AuthError::Internal(e.to_string()))?;
         if !matches {
             return Ok(None);
         }

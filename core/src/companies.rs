@@ -140,7 +140,9 @@ pub async fn create_company(
     validate_company_id(company_id)?;
     let name = name.trim();
     if name.is_empty() || name.len() > 255 {
-        return Err(CompanyError::Invalid("name must be 1-255 characters".into()));
+        return Err(CompanyError::Invalid(
+            "name must be 1-255 characters".into(),
+        ));
     }
     let webhook_url = webhook_url.map(validate_webhook_url).transpose()?;
     let webhook_secret = secrets::new_webhook_secret()?;

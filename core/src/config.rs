@@ -49,11 +49,15 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -167,16 +171,23 @@ struct Reader<F: Fn(&str) -> Option<String>>(F);
 
 impl<F: Fn(&str) -> Option<String>> Reader<F> {
     fn raw(&self, var: &'static str) -> Option<String> {
-        (self.0)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        (self.0)(var)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     fn string(&self, var: &'static str, default: &str) -> String {
         self.raw(var).unwrap_or_else(|| default.to_owned())
     }
 
-    fn parse<T: FromStr>(&self, var: &'static str, default: T, range: (T, T)) -> Result<T, ConfigError>
+    fn parse<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        range: (T, T),
+    ) -> Result<T, ConfigError>
     where
-        T: PartialOrd + fmt::Display + Copy,
+        T: FromStr + PartialOrd + fmt::Display + Copy,
     {
         let Some(raw) = self.raw(var) else {
             return Ok(default);
@@ -187,7 +198,10 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         if value < range.0 || value > range.1 {
             return Err(err(
                 var,
-                format!("{value} is outside the allowed range {}..={}", range.0, range.1),
+                format!(
+                    "{value} is outside the allowed range {}..={}",
+                    range.0, range.1
+                ),
             ));
         }
         Ok(value)
@@ -202,7 +216,12 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         }
     }
 
-    fn url(&self, var: &'static str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+    fn url(
+        &self,
+        var: &'static str,
+        default: &str,
+        schemes: &[&str],
+    ) -> Result<String, ConfigError> {
         let value = self.string(var, default);
         let scheme = value.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
         match scheme {
@@ -282,7 +301,12 @@ impl Config {
         let log_format = match r.string("LOG_FORMAT", "json").to_ascii_lowercase().as_str() {
             "json" => LogFormat::Json,
             "pretty" | "text" => LogFormat::Pretty,
-            other => return Err(err("LOG_FORMAT", format!("`{other}` is not json or pretty"))),
+            other => {
+                return Err(err(
+                    "LOG_FORMAT",
+                    format!("`{other}` is not json or pretty"),
+                ));
+            }
         };
 
         let trusted_proxies = r
@@ -296,8 +320,12 @@ impl Config {
         let tls_cert_file = r.raw("TLS_CERT_FILE").map(PathBuf::from);
         let tls_key_file = r.raw("TLS_KEY_FILE").map(PathBuf::from);
         match (&tls_cert_file, &tls_key_file) {
-            (Some(_), None) => return Err(err("TLS_KEY_FILE", "is required when TLS_CERT_FILE is set")),
-            (None, Some(_)) => return Err(err("TLS_CERT_FILE", "is required when TLS_KEY_FILE is set")),
+            (Some(_), None) => {
+                return Err(err("TLS_KEY_FILE", "is required when TLS_CERT_FILE is set"));
+            }
+            (None, Some(_)) => {
+                return Err(err("TLS_CERT_FILE", "is required when TLS_KEY_FILE is set"));
+            }
             _ => {}
         }
 
@@ -307,7 +335,10 @@ impl Config {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(err("AMQP_QUEUE_PREFIX", "only letters, digits, `-`, `_` and `.`"));
+            return Err(err(
+                "AMQP_QUEUE_PREFIX",
+                "only letters, digits, `-`, `_` and `.`",
+            ));
         }
 
         Ok(Self {
@@ -321,7 +352,11 @@ impl Config {
                 default_pool_size(),
                 (1, 1000),
             )?,
-            redis_url: Secret::new(r.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?),
+            redis_url: Secret::new(r.url(
+                "REDIS_URL",
+                "redis://127.0.0.1:6379",
+                &["redis", "rediss"],
+            )?),
             redis_key_prefix,
             amqp_url: Secret::new(r.url(
                 "AMQP_URL",
@@ -440,7 +475,11 @@ mod tests {
             ("AMQP_QUEUE_PREFIX", "a b"),
         ] {
             let e = with(&[(var, value)]).unwrap_err();
-            let expected = if var == "TLS_CERT_FILE" { "TLS_KEY_FILE" } else { var };
+            let expected = if var == "TLS_CERT_FILE" {
+                "TLS_KEY_FILE"
+            } else {
+                var
+            };
             assert_eq!(e.var, expected, "{var}={value} gave {e}");
         }
     }

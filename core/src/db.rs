@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
-use sqlx::{ConnectOptions as _, Connection, postgres::{PgConnectOptions, PgConnection}};
+use sqlx::{
+    ConnectOptions as _, Connection,
+    postgres::{PgConnectOptions, PgConnection},
+};
 use truenumber_migration::{Migrator, MigratorTrait};
 
 use crate::config::Config;
 
 /// Any fixed number works; it only has to be the same for every node of TrueNumber.
-const MIGRATION_LOCK_KEY: i64 = 0x7472_7565_6e75_6d;
+const MIGRATION_LOCK_KEY: i64 = 0x0074_7275_656e_756d;
 
 /// Opens the pool, creating the database first if it does not exist and the role may create it.
 pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
@@ -49,7 +52,9 @@ pub async fn ensure_database_exists(url: &str) -> Result<(), DbErr> {
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(e.to_string())))?;
     let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut admin)
+        .await;
     let _ = admin.close().await;
     match created {
         Ok(_) => {
@@ -60,7 +65,9 @@ pub async fn ensure_database_exists(url: &str) -> Result<(), DbErr> {
         Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {
             Ok(())
         }
-        Err(e) => Err(DbErr::Custom(format!("could not create database {name}: {e}"))),
+        Err(e) => Err(DbErr::Custom(format!(
+            "could not create database {name}: {e}"
+        ))),
     }
 }
 

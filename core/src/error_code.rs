@@ -170,9 +170,11 @@ mod tests {
     fn names_are_unique_and_screaming_snake() {
         let names: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
-        assert!(names
-            .iter()
-            .all(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_')));
+        assert!(
+            names
+                .iter()
+                .all(|n| n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        );
     }
 
     #[test]

@@ -80,8 +80,8 @@ pub fn parse_mobile_number(input: &str) -> Result<MobileNumber, PhoneError> {
     if digits.len() > 15 {
         return Err(PhoneError::TooLong);
     }
-    let parsed = phonenumber::parse(None, &stripped)
-        .map_err(|e| PhoneError::Unparseable(e.to_string()))?;
+    let parsed =
+        phonenumber::parse(None, &stripped).map_err(|e| PhoneError::Unparseable(e.to_string()))?;
     if !parsed.is_valid() {
         return Err(PhoneError::Invalid);
     }
@@ -127,8 +127,14 @@ mod tests {
         assert_eq!(parse_mobile_number("07911123456"), Err(PhoneError::NotE164));
         assert_eq!(parse_mobile_number("+44abc"), Err(PhoneError::NotE164));
         assert_eq!(parse_mobile_number("+"), Err(PhoneError::NotE164));
-        assert_eq!(parse_mobile_number("+447911123456 ext 5"), Err(PhoneError::NotE164));
-        assert_eq!(parse_mobile_number("+1234567890123456"), Err(PhoneError::TooLong));
+        assert_eq!(
+            parse_mobile_number("+447911123456 ext 5"),
+            Err(PhoneError::NotE164)
+        );
+        assert_eq!(
+            parse_mobile_number("+1234567890123456"),
+            Err(PhoneError::TooLong)
+        );
     }
 
     #[test]

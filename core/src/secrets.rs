@@ -23,7 +23,10 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
 
 /// A verification id: `ver_` and 128 random bits, URL-safe base64 (26 characters in all).
 pub fn new_verification_id() -> Result<String, RandomError> {
-    Ok(format!("ver_{}", URL_SAFE_NO_PAD.encode(random_bytes::<16>()?)))
+    Ok(format!(
+        "ver_{}",
+        URL_SAFE_NO_PAD.encode(random_bytes::<16>()?)
+    ))
 }
 
 /// A Standard Webhooks signing secret: `whsec_` and 256 random bits, standard base64.
@@ -116,9 +119,11 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("ver_"));
         assert_eq!(a.len(), 4 + 22);
-        assert!(a[4..]
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            a[4..]
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 
     #[test]
@@ -157,7 +162,9 @@ mod tests {
     fn webhook_secrets_are_standard_webhooks_shaped() {
         let s = new_webhook_secret().unwrap();
         let raw = s.strip_prefix("whsec_").unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(raw).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .unwrap();
         assert_eq!(bytes.len(), 32);
     }
 }

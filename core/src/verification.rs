@@ -224,28 +224,32 @@ pub async fn find_for_company(
     if verification_id.len() > 64 {
         return Ok(None);
     }
-    Ok(SessionRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT * FROM verification_sessions WHERE verification_id = $1 AND company_id = $2",
-        [verification_id.into(), company_id.into()],
-    ))
-    .one(db)
-    .await?
-    .map(Into::into))
+    Ok(
+        SessionRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT * FROM verification_sessions WHERE verification_id = $1 AND company_id = $2",
+            [verification_id.into(), company_id.into()],
+        ))
+        .one(db)
+        .await?
+        .map(Into::into),
+    )
 }
 
 async fn find_by_id(
     db: &impl ConnectionTrait,
     verification_id: &str,
 ) -> Result<Option<VerificationSession>, DbErr> {
-    Ok(SessionRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT * FROM verification_sessions WHERE verification_id = $1",
-        [verification_id.into()],
-    ))
-    .one(db)
-    .await?
-    .map(Into::into))
+    Ok(
+        SessionRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT * FROM verification_sessions WHERE verification_id = $1",
+            [verification_id.into()],
+        ))
+        .one(db)
+        .await?
+        .map(Into::into),
+    )
 }
 
 /// What the app submitted.
@@ -344,8 +348,14 @@ mod tests {
             expires_at: now + chrono::Duration::seconds(10),
         };
         assert_eq!(s.status_at(now), SessionStatus::Pending);
-        assert_eq!(s.status_at(now + chrono::Duration::seconds(10)), SessionStatus::Expired);
+        assert_eq!(
+            s.status_at(now + chrono::Duration::seconds(10)),
+            SessionStatus::Expired
+        );
         s.stored_status = SessionStatus::Verified;
-        assert_eq!(s.status_at(now + chrono::Duration::seconds(99)), SessionStatus::Verified);
+        assert_eq!(
+            s.status_at(now + chrono::Duration::seconds(99)),
+            SessionStatus::Verified
+        );
     }
 }

@@ -1,1 +1,9 @@
-fn main(){}
+//! TrueNumber's integration tests, against the real PostgreSQL (and, as they join, Redis and
+//! RabbitMQ). Each test gets its own database and prefixes, so they run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod errors;
+mod helpers;
+mod openapi;
+mod verification;

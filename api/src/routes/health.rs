@@ -48,9 +48,21 @@ where
     let result = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(Ok(())) => Check { up: true, latency_ms, error: None },
-        Ok(Err(e)) => Check { up: false, latency_ms, error: Some(e.to_string()) },
-        Err(_) => Check { up: false, latency_ms, error: Some("timed out".into()) },
+        Ok(Ok(())) => Check {
+            up: true,
+            latency_ms,
+            error: None,
+        },
+        Ok(Err(e)) => Check {
+            up: false,
+            latency_ms,
+            error: Some(e.to_string()),
+        },
+        Err(_) => Check {
+            up: false,
+            latency_ms,
+            error: Some("timed out".into()),
+        },
     }
 }
 
@@ -68,7 +80,11 @@ pub async fn health(Data(state): Data<&AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "checks": checks.iter().map(|(n, c)| ((*n).to_owned(), c.to_json())).collect::<serde_json::Map<_, _>>(),
     });
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     Json(body).with_status(status).into_response()
 }
 
@@ -82,7 +98,11 @@ pub async fn live() -> Json<Value> {
 #[handler]
 pub async fn ready(Data(state): Data<&AppState>) -> Response {
     let checks = dependency_checks(state).await;
-    let down: Vec<&str> = checks.iter().filter(|(_, c)| !c.up).map(|(n, _)| *n).collect();
+    let down: Vec<&str> = checks
+        .iter()
+        .filter(|(_, c)| !c.up)
+        .map(|(n, _)| *n)
+        .collect();
     if down.is_empty() {
         Json(json!({"status": "ready"})).into_response()
     } else {

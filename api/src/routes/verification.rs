@@ -2,12 +2,8 @@
 //! `GET /verification/status/{verificationId}`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
 use serde::Deserialize;
-use poem_openapi::{
-    ApiResponse, Enum, Object, OpenApi,
-    param::Path,
-    payload::Json,
-};
 use truenumber_core::{
     error_code::ErrorCode,
     phone::parse_mobile_number,
@@ -303,7 +299,11 @@ impl VerificationApi {
     ///
     /// Creates a session for a mobile number and returns the deep link that opens it in the
     /// TrueNumber app. Idempotent on `(companyId, requestId)`.
-    #[oai(path = "/initiate", method = "post", operation_id = "initiateVerification")]
+    #[oai(
+        path = "/initiate",
+        method = "post",
+        operation_id = "initiateVerification"
+    )]
     async fn initiate(
         &self,
         auth: CompanyAuth,
@@ -319,7 +319,11 @@ impl VerificationApi {
     /// Called by the TrueNumber app with the number the user confirmed. Exactly one submit
     /// of a session can succeed or fail it; any later one is `SESSION_ALREADY_COMPLETED`.
     #[oai(path = "/submit", method = "post", operation_id = "submitVerification")]
-    async fn submit(&self, auth: AppAuth, body: JsonBody<SubmitVerificationRequest>) -> SubmitResponse {
+    async fn submit(
+        &self,
+        auth: AppAuth,
+        body: JsonBody<SubmitVerificationRequest>,
+    ) -> SubmitResponse {
         self.submit_inner(auth, body.0)
             .await
             .unwrap_or_else(SubmitResponse::from)
@@ -351,7 +355,10 @@ impl VerificationApi {
         req: InitiateVerificationRequest,
     ) -> Result<InitiateResponse, ApiError> {
         if req.company_id != company.company_id {
-            return Err(ApiError::new(ErrorCode::CompanyNotFound, "Company not found"));
+            return Err(ApiError::new(
+                ErrorCode::CompanyNotFound,
+                "Company not found",
+            ));
         }
         let number = parse_mobile_number(&req.mobile_number)?;
         let config = &self.state.config;
@@ -427,10 +434,13 @@ impl VerificationApi {
         CompanyAuth(company): CompanyAuth,
         verification_id: &str,
     ) -> Result<StatusResponse, ApiError> {
-        let session = verification::find_for_company(&self.state.db, &company.company_id, verification_id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| ApiError::new(ErrorCode::SessionNotFound, "Verification session not found"))?;
+        let session =
+            verification::find_for_company(&self.state.db, &company.company_id, verification_id)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::SessionNotFound, "Verification session not found")
+                })?;
         Ok(StatusResponse::Ok(Json(VerificationStatusResponse {
             status: session.status_at(Utc::now()).into(),
             verified_at: session.verified_at.map(rfc3339),
