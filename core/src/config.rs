@@ -106,6 +106,8 @@ pub struct Config {
     pub amqp_queue_prefix: String,
     /// `PORT`: HTTP port.
     pub port: u16,
+    /// `WORKER_PORT`: the worker's health/metrics port (default 3001).
+    pub worker_port: u16,
     /// `JWT_SECRET`: HS256 key of mobile-app tokens (required, at least 32 bytes).
     pub jwt_secret: Secret,
     /// `API_BASE_URL`: public base URL (OpenAPI `servers`).
@@ -180,12 +182,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         self.raw(var).unwrap_or_else(|| default.to_owned())
     }
 
-    fn parse<T>(
-        &self,
-        var: &'static str,
-        default: T,
-        range: (T, T),
-    ) -> Result<T, ConfigError>
+    fn parse<T>(&self, var: &'static str, default: T, range: (T, T)) -> Result<T, ConfigError>
     where
         T: FromStr + PartialOrd + fmt::Display + Copy,
     {
@@ -365,6 +362,7 @@ impl Config {
             )?),
             amqp_queue_prefix,
             port: r.parse("PORT", 3000, (0, u16::MAX))?,
+            worker_port: r.parse("WORKER_PORT", 3001, (0, u16::MAX))?,
             jwt_secret: Secret::new(jwt_secret),
             api_base_url: r
                 .url("API_BASE_URL", "http://localhost:3000", &["http", "https"])?
@@ -430,6 +428,7 @@ mod tests {
     fn defaults_match_the_contract() {
         let c = with(&[]).unwrap();
         assert_eq!(c.port, 3000);
+        assert_eq!(c.worker_port, 3001);
         assert_eq!(c.verification_ttl, Duration::from_secs(600));
         assert_eq!(c.rate_limit_initiate_per_hour, 100);
         assert_eq!(c.rate_limit_status_per_hour, 1000);

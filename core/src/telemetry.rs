@@ -35,3 +35,24 @@ pub fn init(config: &Config, to_stdout: bool) {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_idempotent_in_either_format() {
+        let mut map = std::collections::HashMap::new();
+        map.insert("JWT_SECRET".to_owned(), "x".repeat(32));
+        map.insert("LOG_FORMAT".to_owned(), "pretty".to_owned());
+        map.insert("LOG_LEVEL".to_owned(), "not a [valid filter".to_owned());
+        let pretty = Config::from_map(&map).unwrap();
+        init(&pretty, false);
+        map.insert("LOG_FORMAT".to_owned(), "json".to_owned());
+        let json = Config::from_map(&map).unwrap();
+        init(&json, true);
+        install_crypto_provider();
+        install_crypto_provider();
+        tracing::info!("still logging after repeated init");
+    }
+}
