@@ -160,7 +160,7 @@ pub async fn execute(
             Ok(())
         }
         Command::Openapi => {
-            let state = AppState::new(config, sea_orm::DatabaseConnection::default());
+            let state = AppState::new(config, sea_orm::DatabaseConnection::default())?;
             writeln!(out, "{}", crate::openapi_json(state))?;
             Ok(())
         }
@@ -284,7 +284,14 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %bound.local_addr, "truenumber-api listening");
-    let state = AppState::new(config, db.clone());
+    if !config.rate_limits_enabled {
+        tracing::warn!("RATE_LIMITS_ENABLED=false: no rate limit is enforced on this node");
+    }
+    let state = AppState::new(config, db.clone())?;
+    // Connect to Redis before traffic arrives; a failure here is not fatal (see rate_limit).
+    if let Err(e) = state.limiter.ping().await {
+        tracing::warn!(error = %e, "Redis is not reachable yet; initiate will answer 503 until it is");
+    }
     bound.serve(state, shutdown).await?;
     let _ = db.close().await;
     tracing::info!("truenumber-api stopped");

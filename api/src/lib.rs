@@ -4,6 +4,7 @@ pub mod cli;
 pub mod error;
 pub mod json_body;
 pub mod middleware;
+pub mod rate_limit;
 pub mod request_context;
 pub mod routes;
 pub mod security;

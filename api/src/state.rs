@@ -3,7 +3,12 @@
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use truenumber_core::{app_token::AppTokenKeys, auth::ApiKeyAuthenticator, config::Config};
+use truenumber_core::{
+    app_token::AppTokenKeys,
+    auth::ApiKeyAuthenticator,
+    config::Config,
+    rate_limit::{LimiterUnavailable, SlidingWindowLimiter},
+};
 
 /// Shared state of an API node; cheap to clone.
 #[derive(Clone, Debug)]
@@ -16,16 +21,24 @@ pub struct AppState {
     pub auth: ApiKeyAuthenticator,
     /// App-token verification.
     pub app_tokens: AppTokenKeys,
+    /// Redis rate limits.
+    pub limiter: SlidingWindowLimiter,
 }
 
 impl AppState {
-    /// State over an open pool.
-    pub fn new(config: Config, db: DatabaseConnection) -> Self {
-        Self {
+    /// State over an open pool. Redis is connected lazily (a node starts while it is down);
+    /// only an unparseable `REDIS_URL` fails here.
+    pub fn new(config: Config, db: DatabaseConnection) -> Result<Self, LimiterUnavailable> {
+        Ok(Self {
+            limiter: SlidingWindowLimiter::new(
+                config.redis_url.expose(),
+                &config.redis_key_prefix,
+                config.redis_timeout,
+            )?,
             auth: ApiKeyAuthenticator::new(db.clone(), config.api_key_cache_ttl),
             app_tokens: AppTokenKeys::new(&config.jwt_secret),
             config: Arc::new(config),
             db,
-        }
+        })
     }
 }

@@ -98,6 +98,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// `REDIS_URL`: Redis for rate limits.
     pub redis_url: Secret,
+    /// `REDIS_TIMEOUT_MS`: the most one Redis call may take (connect or reply) before the
+    /// limiter treats Redis as unavailable (default 1000).
+    pub redis_timeout: Duration,
     /// `REDIS_KEY_PREFIX`: prefix of every Redis key (default `tn:`), so environments can share a Redis.
     pub redis_key_prefix: String,
     /// `AMQP_URL`: RabbitMQ.
@@ -124,6 +127,9 @@ pub struct Config {
     pub rate_limit_initiate_per_hour: u32,
     /// `RATE_LIMIT_STATUS_PER_HOUR`: status calls per company per hour.
     pub rate_limit_status_per_hour: u32,
+    /// `RATE_LIMITS_ENABLED`: `false` turns every limit off (benchmarks, emergencies; logged
+    /// loudly at start). Default true.
+    pub rate_limits_enabled: bool,
     /// `RATE_LIMIT_SUBMIT_PER_MINUTE`: submit calls per verification session per minute.
     pub rate_limit_submit_per_minute: u32,
     /// `DEEP_LINK_BASE`: deep-link prefix (custom scheme or https universal link).
@@ -355,6 +361,11 @@ impl Config {
                 &["redis", "rediss"],
             )?),
             redis_key_prefix,
+            redis_timeout: Duration::from_millis(r.parse(
+                "REDIS_TIMEOUT_MS",
+                1000,
+                (10, 60_000),
+            )?),
             amqp_url: Secret::new(r.url(
                 "AMQP_URL",
                 "amqp://guest:guest@127.0.0.1:5672/%2f",
@@ -391,6 +402,7 @@ impl Config {
                 10,
                 (1, 1_000_000),
             )?,
+            rate_limits_enabled: r.bool("RATE_LIMITS_ENABLED", true)?,
             deep_link_base,
             webhook_retry_schedule,
             webhook_allow_private_networks: r.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false)?,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod error_code;
 pub mod phone;
+pub mod rate_limit;
 pub mod secrets;
 pub mod telemetry;
 pub mod verification;

@@ -82,6 +82,12 @@ impl TestApp {
     /// An app on a given configuration (a second node shares the first one's database).
     pub async fn spawn_config(config: Config) -> Self {
         truenumber_core::telemetry::install_crypto_provider();
+        // `TEST_LOG=debug cargo nextest run … --no-capture` shows the servers' logs.
+        if let Ok(level) = std::env::var("TEST_LOG") {
+            let mut logged = config.clone();
+            logged.log_level = level;
+            truenumber_core::telemetry::init(&logged, true);
+        }
         db::migrate(&config).await.expect("migrate");
         let db = db::connect(&config).await.expect("connect");
         let bound = truenumber_api::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -89,7 +95,7 @@ impl TestApp {
             .expect("bind");
         let addr = bound.local_addr;
         let (tx, rx) = oneshot::channel::<()>();
-        let state = AppState::new(config.clone(), db.clone());
+        let state = AppState::new(config.clone(), db.clone()).expect("state");
         let server = tokio::spawn(bound.serve(state, async move {
             let _ = rx.await;
         }));

@@ -6,5 +6,6 @@ mod cli;
 mod errors;
 mod helpers;
 mod openapi;
+mod rate_limit;
 mod verification;
 mod worker;

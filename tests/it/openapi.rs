@@ -7,12 +7,13 @@ fn generated() -> Value {
     env.insert("API_BASE_URL".into(), "http://localhost:3000".into());
     let config = truenumber_core::config::Config::from_map(&env).unwrap();
     let state =
-        truenumber_api::state::AppState::new(config, sea_orm::DatabaseConnection::default());
+        truenumber_api::state::AppState::new(config, sea_orm::DatabaseConnection::default())
+            .unwrap();
     serde_json::from_str(&truenumber_api::openapi_json(state)).unwrap()
 }
 
-#[test]
-fn committed_document_matches_the_code() {
+#[tokio::test]
+async fn committed_document_matches_the_code() {
     let committed: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json"))
             .expect("openapi.json at the repository root"),
@@ -24,8 +25,8 @@ fn committed_document_matches_the_code() {
     );
 }
 
-#[test]
-fn every_operation_documents_its_errors_and_security() {
+#[tokio::test]
+async fn every_operation_documents_its_errors_and_security() {
     let spec = generated();
     let expect = [
         (

@@ -515,9 +515,8 @@ async fn verified_keys_are_cached_so_argon2_is_not_paid_per_request() {
     .await;
 }
 
-#[tokio::test]
-async fn a_hundred_concurrent_submits_have_exactly_one_winner() {
-    let app = TestApp::spawn().await;
+/// 100 concurrent submits of one session; returns the count of each status.
+async fn race_submits(app: &TestApp) -> std::collections::BTreeMap<u16, usize> {
     let c = app.create_company(&unique("c")).await;
     let id = app.initiate_ok(&c, NUMBER).await["verificationId"]
         .as_str()
@@ -526,22 +525,43 @@ async fn a_hundred_concurrent_submits_have_exactly_one_winner() {
     let token = app.app_token("racer", None);
     let body = json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "racer"});
     let responses = futures::future::join_all((0..100).map(|_| app.submit(&token, &body))).await;
-    let mut ok = 0;
-    let mut conflicts = 0;
+    let mut counts = std::collections::BTreeMap::new();
     for r in responses {
-        match r.status().as_u16() {
-            200 => ok += 1,
-            409 => {
-                let v: Value = r.json().await.unwrap();
-                assert_eq!(v["code"], "SESSION_ALREADY_COMPLETED");
-                conflicts += 1;
-            }
-            other => panic!("unexpected status {other}"),
+        let status = r.status().as_u16();
+        if status != 200 {
+            let v: Value = r.json().await.unwrap();
+            let expected = if status == 409 {
+                "SESSION_ALREADY_COMPLETED"
+            } else {
+                "RATE_LIMIT_EXCEEDED"
+            };
+            assert_eq!(v["code"], expected);
         }
+        *counts.entry(status).or_insert(0) += 1;
     }
-    assert_eq!((ok, conflicts), (1, 99));
     let status: Value = app.status(&c.api_key, &id).await.json().await.unwrap();
     assert_eq!(status["status"], "verified");
+    counts
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_submits_have_exactly_one_winner() {
+    // With the submit limit out of the way: one winner, 99 replays.
+    let app = TestApp::spawn_with(|env| {
+        env.insert("RATE_LIMIT_SUBMIT_PER_MINUTE".into(), "1000".into());
+    })
+    .await;
+    let counts = race_submits(&app).await;
+    assert_eq!(counts, [(200, 1), (409, 99)].into_iter().collect());
+
+    // With the default 10 per minute per session: still one winner; nine replays get 409,
+    // the other ninety are refused before they reach the database.
+    let app = TestApp::spawn().await;
+    let counts = race_submits(&app).await;
+    assert_eq!(
+        counts,
+        [(200, 1), (409, 9), (429, 90)].into_iter().collect()
+    );
 }
 
 #[tokio::test]
@@ -568,7 +588,7 @@ async fn a_database_outage_is_a_503_not_a_leak() {
         .await
         .unwrap();
     let base = format!("http://{}", bound.local_addr);
-    let state = truenumber_api::state::AppState::new(config, dead);
+    let state = truenumber_api::state::AppState::new(config, dead).unwrap();
     tokio::spawn(bound.serve(state, std::future::pending()));
 
     let resp = app

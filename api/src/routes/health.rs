@@ -67,8 +67,13 @@ where
 }
 
 async fn dependency_checks(state: &AppState) -> Vec<(&'static str, Check)> {
-    vec![("database", check(db::ping(&state.db)).await)]
+    let (database, redis) = tokio::join!(check(db::ping(&state.db)), check(state.limiter.ping()));
+    vec![("database", database), ("redis", redis)]
 }
+
+/// Only the database gates readiness: without Redis a node still serves status and submit
+/// (fail-open) and answers initiate with a clean 503, which beats being taken out of rotation.
+const READINESS_GATES: [&str; 1] = ["database"];
 
 /// `GET /health`: every dependency, its latency; 503 when any is down.
 #[handler]
@@ -77,6 +82,7 @@ pub async fn health(Data(state): Data<&AppState>) -> Response {
     let healthy = checks.iter().all(|(_, c)| c.up);
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
+        "rateLimiterFailOpenTotal": state.limiter.fail_open_total(),
         "version": env!("CARGO_PKG_VERSION"),
         "checks": checks.iter().map(|(n, c)| ((*n).to_owned(), c.to_json())).collect::<serde_json::Map<_, _>>(),
     });
@@ -94,19 +100,22 @@ pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /health/ready`: 200 when this node can serve (its dependencies answer), else 503.
+/// `GET /health/ready`: 200 when this node can serve (the database answers), else 503; every
+/// dependency's state is in the body.
 #[handler]
 pub async fn ready(Data(state): Data<&AppState>) -> Response {
     let checks = dependency_checks(state).await;
-    let down: Vec<&str> = checks
+    let report: serde_json::Map<_, _> = checks
         .iter()
-        .filter(|(_, c)| !c.up)
-        .map(|(n, _)| *n)
+        .map(|(n, c)| ((*n).to_owned(), json!(if c.up { "up" } else { "down" })))
         .collect();
-    if down.is_empty() {
-        Json(json!({"status": "ready"})).into_response()
+    let ready = checks
+        .iter()
+        .all(|(n, c)| c.up || !READINESS_GATES.contains(n));
+    if ready {
+        Json(json!({"status": "ready", "checks": report})).into_response()
     } else {
-        Json(json!({"status": "unavailable", "down": down}))
+        Json(json!({"status": "unavailable", "checks": report}))
             .with_status(StatusCode::SERVICE_UNAVAILABLE)
             .into_response()
     }

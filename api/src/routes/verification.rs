@@ -1,6 +1,8 @@
 //! `POST /verification/initiate`, `POST /verification/submit`,
 //! `GET /verification/status/{verificationId}`.
 
+use std::time::Duration;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
 use serde::Deserialize;
@@ -14,10 +16,14 @@ use crate::{
     error::{ApiError, ErrorBody, db_error},
     impl_api_errors,
     json_body::{JsonBody, Validate, check_len},
+    rate_limit::{Limit, WhenUnavailable, enforce},
     routes::ApiTags,
     security::{AppAuth, CompanyAuth},
     state::AppState,
 };
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -81,6 +87,11 @@ pub struct InitiateVerificationResponse {
 /// Responses of initiate.
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "initiate_bad_request")]
+#[oai(header(
+    name = "RateLimit",
+    ty = "String",
+    description = "What is left of the limit (IETF httpapi draft): policy name, r = remaining, t = seconds until one more is allowed. A `RateLimit-Policy` header names the limit: policy name, q = quota, w = window in seconds."
+))]
 pub enum InitiateResponse {
     /// The session was created, or this `requestId` was seen before with the same number and
     /// its session is returned again.
@@ -105,13 +116,27 @@ pub enum InitiateResponse {
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
     /// `RATE_LIMIT_EXCEEDED`; see `Retry-After`.
-    #[oai(status = 429)]
+    #[oai(
+        status = 429,
+        header(
+            name = "Retry-After",
+            ty = "u64",
+            description = "Seconds until a retry can succeed"
+        )
+    )]
     TooManyRequests(Json<ErrorBody>),
     /// `SYSTEM_ERROR`.
     #[oai(status = 500)]
     SystemError(Json<ErrorBody>),
     /// `SERVICE_UNAVAILABLE`: a dependency is down; see `Retry-After`.
-    #[oai(status = 503)]
+    #[oai(
+        status = 503,
+        header(
+            name = "Retry-After",
+            ty = "u64",
+            description = "Seconds to wait before retrying"
+        )
+    )]
     Unavailable(Json<ErrorBody>),
 }
 
@@ -163,6 +188,11 @@ pub struct SubmitVerificationResponse {
 /// Responses of submit. Failures of the verification itself carry `"status":"failed"`.
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "submit_bad_request")]
+#[oai(header(
+    name = "RateLimit",
+    ty = "String",
+    description = "What is left of the limit (IETF httpapi draft): policy name, r = remaining, t = seconds until one more is allowed. A `RateLimit-Policy` header names the limit: policy name, q = quota, w = window in seconds."
+))]
 pub enum SubmitResponse {
     /// Verified.
     #[oai(status = 200)]
@@ -189,13 +219,27 @@ pub enum SubmitResponse {
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
     /// `RATE_LIMIT_EXCEEDED`; see `Retry-After`.
-    #[oai(status = 429)]
+    #[oai(
+        status = 429,
+        header(
+            name = "Retry-After",
+            ty = "u64",
+            description = "Seconds until a retry can succeed"
+        )
+    )]
     TooManyRequests(Json<ErrorBody>),
     /// `SYSTEM_ERROR`.
     #[oai(status = 500)]
     SystemError(Json<ErrorBody>),
     /// `SERVICE_UNAVAILABLE`.
-    #[oai(status = 503)]
+    #[oai(
+        status = 503,
+        header(
+            name = "Retry-After",
+            ty = "u64",
+            description = "Seconds to wait before retrying"
+        )
+    )]
     Unavailable(Json<ErrorBody>),
 }
 
@@ -254,6 +298,11 @@ pub struct VerificationStatusResponse {
 /// Responses of status.
 #[derive(ApiResponse)]
 #[oai(bad_request_handler = "status_bad_request")]
+#[oai(header(
+    name = "RateLimit",
+    ty = "String",
+    description = "What is left of the limit (IETF httpapi draft): policy name, r = remaining, t = seconds until one more is allowed. A `RateLimit-Policy` header names the limit: policy name, q = quota, w = window in seconds."
+))]
 pub enum StatusResponse {
     /// The session.
     #[oai(status = 200)]
@@ -271,13 +320,27 @@ pub enum StatusResponse {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// `RATE_LIMIT_EXCEEDED`; see `Retry-After`.
-    #[oai(status = 429)]
+    #[oai(
+        status = 429,
+        header(
+            name = "Retry-After",
+            ty = "u64",
+            description = "Seconds until a retry can succeed"
+        )
+    )]
     TooManyRequests(Json<ErrorBody>),
     /// `SYSTEM_ERROR`.
     #[oai(status = 500)]
     SystemError(Json<ErrorBody>),
     /// `SERVICE_UNAVAILABLE`.
-    #[oai(status = 503)]
+    #[oai(
+        status = 503,
+        header(
+            name = "Retry-After",
+            ty = "u64",
+            description = "Seconds to wait before retrying"
+        )
+    )]
     Unavailable(Json<ErrorBody>),
 }
 
@@ -354,6 +417,15 @@ impl VerificationApi {
         CompanyAuth(company): CompanyAuth,
         req: InitiateVerificationRequest,
     ) -> Result<InitiateResponse, ApiError> {
+        let limit = Limit {
+            name: "initiate",
+            subject: &company.company_id,
+            limit: company
+                .rate_limit_initiate_per_hour
+                .unwrap_or(self.state.config.rate_limit_initiate_per_hour),
+            window: HOUR,
+        };
+        enforce(&self.state, limit, WhenUnavailable::FailClosed).await?;
         if req.company_id != company.company_id {
             return Err(ApiError::new(
                 ErrorCode::CompanyNotFound,
@@ -390,6 +462,13 @@ impl VerificationApi {
         AppAuth(claims): AppAuth,
         req: SubmitVerificationRequest,
     ) -> Result<SubmitResponse, ApiError> {
+        let limit = Limit {
+            name: "submit",
+            subject: &req.verification_id,
+            limit: self.state.config.rate_limit_submit_per_minute,
+            window: MINUTE,
+        };
+        enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;
         if claims.sub != req.app_user_id {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -434,6 +513,15 @@ impl VerificationApi {
         CompanyAuth(company): CompanyAuth,
         verification_id: &str,
     ) -> Result<StatusResponse, ApiError> {
+        let limit = Limit {
+            name: "status",
+            subject: &company.company_id,
+            limit: company
+                .rate_limit_status_per_hour
+                .unwrap_or(self.state.config.rate_limit_status_per_hour),
+            window: HOUR,
+        };
+        enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;
         let session =
             verification::find_for_company(&self.state.db, &company.company_id, verification_id)
                 .await

@@ -1,0 +1,79 @@
+//! Applying the Redis limits to requests: headers on every limited response, 429 with
+//! `Retry-After` over the limit, and the behaviour when Redis is unreachable.
+
+use std::time::Duration;
+
+use truenumber_core::error_code::ErrorCode;
+
+use crate::{error::ApiError, request_context, state::AppState};
+
+/// What to do when Redis cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnavailable {
+    /// Refuse with 503 (initiate: sessions cost money and must stay bounded).
+    FailClosed,
+    /// Let the request through, log and count it (status, submit: a Redis blip must not stop
+    /// companies reading results or users confirming; a wrong submit ends its session anyway).
+    FailOpen,
+}
+
+/// One limit: a name for the headers, the subject it counts, and its size.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit<'a> {
+    /// `initiate`, `status` or `submit` (the header's policy name).
+    pub name: &'static str,
+    /// Whose budget it is (a company id or a verification id).
+    pub subject: &'a str,
+    /// Admissions per window.
+    pub limit: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+/// Counts one request against `limit`; sets `RateLimit-Policy` and `RateLimit` on the response.
+pub async fn enforce(
+    state: &AppState,
+    limit: Limit<'_>,
+    mode: WhenUnavailable,
+) -> Result<(), ApiError> {
+    if !state.config.rate_limits_enabled {
+        return Ok(());
+    }
+    let subject = format!("{}:{}", limit.name, limit.subject);
+    match state
+        .limiter
+        .check(&subject, limit.limit, limit.window)
+        .await
+    {
+        Ok(decision) => {
+            request_context::add_header("RateLimit-Policy", decision.policy_header(limit.name));
+            request_context::add_header("RateLimit", decision.ratelimit_header(limit.name));
+            if decision.allowed {
+                return Ok(());
+            }
+            let per = match limit.window.as_secs() {
+                60 => "minute".to_owned(),
+                3600 => "hour".to_owned(),
+                s => format!("{s} seconds"),
+            };
+            let retry = decision.retry_after_secs();
+            let mut err = ApiError::new(
+                ErrorCode::RateLimitExceeded,
+                format!(
+                    "Rate limit exceeded: {} {} requests per {per}; retry in {retry} s",
+                    limit.limit, limit.name
+                ),
+            );
+            err.retry_after = Some(retry);
+            Err(err)
+        }
+        Err(e) => match mode {
+            WhenUnavailable::FailClosed => Err(ApiError::unavailable("Rate limiting", e)),
+            WhenUnavailable::FailOpen => {
+                state.limiter.record_fail_open();
+                tracing::warn!(limit = limit.name, error = %e, "rate limiter unavailable; request let through");
+                Ok(())
+            }
+        },
+    }
+}
