@@ -231,3 +231,12 @@ async fn the_documents_are_served() {
     assert_eq!(ui.status(), 200);
     assert!(ui.text().await.unwrap().contains("swagger"));
 }
+
+#[tokio::test]
+async fn an_absurd_path_parameter_is_an_invalid_request() {
+    let app = TestApp::spawn().await;
+    let c = app.create_company(&unique("c")).await;
+    let resp = app.status(&c.api_key, &"v".repeat(65)).await;
+    let err = assert_error(resp, 400, "INVALID_REQUEST", "error").await;
+    assert!(err["message"].as_str().unwrap().contains("verificationId"), "{err}");
+}
