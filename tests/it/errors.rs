@@ -238,5 +238,8 @@ async fn an_absurd_path_parameter_is_an_invalid_request() {
     let c = app.create_company(&unique("c")).await;
     let resp = app.status(&c.api_key, &"v".repeat(65)).await;
     let err = assert_error(resp, 400, "INVALID_REQUEST", "error").await;
-    assert!(err["message"].as_str().unwrap().contains("verificationId"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("verificationId"),
+        "{err}"
+    );
 }
