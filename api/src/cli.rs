@@ -8,7 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use truenumber_core::{
-    app_token::AppTokenKeys, companies, config::Config, db, phone::parse_mobile_number,
+    app_token::AppTokenKeys,
+    companies,
+    config::Config,
+    db, deliveries,
+    events::{Broker, DeliveryMessage, Route as QueueRoute, Topology},
+    phone::parse_mobile_number,
 };
 
 use crate::state::AppState;
@@ -36,6 +41,12 @@ pub enum Command {
         /// The company command.
         #[command(subcommand)]
         command: CompanyCommand,
+    },
+    /// Inspect and redeliver webhook deliveries.
+    Deliveries {
+        /// The deliveries command.
+        #[command(subcommand)]
+        command: DeliveriesCommand,
     },
     /// Print an app token (JWT) for the TrueNumber app.
     AppToken {
@@ -124,6 +135,39 @@ pub enum CompanyCommand {
     },
 }
 
+/// `deliveries …` commands.
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List a company's webhook deliveries (newest first) with their attempts.
+    List {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// Only this status: pending, succeeded or failed.
+        #[arg(long, value_parser = ["pending", "succeeded", "failed"])]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+    },
+    /// Redeliver failed deliveries (one, or all of a company) with a fresh retry schedule.
+    Redeliver {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// One delivery.
+        #[arg(
+            long,
+            conflicts_with = "all_failed",
+            required_unless_present = "all_failed"
+        )]
+        delivery_id: Option<uuid::Uuid>,
+        /// Every failed delivery of the company.
+        #[arg(long)]
+        all_failed: bool,
+    },
+}
+
 impl Command {
     /// Whether logs should go to stdout (only the server's).
     pub fn logs_to_stdout(&self) -> bool {
@@ -186,6 +230,68 @@ pub async fn execute(
                 .await
                 .context("cannot reach the database")?;
             company(command, &db, out).await
+        }
+        Command::Deliveries { command } => {
+            let db = db::connect(&config)
+                .await
+                .context("cannot reach the database")?;
+            deliveries_command(command, &config, &db, out).await
+        }
+    }
+}
+
+async fn deliveries_command(
+    command: DeliveriesCommand,
+    config: &Config,
+    db: &sea_orm::DatabaseConnection,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    match command {
+        DeliveriesCommand::List {
+            company_id,
+            status,
+            limit,
+        } => {
+            let mut rows = Vec::new();
+            for d in deliveries::list(db, &company_id, status.as_deref(), limit).await? {
+                let attempts = deliveries::attempts(db, d.id).await?;
+                let mut v = serde_json::to_value(&d)?;
+                v["attemptLog"] = serde_json::to_value(attempts)?;
+                rows.push(v);
+            }
+            print(out, &serde_json::Value::Array(rows))
+        }
+        DeliveriesCommand::Redeliver {
+            company_id,
+            delivery_id,
+            all_failed: _,
+        } => {
+            let reopened = deliveries::reopen_failed(db, &company_id, delivery_id).await?;
+            if delivery_id.is_some() && reopened.is_empty() {
+                anyhow::bail!("no failed delivery with that id for company {company_id}");
+            }
+            let broker = Broker::new(
+                config.amqp_url.expose(),
+                Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule),
+                std::time::Duration::from_secs(5),
+            );
+            let mut published = 0;
+            for (event_id, attempt) in &reopened {
+                let msg = DeliveryMessage {
+                    v: DeliveryMessage::VERSION,
+                    event_id: event_id.clone(),
+                    attempt: *attempt,
+                };
+                match broker.publish(&msg, QueueRoute::Deliver).await {
+                    Ok(()) => published += 1,
+                    // The delivery is pending and due; a worker's overdue sweep sends it.
+                    Err(e) => tracing::warn!(%event_id, error = %e, "redelivery not published now"),
+                }
+            }
+            print(
+                out,
+                &json!({"companyId": company_id, "redelivered": reopened.len(), "published": published}),
+            )
         }
     }
 }

@@ -7,6 +7,7 @@ use truenumber_core::{
     app_token::AppTokenKeys,
     auth::ApiKeyAuthenticator,
     config::Config,
+    events::{Broker, Topology},
     rate_limit::{LimiterUnavailable, SlidingWindowLimiter},
 };
 
@@ -23,13 +24,21 @@ pub struct AppState {
     pub app_tokens: AppTokenKeys,
     /// Redis rate limits.
     pub limiter: SlidingWindowLimiter,
+    /// RabbitMQ, for publishing events right after commit.
+    pub broker: Arc<Broker>,
 }
 
 impl AppState {
-    /// State over an open pool. Redis is connected lazily (a node starts while it is down);
-    /// only an unparseable `REDIS_URL` fails here.
+    /// State over an open pool. Redis and RabbitMQ are connected lazily (a node starts, and
+    /// serves what it can, while they are down); only an unparseable `REDIS_URL` fails here.
     pub fn new(config: Config, db: DatabaseConnection) -> Result<Self, LimiterUnavailable> {
+        let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
         Ok(Self {
+            broker: Arc::new(Broker::new(
+                config.amqp_url.expose(),
+                topology,
+                std::time::Duration::from_secs(5),
+            )),
             limiter: SlidingWindowLimiter::new(
                 config.redis_url.expose(),
                 &config.redis_key_prefix,

@@ -138,6 +138,8 @@ pub struct Config {
     pub webhook_retry_schedule: Vec<Duration>,
     /// `WEBHOOK_ALLOW_PRIVATE_NETWORKS`: allow webhook targets on loopback/private addresses.
     pub webhook_allow_private_networks: bool,
+    /// `WORKER_CONCURRENCY`: webhook deliveries one worker makes at once (default 32).
+    pub worker_concurrency: u16,
     /// `SWEEP_INTERVAL_SECONDS`: how often workers look for expired sessions.
     pub sweep_interval: Duration,
     /// `MAX_BODY_BYTES`: request body cap.
@@ -406,6 +408,7 @@ impl Config {
             deep_link_base,
             webhook_retry_schedule,
             webhook_allow_private_networks: r.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false)?,
+            worker_concurrency: r.parse("WORKER_CONCURRENCY", 32, (1, 1000))?,
             sweep_interval: Duration::from_secs(r.parse("SWEEP_INTERVAL_SECONDS", 5, (1, 3600))?),
             max_body_bytes: r.parse("MAX_BODY_BYTES", 16_384, (256, 10 * 1024 * 1024))?,
             tls_cert_file,

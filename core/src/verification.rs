@@ -265,14 +265,23 @@ pub struct Submission<'a> {
     pub app_user_id: &'a str,
 }
 
-/// Completes a pending, unexpired session in one conditional update: `verified` when the
-/// confirmed number (and the token's bound number, if any) equals the session's, else `failed`.
-/// Of any number of concurrent submits exactly one matches `status = 'pending'`; the others
-/// find the session completed.
+/// A session that submit made terminal, with the id of its outbox event.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// The session, now `verified` or `failed`.
+    pub session: VerificationSession,
+    /// Its `verification.completed` event (to publish after commit).
+    pub event_id: String,
+}
+
+/// Completes a pending, unexpired session in one conditional update that also writes its
+/// outbox event: `verified` when the confirmed number (and the token's bound number, if any)
+/// equals the session's, else `failed`. Of any number of concurrent submits exactly one
+/// matches `status = 'pending'`; the others find the session completed.
 pub async fn submit(
     db: &impl ConnectionTrait,
     s: Submission<'_>,
-) -> Result<VerificationSession, VerificationError> {
+) -> Result<Completed, VerificationError> {
     if s.verification_id.len() > 64 {
         return Err(VerificationError::SessionNotFound);
     }
@@ -280,30 +289,35 @@ pub async fn submit(
     let token_agrees = s
         .token_number
         .is_none_or(|n| n == s.confirmed_number.as_str());
-    let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE verification_sessions SET \
-           status = CASE WHEN $4 AND mobile_number = $3 THEN 'verified' ELSE 'failed' END, \
-           verified_at = CASE WHEN $4 AND mobile_number = $3 THEN now() END, \
-           completed_at = now(), \
-           app_user_id = $2 \
-         WHERE verification_id = $1 AND status = 'pending' AND expires_at > now() \
-         RETURNING *",
-        [
-            s.verification_id.into(),
-            s.app_user_id.into(),
-            s.confirmed_number.as_str().into(),
-            token_agrees.into(),
-        ],
-    ))
-    .one(db)
-    .await?;
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!(
+                "WITH upd AS ( \
+                   UPDATE verification_sessions SET \
+                     status = CASE WHEN $4 AND mobile_number = $3 THEN 'verified' ELSE 'failed' END, \
+                     verified_at = CASE WHEN $4 AND mobile_number = $3 THEN now() END, \
+                     completed_at = now(), \
+                     app_user_id = $2 \
+                   WHERE verification_id = $1 AND status = 'pending' AND expires_at > now() \
+                   RETURNING *), \
+                 {} \
+                 SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
+                crate::events::EVENTS_FROM_UPD
+            ),
+            [
+                s.verification_id.into(),
+                s.app_user_id.into(),
+                s.confirmed_number.as_str().into(),
+                token_agrees.into(),
+            ],
+        ))
+        .await?;
     if let Some(row) = row {
-        let session = VerificationSession::from(row);
-        return match session.stored_status {
-            SessionStatus::Verified => Ok(session),
-            _ => Err(VerificationError::NumberMismatch),
-        };
+        return Ok(Completed {
+            session: SessionRow::from_query_result(&row, "")?.into(),
+            event_id: row.try_get("", "event_id")?,
+        });
     }
     // Nothing changed: say why.
     let session = find_by_id(db, s.verification_id)

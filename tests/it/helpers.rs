@@ -39,6 +39,15 @@ pub fn base_env() -> HashMap<String, String> {
             "API_BASE_URL".to_owned(),
             "http://localhost:3000".to_owned(),
         ),
+        // Test receivers listen on loopback; the SSRF tests turn this off again.
+        (
+            "WEBHOOK_ALLOW_PRIVATE_NETWORKS".to_owned(),
+            "true".to_owned(),
+        ),
+        ("WEBHOOK_RETRY_SCHEDULE".to_owned(), "1,1,1".to_owned()),
+        ("WEBHOOK_TIMEOUT".to_owned(), "5".to_owned()),
+        ("SWEEP_INTERVAL_SECONDS".to_owned(), "1".to_owned()),
+        ("WORKER_PORT".to_owned(), "0".to_owned()),
     ])
 }
 
@@ -49,6 +58,8 @@ pub struct TestCompany {
     pub id: String,
     /// Its API key.
     pub api_key: String,
+    /// Its webhook secret.
+    pub webhook_secret: String,
 }
 
 /// An API node served in-process.
@@ -63,6 +74,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _queues: QueueCleanup,
 }
 
 impl TestApp {
@@ -106,6 +118,7 @@ impl TestApp {
             .expect("client");
         Self {
             base: format!("http://{addr}"),
+            _queues: QueueCleanup::for_config(&config),
             config,
             db,
             client,
@@ -131,12 +144,22 @@ impl TestApp {
 
     /// Creates a company (through the same code as `company create`).
     pub async fn create_company(&self, id: &str) -> TestCompany {
-        let created = companies::create_company(&self.db, id, &format!("{id} Ltd"), None)
+        self.create_company_with_webhook(id, None).await
+    }
+
+    /// Creates a company with a webhook URL.
+    pub async fn create_company_with_webhook(
+        &self,
+        id: &str,
+        webhook: Option<&str>,
+    ) -> TestCompany {
+        let created = companies::create_company(&self.db, id, &format!("{id} Ltd"), webhook)
             .await
             .expect("create company");
         TestCompany {
             id: created.company.company_id,
             api_key: created.api_key.expose().to_owned(),
+            webhook_secret: created.company.webhook_secret,
         }
     }
 
@@ -274,4 +297,234 @@ pub async fn session_row(
         .await
         .expect("query")
         .expect("session row")
+}
+
+/// Deletes a test's RabbitMQ queues when dropped (even when the test panics), so runs do not
+/// accumulate queues on the shared broker.
+pub struct QueueCleanup {
+    amqp_url: String,
+    queues: Vec<String>,
+}
+
+impl QueueCleanup {
+    /// The queues a configuration's prefix makes.
+    pub fn for_config(config: &Config) -> Self {
+        let topology = truenumber_core::events::Topology::new(
+            &config.amqp_queue_prefix,
+            &config.webhook_retry_schedule,
+        );
+        Self {
+            amqp_url: config.amqp_url.expose().to_owned(),
+            queues: topology.all_queues(),
+        }
+    }
+}
+
+impl Drop for QueueCleanup {
+    fn drop(&mut self) {
+        let url = self.amqp_url.clone();
+        let queues = std::mem::take(&mut self.queues);
+        // Drop cannot await; a short-lived thread with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(Ok(conn)) = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    lapin::Connection::connect(&url, lapin::ConnectionProperties::default()),
+                )
+                .await
+                else {
+                    return;
+                };
+                if let Ok(ch) = conn.create_channel().await {
+                    for q in queues {
+                        let _ = ch
+                            .queue_delete(
+                                q.as_str().into(),
+                                lapin::options::QueueDeleteOptions::default(),
+                            )
+                            .await;
+                    }
+                }
+                let _ = conn.close(200, "test done".into()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A worker daemon run in-process.
+pub struct TestWorker {
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Its health port.
+    pub addr: SocketAddr,
+    _queues: QueueCleanup,
+}
+
+impl TestWorker {
+    /// Starts a worker on `config` (its database must be migrated).
+    pub async fn spawn(config: &Config) -> Self {
+        let (tx, rx) = oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let handle = tokio::spawn(truenumber_worker::run(
+            config.clone(),
+            async move {
+                let _ = rx.await;
+            },
+            move |addr| {
+                let _ = addr_tx.send(addr);
+            },
+        ));
+        let Ok(addr) = addr_rx.await else {
+            panic!("worker did not start: {:?}", handle.await);
+        };
+        Self {
+            shutdown: Some(tx),
+            handle: Some(handle),
+            addr,
+            _queues: QueueCleanup::for_config(config),
+        }
+    }
+
+    /// Asks it to stop and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("worker task").expect("worker result");
+        }
+    }
+}
+
+/// How the test receiver answers one request.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    /// This status.
+    Status(u16),
+    /// This status with `Retry-After: secs`.
+    StatusRetryAfter(u16, u64),
+    /// Wait this long, then 200.
+    Hang(Duration),
+}
+
+/// One webhook the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Its headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Its body.
+    pub body: String,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: std::sync::Mutex<Vec<Received>>,
+    script: std::sync::Mutex<std::collections::VecDeque<Reply>>,
+}
+
+/// A company's webhook endpoint, at the edge of the world: records every request and answers
+/// from a script (200 once the script is used up).
+#[derive(Clone)]
+pub struct TestReceiver {
+    state: std::sync::Arc<ReceiverState>,
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    /// The port.
+    pub port: u16,
+}
+
+#[poem::handler]
+async fn receive(
+    req: &poem::Request,
+    body: poem::Body,
+    state: poem::web::Data<&std::sync::Arc<ReceiverState>>,
+) -> poem::Response {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in req.headers() {
+        if let (Ok(name), Ok(value)) = (
+            reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()),
+            reqwest::header::HeaderValue::from_bytes(v.as_bytes()),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    let body = body.into_string().await.unwrap_or_default();
+    let reply = state.script.lock().expect("lock").pop_front();
+    if let Some(Reply::Hang(d)) = reply {
+        tokio::time::sleep(d).await;
+    }
+    state
+        .received
+        .lock()
+        .expect("lock")
+        .push(Received { headers, body });
+    match reply {
+        Some(Reply::Status(s)) => poem::Response::builder()
+            .status(poem::http::StatusCode::from_u16(s).expect("status"))
+            .body("scripted"),
+        Some(Reply::StatusRetryAfter(s, secs)) => poem::Response::builder()
+            .status(poem::http::StatusCode::from_u16(s).expect("status"))
+            .header("retry-after", secs.to_string())
+            .body("scripted"),
+        _ => poem::Response::builder().body("ok"),
+    }
+}
+
+impl TestReceiver {
+    /// Starts a receiver on a free loopback port.
+    pub async fn start() -> Self {
+        use poem::{
+            EndpointExt,
+            listener::{Acceptor, Listener},
+        };
+        let state = std::sync::Arc::new(ReceiverState::default());
+        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("bind receiver");
+        let port = acceptor
+            .local_addr()
+            .into_iter()
+            .find_map(|a| a.as_socket_addr().map(|s| s.port()))
+            .expect("port");
+        let app = poem::Route::new()
+            .at("/hook", poem::post(receive))
+            .data(state.clone());
+        tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+        Self {
+            state,
+            url: format!("http://127.0.0.1:{port}/hook"),
+            port,
+        }
+    }
+
+    /// Queues replies for the next requests.
+    pub fn script(&self, replies: &[Reply]) {
+        self.state
+            .script
+            .lock()
+            .expect("lock")
+            .extend(replies.iter().copied());
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` requests arrived (bounded by `limit`), and returns them all.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        eventually(limit, || {
+            let got = self.received();
+            async move { (got.len() >= n).then_some(got) }
+        })
+        .await
+    }
 }

@@ -8,4 +8,5 @@ mod helpers;
 mod openapi;
 mod rate_limit;
 mod verification;
+mod webhooks;
 mod worker;

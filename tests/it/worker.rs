@@ -2,28 +2,15 @@
 
 use serde_json::Value;
 
-use crate::helpers::base_env;
+use crate::helpers::{TestApp, TestWorker};
 
 #[tokio::test]
 async fn worker_reports_health_and_stops_cleanly() {
-    let mut env = base_env();
-    env.insert("WORKER_PORT".into(), "0".into());
-    let config = truenumber_core::config::Config::from_map(&env).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-    let worker = tokio::spawn(truenumber_worker::run(
-        config,
-        async move {
-            let _ = rx.await;
-        },
-        move |addr| {
-            let _ = addr_tx.send(addr);
-        },
-    ));
-    let addr = addr_rx.await.unwrap();
-    let port = addr.port();
-    let client = reqwest::Client::new();
-    let live: Value = client
+    let app = TestApp::spawn().await;
+    let worker = TestWorker::spawn(&app.config).await;
+    let port = worker.addr.port();
+    let live: Value = app
+        .client
         .get(format!("http://127.0.0.1:{port}/health/live"))
         .send()
         .await
@@ -32,7 +19,8 @@ async fn worker_reports_health_and_stops_cleanly() {
         .await
         .unwrap();
     assert_eq!(live["status"], "ok");
-    let ready = client
+    let ready = app
+        .client
         .get(format!("http://127.0.0.1:{port}/health/ready"))
         .send()
         .await
@@ -40,6 +28,36 @@ async fn worker_reports_health_and_stops_cleanly() {
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["database"], "up");
-    tx.send(()).unwrap();
-    worker.await.unwrap().unwrap();
+    assert_eq!(ready["checks"]["rabbitmq"], "up");
+    worker.stop().await;
+    assert!(
+        app.client
+            .get(format!("http://127.0.0.1:{port}/health/live"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn worker_without_rabbitmq_is_not_ready_but_alive() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert(
+            "AMQP_URL".into(),
+            "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        );
+    })
+    .await;
+    let worker = TestWorker::spawn(&app.config).await;
+    let port = worker.addr.port();
+    let ready = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["rabbitmq"], "down");
+    worker.stop().await;
 }

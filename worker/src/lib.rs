@@ -1,9 +1,16 @@
-//! The TrueNumber worker daemon. Any number of workers run side by side against one
-//! PostgreSQL, Redis and RabbitMQ. For now it connects, serves its health probes and idles;
-//! webhook delivery, expiry sweeps and the outbox relay arrive with the event pipeline.
+//! The TrueNumber worker daemon: consumes verification events from RabbitMQ and delivers
+//! signed webhooks with retries; relays events the API could not publish; expires overdue
+//! sessions; republishes retries lost with a dying worker. Any number of workers run side by
+//! side against one PostgreSQL and RabbitMQ.
 
-use std::{net::SocketAddr, time::Duration};
+pub mod delivery;
+pub mod signing;
+pub mod ssrf;
 
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use poem::{
     EndpointExt, IntoResponse, Response, Route, Server, get, handler,
     http::StatusCode,
@@ -12,13 +19,29 @@ use poem::{
 };
 use sea_orm::DatabaseConnection;
 use serde_json::json;
-use truenumber_core::{config::Config, db};
+use tokio::sync::watch;
+use truenumber_core::{
+    config::Config,
+    db, deliveries,
+    events::{self, Broker, DeliveryMessage, Route as QueueRoute, Topology},
+};
+
+use crate::delivery::Deliverer;
+
+/// How often the relay looks for events the API did not publish, and how old they must be.
+const RELAY_INTERVAL: Duration = Duration::from_secs(1);
+const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
+/// How often overdue deliveries are looked for, and how overdue they must be.
+const OVERDUE_INTERVAL: Duration = Duration::from_secs(15);
+const OVERDUE_GRACE_SECS: f64 = 60.0;
 
 /// Shared state of a worker.
 #[derive(Clone, Debug)]
 pub struct WorkerState {
     /// PostgreSQL pool.
     pub db: DatabaseConnection,
+    /// RabbitMQ.
+    pub broker: Arc<Broker>,
 }
 
 #[handler]
@@ -28,27 +51,52 @@ async fn live() -> Json<serde_json::Value> {
 
 #[handler]
 async fn ready(Data(state): Data<&WorkerState>) -> Response {
-    let ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), db::ping(&state.db)).await,
-        Ok(Ok(()))
+    let (database, rabbitmq) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(2), db::ping(&state.db)),
+        tokio::time::timeout(Duration::from_secs(2), state.broker.ping())
     );
-    if ok {
-        Json(json!({"status": "ready", "checks": {"database": "up"}})).into_response()
+    let up = |ok: bool| if ok { "up" } else { "down" };
+    let (db_ok, mq_ok) = (
+        matches!(database, Ok(Ok(()))),
+        matches!(rabbitmq, Ok(Ok(()))),
+    );
+    let body = json!({
+        "status": if db_ok && mq_ok { "ready" } else { "unavailable" },
+        "checks": {"database": up(db_ok), "rabbitmq": up(mq_ok)},
+    });
+    if db_ok && mq_ok {
+        Json(body).into_response()
     } else {
-        Json(json!({"status": "unavailable", "checks": {"database": "down"}}))
+        Json(body)
             .with_status(StatusCode::SERVICE_UNAVAILABLE)
             .into_response()
     }
 }
 
-/// Runs a worker until `shutdown` resolves: connects, serves `/health/live` and
-/// `/health/ready` on `WORKER_PORT` (0 picks a free port, reported through `on_bound`).
+/// Runs a worker until `shutdown` resolves: stops consuming, lets in-flight deliveries finish
+/// (their unacknowledged messages return to the queue if they cannot), and returns.
+/// Serves `/health/live` and `/health/ready` on `WORKER_PORT` (0 picks a free port, reported
+/// through `on_bound`).
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send,
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let db = db::connect(&config).await?;
+    let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
+    let broker = Arc::new(Broker::new(
+        config.amqp_url.expose(),
+        topology,
+        Duration::from_secs(5),
+    ));
+    let deliverer = Deliverer::new(
+        db.clone(),
+        broker.clone(),
+        config.webhook_timeout,
+        config.webhook_allow_private_networks,
+        config.webhook_retry_schedule.clone(),
+    )?;
+
     let acceptor = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.worker_port)))
         .into_acceptor()
         .await?;
@@ -58,15 +106,238 @@ pub async fn run(
         .find_map(|a| a.as_socket_addr().copied())
         .ok_or_else(|| anyhow::anyhow!("worker listener has no address"))?;
     on_bound(addr);
-    tracing::info!(%addr, "truenumber-worker ready (health probes only until the event pipeline lands)");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = WorkerState {
+        db: db.clone(),
+        broker: broker.clone(),
+    };
+    let tasks = vec![
+        tokio::spawn(consume_loop(
+            broker.clone(),
+            deliverer,
+            config.worker_concurrency,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(relay_loop(db.clone(), broker.clone(), stop_rx.clone())),
+        tokio::spawn(sweep_loop(
+            db.clone(),
+            broker.clone(),
+            config.sweep_interval,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(overdue_loop(db.clone(), broker.clone(), stop_rx.clone())),
+    ];
+    tracing::info!(%addr, "truenumber-worker running");
+
     let app = Route::new()
         .at("/health/live", get(live))
         .at("/health/ready", get(ready))
-        .data(WorkerState { db: db.clone() });
-    Server::new_with_acceptor(acceptor.boxed())
-        .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(30)))
-        .await?;
+        .data(state);
+    let mut stop_for_server = stop_rx.clone();
+    let server = Server::new_with_acceptor(acceptor.boxed()).run_with_graceful_shutdown(
+        app,
+        async move {
+            let _ = stop_for_server.wait_for(|s| *s).await;
+        },
+        Some(Duration::from_secs(5)),
+    );
+    let server = tokio::spawn(server);
+
+    shutdown.await;
+    tracing::info!("shutdown requested; finishing in-flight deliveries");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = server.await;
     let _ = db.close().await;
     tracing::info!("truenumber-worker stopped");
     Ok(())
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Sleeps `d`, or returns true early when asked to stop.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => *stop.borrow(),
+        () = stopped(stop) => true,
+    }
+}
+
+async fn consume_loop(
+    broker: Arc<Broker>,
+    deliverer: Deliverer,
+    concurrency: u16,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    let tag = format!("truenumber-worker-{}", uuid::Uuid::new_v4().simple());
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match broker.consume(&tag, concurrency).await {
+            Ok((conn, channel, consumer)) => {
+                backoff = Duration::from_millis(200);
+                let mut stop_stream = stop.clone();
+                consumer
+                    .take_until(Box::pin(async move { stopped(&mut stop_stream).await }))
+                    .for_each_concurrent(usize::from(concurrency), |delivery| {
+                        let (deliverer, broker) = (deliverer.clone(), broker.clone());
+                        async move {
+                            match delivery {
+                                Ok(d) => process(&deliverer, &broker, d).await,
+                                Err(e) => tracing::warn!(error = %e, "consumer error"),
+                            }
+                        }
+                    })
+                    .await;
+                // Unacknowledged messages go back to the queue when the channel closes.
+                let _ = channel.close(200, "worker stopping".into()).await;
+                let _ = conn.close(200, "worker stopping".into()).await;
+                if *stop.borrow() {
+                    return;
+                }
+                tracing::warn!("RabbitMQ consumer ended; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot consume from RabbitMQ");
+                if sleep_or_stop(backoff, &mut stop).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn process(deliverer: &Deliverer, broker: &Broker, d: lapin::message::Delivery) {
+    let Ok(msg) = serde_json::from_slice::<DeliveryMessage>(&d.data) else {
+        // A poison message: to the dead-letter queue, never back.
+        tracing::error!(bytes = d.data.len(), "unreadable message dead-lettered");
+        let _ = d.acker.reject(BasicRejectOptions { requeue: false }).await;
+        return;
+    };
+    match deliverer.handle(&msg).await {
+        Ok(outcome) => {
+            tracing::debug!(event_id = %msg.event_id, ?outcome, "message handled");
+            let _ = d.acker.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            // The database is unreachable: park the message in the shortest retry queue
+            // (which also resets RabbitMQ's delivery count), or failing that, requeue it.
+            tracing::warn!(event_id = %msg.event_id, error = %e, "delivery postponed");
+            let parked = match broker.topology().retry_delay_at_least(Duration::ZERO) {
+                Some(delay) => broker
+                    .publish(
+                        &msg,
+                        QueueRoute::Retry {
+                            delay,
+                            expiration: delay,
+                        },
+                    )
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            if parked {
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+            } else {
+                let _ = d
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+async fn relay_loop(db: DatabaseConnection, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    loop {
+        loop {
+            match events::relay_unpublished(&db, &broker, RELAY_MIN_AGE, 200).await {
+                Ok(200) => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(published = n, "relayed unpublished events");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "relay pass failed");
+                    break;
+                }
+            }
+        }
+        if sleep_or_stop(RELAY_INTERVAL, &mut stop).await {
+            return;
+        }
+    }
+}
+
+async fn sweep_loop(
+    db: DatabaseConnection,
+    broker: Arc<Broker>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        loop {
+            match events::expire_due_sessions(&db, 500).await {
+                Ok(ids) => {
+                    let n = ids.len();
+                    if n > 0 {
+                        tracing::info!(expired = n, "expired overdue sessions");
+                    }
+                    for id in ids {
+                        events::publish_event(&db, &broker, &id).await;
+                    }
+                    if n < 500 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                    break;
+                }
+            }
+        }
+        if sleep_or_stop(every, &mut stop).await {
+            return;
+        }
+    }
+}
+
+async fn overdue_loop(
+    db: DatabaseConnection,
+    broker: Arc<Broker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if sleep_or_stop(OVERDUE_INTERVAL, &mut stop).await {
+            return;
+        }
+        match deliveries::take_overdue(&db, OVERDUE_GRACE_SECS, 200).await {
+            Ok(due) => {
+                for (event_id, attempt) in due {
+                    let msg = DeliveryMessage {
+                        v: DeliveryMessage::VERSION,
+                        event_id,
+                        attempt,
+                    };
+                    if let Err(e) = broker.publish(&msg, QueueRoute::Deliver).await {
+                        tracing::warn!(error = %e, "could not republish an overdue delivery");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "overdue sweep failed"),
+        }
+    }
 }

@@ -67,12 +67,21 @@ where
 }
 
 async fn dependency_checks(state: &AppState) -> Vec<(&'static str, Check)> {
-    let (database, redis) = tokio::join!(check(db::ping(&state.db)), check(state.limiter.ping()));
-    vec![("database", database), ("redis", redis)]
+    let (database, redis, rabbitmq) = tokio::join!(
+        check(db::ping(&state.db)),
+        check(state.limiter.ping()),
+        check(state.broker.ping())
+    );
+    vec![
+        ("database", database),
+        ("redis", redis),
+        ("rabbitmq", rabbitmq),
+    ]
 }
 
 /// Only the database gates readiness: without Redis a node still serves status and submit
-/// (fail-open) and answers initiate with a clean 503, which beats being taken out of rotation.
+/// (fail-open) and answers initiate with a clean 503, and without RabbitMQ events wait in the
+/// outbox; both beat being taken out of rotation.
 const READINESS_GATES: [&str; 1] = ["database"];
 
 /// `GET /health`: every dependency, its latency; 503 when any is down.

@@ -8,6 +8,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Jso
 use serde::Deserialize;
 use truenumber_core::{
     error_code::ErrorCode,
+    events,
     phone::parse_mobile_number,
     verification::{self, SessionStatus, Submission},
 };
@@ -482,7 +483,7 @@ impl VerificationApi {
         let token_number = claims.phone_number.as_deref().map(|n| {
             parse_mobile_number(n).map_or_else(|_| String::from("unparseable"), |m| m.into_string())
         });
-        let session = verification::submit(
+        let done = verification::submit(
             &self.state.db,
             Submission {
                 verification_id: &req.verification_id,
@@ -497,6 +498,18 @@ impl VerificationApi {
             let err = ApiError::from(e);
             if db_failure { err } else { err.failed() }
         })?;
+        // The event is committed; hand it to RabbitMQ without making the app wait for the
+        // broker's confirm (the worker's relay publishes it if this does not).
+        let (db, broker, event_id) = (
+            self.state.db.clone(),
+            self.state.broker.clone(),
+            done.event_id,
+        );
+        tokio::spawn(async move { events::publish_event(&db, &broker, &event_id).await });
+        let session = done.session;
+        if session.stored_status != SessionStatus::Verified {
+            return Err(ApiError::from(verification::VerificationError::NumberMismatch).failed());
+        }
         let verified_at = session
             .verified_at
             .ok_or_else(|| ApiError::internal("verified session without verified_at"))?;
