@@ -412,6 +412,8 @@ pub enum Reply {
     StatusRetryAfter(u16, u64),
     /// Wait this long, then 200.
     Hang(Duration),
+    /// 307 to this same endpoint (a client that followed it would be answered 200).
+    Redirect,
 }
 
 /// One webhook the receiver got.
@@ -473,6 +475,10 @@ async fn receive(
             .status(poem::http::StatusCode::from_u16(s).expect("status"))
             .header("retry-after", secs.to_string())
             .body("scripted"),
+        Some(Reply::Redirect) => poem::Response::builder()
+            .status(poem::http::StatusCode::TEMPORARY_REDIRECT)
+            .header("location", "/hook")
+            .body("moved"),
         _ => poem::Response::builder().body("ok"),
     }
 }

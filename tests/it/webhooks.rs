@@ -223,7 +223,8 @@ async fn gone_stops_and_a_hanging_receiver_times_out() {
 #[tokio::test]
 async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     let receiver = TestReceiver::start().await;
-    receiver.script(&[Reply::Status(500), Reply::Status(502)]);
+    // A redirect is a failure like any other: it is never followed.
+    receiver.script(&[Reply::Status(500), Reply::Redirect]);
     let app = TestApp::spawn_with(|env| {
         env.insert("WEBHOOK_RETRY_SCHEDULE".into(), "1".into());
     })
@@ -238,6 +239,18 @@ async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     let event_id = header(&got[0], "webhook-id").to_owned();
     let d = final_delivery(&app, &c.id, &event_id).await;
     assert_eq!((d.status.as_str(), d.attempts), ("failed", 2));
+    let codes: Vec<Option<i32>> = deliveries::attempts(&app.db, d.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.status_code)
+        .collect();
+    assert_eq!(codes, [Some(500), Some(307)]);
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "the redirect was not followed"
+    );
 
     // The operator lists and redelivers.
     let listed = crate::cli::run_json(
@@ -426,6 +439,20 @@ async fn redelivered_messages_make_no_second_delivery_and_poison_is_dead_lettere
             .await
             .unwrap();
     }
+    // A message no queue takes is returned by the broker, and that is a failure.
+    let unroutable = broker
+        .publish(
+            &events::DeliveryMessage::first(&event_id),
+            events::Route::Retry {
+                delay: Duration::from_secs(12_345),
+                expiration: Duration::from_secs(1),
+            },
+        )
+        .await;
+    assert!(
+        matches!(unroutable, Err(events::BrokerError::Unroutable)),
+        "{unroutable:?}"
+    );
     // A poison message.
     let (conn, ch) = broker.open_channel().await.unwrap();
     ch.basic_publish(
