@@ -63,9 +63,14 @@ pub fn build_app(state: AppState) -> impl Endpoint {
         .at("/health", get(health::health))
         .at("/health/live", get(health::live))
         .at("/health/ready", get(health::ready))
+        .at("/metrics", get(health::metrics))
         .data(state.clone())
         .with(CatchPanic::new())
-        .with(RequestMiddleware::new(state.config.max_body_bytes, routes))
+        .with(RequestMiddleware::new(
+            state.config.max_body_bytes,
+            routes,
+            state.metrics.clone(),
+        ))
 }
 
 /// A bound listener, so callers (tests) learn the port before serving.

@@ -7,7 +7,7 @@ use poem::{
     Endpoint, IntoResponse, Middleware, Request, Response, Result,
     http::{HeaderValue, Method, StatusCode, header},
 };
-use truenumber_core::error_code::ErrorCode;
+use truenumber_core::{error_code::ErrorCode, metrics::Metrics};
 
 use crate::{error::ApiError, request_context, request_context::RequestContext};
 
@@ -16,14 +16,17 @@ use crate::{error::ApiError, request_context, request_context::RequestContext};
 pub struct RequestMiddleware {
     max_body_bytes: usize,
     routes: Arc<RouteTable>,
+    metrics: Arc<Metrics>,
 }
 
 impl RequestMiddleware {
-    /// With the body cap and the table of routes (for `Allow` on 405).
-    pub fn new(max_body_bytes: usize, routes: RouteTable) -> Self {
+    /// With the body cap, the table of routes (for `Allow` on 405 and route labels) and the
+    /// metrics to record requests in.
+    pub fn new(max_body_bytes: usize, routes: RouteTable, metrics: Arc<Metrics>) -> Self {
         Self {
             max_body_bytes,
             routes: Arc::new(routes),
+            metrics,
         }
     }
 }
@@ -83,18 +86,23 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
         }
 
         let status = resp.status().as_u16();
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed().as_secs_f64();
+        let latency_ms = elapsed * 1000.0;
+        let route = self.config.routes.route_label(&path);
+        self.config
+            .metrics
+            .http_request(method.as_str(), route, status, elapsed);
         let company = data.company_id.as_deref().unwrap_or("");
         let (code, cause) = match &data.error {
             Some((code, cause)) => (code.as_str(), cause.as_deref().unwrap_or("")),
             None => ("", ""),
         };
         if status >= 500 {
-            tracing::error!(request_id = %request_id, method = %method, path = %path, status,
-                latency_ms, company_id = company, code, cause, "request failed");
+            tracing::error!(request_id = %request_id, method = %method, route, path = %path,
+                status, latency_ms, company_id = company, code, cause, "request failed");
         } else {
-            tracing::info!(request_id = %request_id, method = %method, path = %path, status,
-                latency_ms, company_id = company, code, "request");
+            tracing::info!(request_id = %request_id, method = %method, route, path = %path,
+                status, latency_ms, company_id = company, code, "request");
             if !cause.is_empty() {
                 tracing::debug!(request_id = %request_id, cause, "client error cause");
             }
@@ -193,11 +201,21 @@ fn rewrite_plain_error(resp: Response, method: &Method) -> Response {
 }
 
 /// Path templates of the API and their methods, read from the OpenAPI document, so `Allow`
-/// never drifts from the routes.
+/// and route labels never drift from the routes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: Vec<(Vec<String>, String)>,
+    routes: Vec<(Vec<String>, String, String)>,
 }
+
+/// Routes outside the OpenAPI document that are labelled by their own path.
+const FIXED_ROUTES: [&str; 6] = [
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/docs",
+];
 
 impl RouteTable {
     /// Builds the table from an OpenAPI document whose paths live under `prefix`.
@@ -214,25 +232,39 @@ impl RouteTable {
                     .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
                     .unwrap_or_default();
                 methods.sort();
-                (split(&format!("{prefix}{path}")), methods.join(", "))
+                let full = format!("{prefix}{path}");
+                (split(&full), methods.join(", "), full)
             })
             .collect();
         Self { routes }
     }
 
+    fn find(&self, path: &str) -> Option<&(Vec<String>, String, String)> {
+        let segs = split(path);
+        self.routes.iter().find(|(tpl, _, _)| {
+            tpl.len() == segs.len()
+                && tpl
+                    .iter()
+                    .zip(&segs)
+                    .all(|(t, s)| t.starts_with('{') || t == s)
+        })
+    }
+
     /// The `Allow` value for a concrete path, if it matches a template.
     pub fn allowed(&self, path: &str) -> Option<String> {
-        let segs = split(path);
-        self.routes
+        self.find(path).map(|(_, m, _)| m.clone())
+    }
+
+    /// The metrics/log label of a path: its template, a fixed route, or `unmatched`.
+    pub fn route_label<'a>(&'a self, path: &'a str) -> &'a str {
+        if let Some((_, _, tpl)) = self.find(path) {
+            return tpl;
+        }
+        FIXED_ROUTES
             .iter()
-            .find(|(tpl, _)| {
-                tpl.len() == segs.len()
-                    && tpl
-                        .iter()
-                        .zip(&segs)
-                        .all(|(t, s)| t.starts_with('{') || t == s)
-            })
-            .map(|(_, m)| m.clone())
+            .find(|r| **r == path)
+            .copied()
+            .unwrap_or("unmatched")
     }
 }
 
@@ -261,5 +293,11 @@ mod tests {
             Some("POST")
         );
         assert_eq!(t.allowed("/api/v1/verification/nope"), None);
+        assert_eq!(
+            t.route_label("/api/v1/verification/status/ver_x"),
+            "/api/v1/verification/status/{verificationId}"
+        );
+        assert_eq!(t.route_label("/health/live"), "/health/live");
+        assert_eq!(t.route_label("/wp-admin"), "unmatched");
     }
 }

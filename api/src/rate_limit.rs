@@ -56,6 +56,7 @@ pub async fn enforce(
                 3600 => "hour".to_owned(),
                 s => format!("{s} seconds"),
             };
+            state.metrics.rate_limited(limit.name);
             let retry = decision.retry_after_secs();
             let mut err = ApiError::new(
                 ErrorCode::RateLimitExceeded,
@@ -71,6 +72,7 @@ pub async fn enforce(
             WhenUnavailable::FailClosed => Err(ApiError::unavailable("Rate limiting", e)),
             WhenUnavailable::FailOpen => {
                 state.limiter.record_fail_open();
+                state.metrics.rate_limit_fail_open(limit.name);
                 tracing::warn!(limit = limit.name, error = %e, "rate limiter unavailable; request let through");
                 Ok(())
             }

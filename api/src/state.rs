@@ -8,6 +8,7 @@ use truenumber_core::{
     auth::ApiKeyAuthenticator,
     config::Config,
     events::{Broker, Topology},
+    metrics::Metrics,
     rate_limit::{LimiterUnavailable, SlidingWindowLimiter},
 };
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub limiter: SlidingWindowLimiter,
     /// RabbitMQ, for publishing events right after commit.
     pub broker: Arc<Broker>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -34,6 +37,7 @@ impl AppState {
     pub fn new(config: Config, db: DatabaseConnection) -> Result<Self, LimiterUnavailable> {
         let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
         Ok(Self {
+            metrics: Arc::new(Metrics::new()),
             broker: Arc::new(Broker::new(
                 config.amqp_url.expose(),
                 topology,

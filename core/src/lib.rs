@@ -9,6 +9,7 @@ pub mod db;
 pub mod deliveries;
 pub mod error_code;
 pub mod events;
+pub mod metrics;
 pub mod phone;
 pub mod rate_limit;
 pub mod secrets;

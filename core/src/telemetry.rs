@@ -7,14 +7,21 @@ use crate::config::{Config, LogFormat};
 /// Installs the global subscriber once (later calls are ignored). Logs go to stdout for
 /// daemons, to stderr for commands whose stdout is their output.
 pub fn init(config: &Config, to_stdout: bool) {
+    init_with_writer(
+        config,
+        BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
+            if to_stdout {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(std::io::stderr())
+            }
+        }),
+    );
+}
+
+/// Installs the global subscriber writing to `writer` (tests capture logs this way).
+pub fn init_with_writer(config: &Config, writer: BoxMakeWriter) {
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
-        if to_stdout {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(std::io::stderr())
-        }
-    });
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match config.log_format {
         LogFormat::Json => registry

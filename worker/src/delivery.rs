@@ -11,6 +11,7 @@ use sea_orm::DatabaseConnection;
 use truenumber_core::{
     deliveries::{self, AttemptRecord, NextStep},
     events::{Broker, DeliveryMessage, Route},
+    metrics::Metrics,
 };
 
 use crate::{
@@ -49,6 +50,7 @@ pub struct Deliverer {
     http: reqwest::Client,
     allow_private: bool,
     schedule: Vec<Duration>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -74,6 +76,7 @@ impl Deliverer {
         timeout: Duration,
         allow_private: bool,
         schedule: Vec<Duration>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -89,6 +92,7 @@ impl Deliverer {
             http,
             allow_private,
             schedule,
+            metrics,
         })
     }
 
@@ -122,7 +126,8 @@ impl Deliverer {
                 &target.webhook_secret,
             )
             .await;
-        let latency_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
+        let elapsed = started.elapsed();
+        let latency_ms = i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX);
 
         let retry_number = attempt - delivery.round_start; // 1 for the first of a round
         let scheduled = usize::try_from(retry_number - 1)
@@ -153,6 +158,12 @@ impl Deliverer {
         deliveries::record_attempt(&self.db, delivery.id, &record)
             .await
             .map_err(db_err)?;
+        let result = match next {
+            NextStep::Succeeded => "succeeded",
+            NextStep::Failed => "failed",
+            NextStep::RetryIn(_) => "retry",
+        };
+        self.metrics.webhook_attempt(result, elapsed.as_secs_f64());
 
         if let NextStep::RetryIn(secs) = next {
             let retry = DeliveryMessage {

@@ -24,6 +24,7 @@ use truenumber_core::{
     config::Config,
     db, deliveries,
     events::{self, Broker, DeliveryMessage, Route as QueueRoute, Topology},
+    metrics::Metrics,
 };
 
 use crate::delivery::Deliverer;
@@ -42,6 +43,30 @@ pub struct WorkerState {
     pub db: DatabaseConnection,
     /// RabbitMQ.
     pub broker: Arc<Broker>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// `GET /metrics` of a worker: its own deliveries, sweeps and relays, plus the outbox and
+/// dependency gauges refreshed per scrape.
+#[handler]
+async fn metrics_endpoint(Data(state): Data<&WorkerState>) -> Response {
+    let (database, rabbitmq) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(2), db::ping(&state.db)),
+        tokio::time::timeout(Duration::from_secs(2), state.broker.ping())
+    );
+    state
+        .metrics
+        .set_dependency_up("database", matches!(database, Ok(Ok(()))));
+    state
+        .metrics
+        .set_dependency_up("rabbitmq", matches!(rabbitmq, Ok(Ok(()))));
+    if let Ok((backlog, oldest)) = events::outbox_backlog(&state.db).await {
+        state.metrics.set_outbox(backlog, oldest);
+    }
+    Response::builder()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
 }
 
 #[handler]
@@ -89,12 +114,14 @@ pub async fn run(
         topology,
         Duration::from_secs(5),
     ));
+    let metrics = Arc::new(Metrics::new());
     let deliverer = Deliverer::new(
         db.clone(),
         broker.clone(),
         config.webhook_timeout,
         config.webhook_allow_private_networks,
         config.webhook_retry_schedule.clone(),
+        metrics.clone(),
     )?;
 
     let acceptor = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.worker_port)))
@@ -111,6 +138,7 @@ pub async fn run(
     let state = WorkerState {
         db: db.clone(),
         broker: broker.clone(),
+        metrics: metrics.clone(),
     };
     let tasks = vec![
         tokio::spawn(consume_loop(
@@ -119,10 +147,16 @@ pub async fn run(
             config.worker_concurrency,
             stop_rx.clone(),
         )),
-        tokio::spawn(relay_loop(db.clone(), broker.clone(), stop_rx.clone())),
+        tokio::spawn(relay_loop(
+            db.clone(),
+            broker.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        )),
         tokio::spawn(sweep_loop(
             db.clone(),
             broker.clone(),
+            metrics.clone(),
             config.sweep_interval,
             stop_rx.clone(),
         )),
@@ -133,6 +167,7 @@ pub async fn run(
     let app = Route::new()
         .at("/health/live", get(live))
         .at("/health/ready", get(ready))
+        .at("/metrics", get(metrics_endpoint))
         .data(state);
     let mut stop_for_server = stop_rx.clone();
     let server = Server::new_with_acceptor(acceptor.boxed()).run_with_graceful_shutdown(
@@ -259,12 +294,21 @@ async fn process(deliverer: &Deliverer, broker: &Broker, d: lapin::message::Deli
     }
 }
 
-async fn relay_loop(db: DatabaseConnection, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+async fn relay_loop(
+    db: DatabaseConnection,
+    broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         loop {
             match events::relay_unpublished(&db, &broker, RELAY_MIN_AGE, 200).await {
-                Ok(200) => continue,
+                Ok(200) => {
+                    metrics.relayed(200);
+                    continue;
+                }
                 Ok(n) => {
+                    metrics.relayed(n as u64);
                     if n > 0 {
                         tracing::info!(published = n, "relayed unpublished events");
                     }
@@ -285,6 +329,7 @@ async fn relay_loop(db: DatabaseConnection, broker: Arc<Broker>, mut stop: watch
 async fn sweep_loop(
     db: DatabaseConnection,
     broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -293,6 +338,7 @@ async fn sweep_loop(
             match events::expire_due_sessions(&db, 500).await {
                 Ok(ids) => {
                     let n = ids.len();
+                    metrics.sweep(n as u64);
                     if n > 0 {
                         tracing::info!(expired = n, "expired overdue sessions");
                     }

@@ -8,7 +8,7 @@ use poem::{
     web::{Data, Json},
 };
 use serde_json::{Value, json};
-use truenumber_core::db;
+use truenumber_core::{db, events};
 
 use crate::state::AppState;
 
@@ -128,4 +128,18 @@ pub async fn ready(Data(state): Data<&AppState>) -> Response {
             .with_status(StatusCode::SERVICE_UNAVAILABLE)
             .into_response()
     }
+}
+
+/// `GET /metrics`: Prometheus text. Dependency and outbox gauges are refreshed per scrape.
+#[handler]
+pub async fn metrics(Data(state): Data<&AppState>) -> Response {
+    for (name, c) in dependency_checks(state).await {
+        state.metrics.set_dependency_up(name, c.up);
+    }
+    if let Ok((backlog, oldest)) = events::outbox_backlog(&state.db).await {
+        state.metrics.set_outbox(backlog, oldest);
+    }
+    Response::builder()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
 }

@@ -443,6 +443,11 @@ impl VerificationApi {
             config.verification_ttl,
         )
         .await?;
+        self.state.metrics.verification(if initiated.replayed {
+            "replayed"
+        } else {
+            "initiated"
+        });
         let s = initiated.session;
         Ok(InitiateResponse::Ok(Json(InitiateVerificationResponse {
             status: "success".into(),
@@ -507,6 +512,9 @@ impl VerificationApi {
         );
         tokio::spawn(async move { events::publish_event(&db, &broker, &event_id).await });
         let session = done.session;
+        self.state
+            .metrics
+            .verification(session.stored_status.as_str());
         if session.stored_status != SessionStatus::Verified {
             return Err(ApiError::from(verification::VerificationError::NumberMismatch).failed());
         }

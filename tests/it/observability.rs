@@ -1,0 +1,180 @@
+//! Logs and metrics: request ids in log lines, no secret ever logged, metrics that move.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+use crate::helpers::{TestApp, TestReceiver, TestWorker, base_env, unique};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_logged_and_secrets_never_are() {
+    let captured = Captured::default();
+    let mut env = base_env();
+    env.insert("LOG_LEVEL".into(), "debug".into());
+    let config = truenumber_core::config::Config::from_map(&env).unwrap();
+    let sink = captured.clone();
+    truenumber_core::telemetry::init_with_writer(&config, BoxMakeWriter::new(move || sink.clone()));
+
+    let receiver = TestReceiver::start().await;
+    let app = TestApp::spawn_config(config.clone()).await;
+    let worker = TestWorker::spawn(&config).await;
+    let created = crate::cli::run_json(
+        &config,
+        &[
+            "company",
+            "create",
+            "--company-id",
+            &unique("logs"),
+            "--name",
+            "Logs",
+            "--webhook-url",
+            &receiver.url,
+        ],
+    )
+    .await;
+    let (company, key, secret) = (
+        created["companyId"].as_str().unwrap().to_owned(),
+        created["apiKey"].as_str().unwrap().to_owned(),
+        created["webhookSecret"].as_str().unwrap().to_owned(),
+    );
+    let resp = app
+        .initiate(
+            &key,
+            &json!({"mobileNumber": "+447911123456", "companyId": company, "requestId": "r1"}),
+        )
+        .await;
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let started: Value = resp.json().await.unwrap();
+    let vid = started["verificationId"].as_str().unwrap();
+    let token = app.app_token("log_user", None);
+    let ok = app
+        .submit(&token, &json!({"verificationId": vid, "userConfirmedNumber": "+447911123456", "appUserId": "log_user"}))
+        .await;
+    assert_eq!(ok.status(), 200);
+    // Failed authentications carry credentials too.
+    let _ = app.status(&format!("{key}x"), vid).await;
+    let _ = app.submit(&format!("{token}x"), &json!({})).await;
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    worker.stop().await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["request_id"] == request_id.as_str() && l["message"] == "request")
+        .unwrap_or_else(|| panic!("no log line for {request_id}"));
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["route"], "/api/v1/verification/initiate");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["company_id"], company.as_str());
+    assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(line["level"], "INFO");
+
+    let jwt_secret = config.jwt_secret.expose().to_owned();
+    let key_secret_part = key.rsplit('_').next().unwrap().to_owned();
+    let webhook_key = secret.trim_start_matches("whsec_").to_owned();
+    for (what, needle) in [
+        ("API key", key.as_str()),
+        ("API key secret", key_secret_part.as_str()),
+        ("webhook secret", webhook_key.as_str()),
+        ("app token", token.as_str()),
+        ("JWT secret", jwt_secret.as_str()),
+    ] {
+        assert!(!logs.contains(needle), "{what} appears in the logs");
+    }
+    assert!(logs.lines().count() > 20, "logs were captured");
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_when_requests_are_made() {
+    let receiver = TestReceiver::start().await;
+    let app = TestApp::spawn_with(|env| {
+        env.insert("RATE_LIMIT_STATUS_PER_HOUR".into(), "1".into());
+    })
+    .await;
+    let worker = TestWorker::spawn(&app.config).await;
+    let c = app
+        .create_company_with_webhook(&unique("m"), Some(&receiver.url))
+        .await;
+    let api = app.url("/metrics");
+    let before = scrape(&app.client, &api).await;
+    let initiated = "truenumber_verifications_total{kind=\"initiated\"}";
+    let verified = "truenumber_verifications_total{kind=\"verified\"}";
+    let initiate_ok = "truenumber_http_requests_total{method=\"POST\",route=\"/api/v1/verification/initiate\",status=\"200\"}";
+    let limited = "truenumber_rate_limited_total{kind=\"status\"}";
+    assert_eq!(value(&before, initiated), 0.0);
+
+    let vid = app.initiate_ok(&c, "+447911123456").await["verificationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = app.app_token("m_user", None);
+    app.submit(&token, &json!({"verificationId": vid, "userConfirmedNumber": "+447911123456", "appUserId": "m_user"}))
+        .await;
+    assert_eq!(app.status(&c.api_key, &vid).await.status(), 200);
+    assert_eq!(app.status(&c.api_key, &vid).await.status(), 429);
+
+    let after = scrape(&app.client, &api).await;
+    assert_eq!(value(&after, initiated), 1.0);
+    assert_eq!(value(&after, verified), 1.0);
+    assert_eq!(value(&after, initiate_ok), 1.0);
+    assert_eq!(value(&after, limited), 1.0);
+    assert!(after.contains("truenumber_http_request_duration_seconds_bucket{"));
+    assert_eq!(
+        value(&after, "truenumber_dependency_up{kind=\"database\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "truenumber_dependency_up{kind=\"redis\"}"),
+        1.0
+    );
+    assert!(after.contains("truenumber_outbox_backlog "));
+
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    let worker_metrics = format!("http://127.0.0.1:{}/metrics", worker.addr.port());
+    let w = crate::helpers::eventually(Duration::from_secs(10), || {
+        let (client, url) = (app.client.clone(), worker_metrics.clone());
+        async move {
+            let m = scrape(&client, &url).await;
+            (value(&m, "truenumber_webhook_attempts_total{kind=\"succeeded\"}") == 1.0).then_some(m)
+        }
+    })
+    .await;
+    assert!(value(&w, "truenumber_sweeps_total") >= 1.0);
+    assert_eq!(
+        value(&w, "truenumber_dependency_up{kind=\"rabbitmq\"}"),
+        1.0
+    );
+    worker.stop().await;
+}
