@@ -36,6 +36,12 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document (needs no database and no JWT_SECRET).
     Openapi,
+    /// Probe this node's `/health/live` (for container HEALTHCHECKs); exit 0 when it answers.
+    HealthCheck {
+        /// The URL to probe (default: this node's port on loopback).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Manage companies and their API keys.
     Company {
         /// The company command.
@@ -201,6 +207,20 @@ pub async fn execute(
         Command::Migrate => {
             db::migrate(&config).await.context("migration failed")?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::HealthCheck { url } => {
+            let scheme = if config.tls_cert_file.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let url =
+                url.unwrap_or_else(|| format!("{scheme}://127.0.0.1:{}/health/live", config.port));
+            truenumber_core::probe::probe(&url, std::time::Duration::from_secs(3))
+                .await
+                .map_err(|e| anyhow::anyhow!("unhealthy: {e}"))?;
+            writeln!(out, "ok")?;
             Ok(())
         }
         Command::Openapi => {
@@ -386,7 +406,7 @@ pub async fn serve(
         .context("cannot reach the database")?;
     truenumber_core::phone::warm_up();
     let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
-    let bound = crate::bind(addr)
+    let bound = crate::bind(addr, &config)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(addr = %bound.local_addr, "truenumber-api listening");

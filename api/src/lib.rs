@@ -14,13 +14,14 @@ use std::net::SocketAddr;
 
 use poem::{
     Endpoint, EndpointExt, Route, Server, get,
-    listener::{Acceptor, AcceptorExt, Listener, TcpListener},
+    listener::{Acceptor, AcceptorExt, Listener, RustlsCertificate, RustlsConfig, TcpListener},
     middleware::CatchPanic,
 };
 use poem_openapi::OpenApiService;
+use truenumber_core::config::Config;
 
 use crate::{
-    middleware::{RequestMiddleware, RouteTable},
+    middleware::{HttpsPolicy, RequestMiddleware, RouteTable},
     routes::{health, verification::VerificationApi},
     state::AppState,
 };
@@ -70,6 +71,10 @@ pub fn build_app(state: AppState) -> impl Endpoint {
             state.config.max_body_bytes,
             routes,
             state.metrics.clone(),
+            HttpsPolicy {
+                require: state.config.require_https,
+                trusted_proxies: state.config.trusted_proxies.clone(),
+            },
         ))
 }
 
@@ -80,16 +85,32 @@ pub struct BoundServer {
     pub local_addr: SocketAddr,
 }
 
-/// Binds `addr` (port 0 picks a free one).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<BoundServer> {
-    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+/// Binds `addr` (port 0 picks a free one); with `TLS_CERT_FILE` and `TLS_KEY_FILE` the listener
+/// terminates TLS itself (rustls).
+pub async fn bind(addr: SocketAddr, config: &Config) -> std::io::Result<BoundServer> {
+    let acceptor = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display()))
+                })
+            };
+            let certificate = RustlsCertificate::new().cert(read(cert)?).key(read(key)?);
+            TcpListener::bind(addr)
+                .rustls(RustlsConfig::new().fallback(certificate))
+                .into_acceptor()
+                .await?
+                .boxed()
+        }
+        _ => TcpListener::bind(addr).into_acceptor().await?.boxed(),
+    };
     let local_addr = acceptor
         .local_addr()
         .into_iter()
         .find_map(|a| a.as_socket_addr().copied())
         .ok_or_else(|| std::io::Error::other("listener has no socket address"))?;
     Ok(BoundServer {
-        acceptor: acceptor.boxed(),
+        acceptor,
         local_addr,
     })
 }

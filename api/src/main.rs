@@ -10,7 +10,7 @@ use truenumber_core::{config::Config, telemetry};
 async fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     let config = match &command {
-        Command::Openapi => cli::openapi_config(),
+        Command::Openapi | Command::HealthCheck { .. } => cli::openapi_config(),
         _ => Config::from_env(),
     };
     let config = match config {

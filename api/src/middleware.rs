@@ -7,7 +7,7 @@ use poem::{
     Endpoint, IntoResponse, Middleware, Request, Response, Result,
     http::{HeaderValue, Method, StatusCode, header},
 };
-use truenumber_core::{error_code::ErrorCode, metrics::Metrics};
+use truenumber_core::{config::IpNet, error_code::ErrorCode, metrics::Metrics};
 
 use crate::{error::ApiError, request_context, request_context::RequestContext};
 
@@ -17,16 +17,60 @@ pub struct RequestMiddleware {
     max_body_bytes: usize,
     routes: Arc<RouteTable>,
     metrics: Arc<Metrics>,
+    https: Arc<HttpsPolicy>,
+}
+
+/// Whether plain HTTP is refused, and whose `X-Forwarded-Proto` is believed.
+#[derive(Debug, Clone, Default)]
+pub struct HttpsPolicy {
+    /// `REQUIRE_HTTPS`.
+    pub require: bool,
+    /// `TRUSTED_PROXIES`.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `Strict-Transport-Security` on every response that went over HTTPS.
+const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+impl HttpsPolicy {
+    /// Whether the request arrived over TLS, here or at a trusted proxy.
+    fn is_secure(&self, req: &Request) -> bool {
+        if *req.scheme() == poem::http::uri::Scheme::HTTPS {
+            return true;
+        }
+        let from_trusted = req
+            .remote_addr()
+            .as_socket_addr()
+            .is_some_and(|a| self.trusted_proxies.iter().any(|net| net.contains(a.ip())));
+        from_trusted
+            && req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+    }
+}
+
+/// Probes and metrics stay reachable over plain HTTP inside the deployment (load balancers
+/// and Prometheus talk to nodes directly), even with `REQUIRE_HTTPS`.
+fn exempt_from_https(path: &str) -> bool {
+    path == "/health" || path.starts_with("/health/") || path == "/metrics"
 }
 
 impl RequestMiddleware {
     /// With the body cap, the table of routes (for `Allow` on 405 and route labels) and the
     /// metrics to record requests in.
-    pub fn new(max_body_bytes: usize, routes: RouteTable, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        max_body_bytes: usize,
+        routes: RouteTable,
+        metrics: Arc<Metrics>,
+        https: HttpsPolicy,
+    ) -> Self {
         Self {
             max_body_bytes,
             routes: Arc::new(routes),
             metrics,
+            https: Arc::new(https),
         }
     }
 }
@@ -69,10 +113,28 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
 
-        let mut resp = request_context::scope(ctx.clone(), self.handle(req, &path)).await;
+        let secure = self.config.https.is_secure(&req);
+        let mut resp = if self.config.https.require && !secure && !exempt_from_https(&path) {
+            request_context::scope(ctx.clone(), async {
+                ApiError::new(
+                    ErrorCode::HttpsRequired,
+                    "This API is only served over HTTPS; retry with https://",
+                )
+                .into_response()
+            })
+            .await
+        } else {
+            request_context::scope(ctx.clone(), self.handle(req, &path)).await
+        };
 
         let data = ctx.snapshot();
         let headers = resp.headers_mut();
+        if secure {
+            headers.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static(HSTS),
+            );
+        }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             headers.insert("x-request-id", v);
         }

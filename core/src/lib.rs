@@ -11,6 +11,7 @@ pub mod error_code;
 pub mod events;
 pub mod metrics;
 pub mod phone;
+pub mod probe;
 pub mod rate_limit;
 pub mod secrets;
 pub mod telemetry;

@@ -102,7 +102,7 @@ impl TestApp {
         }
         db::migrate(&config).await.expect("migrate");
         let db = db::connect(&config).await.expect("connect");
-        let bound = truenumber_api::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let bound = truenumber_api::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &config)
             .await
             .expect("bind");
         let addr = bound.local_addr;
@@ -114,10 +114,17 @@ impl TestApp {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
+            // Tests that serve TLS use a self-signed certificate made on the spot.
+            .danger_accept_invalid_certs(config.tls_cert_file.is_some())
             .build()
             .expect("client");
+        let scheme = if config.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Self {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             _queues: QueueCleanup::for_config(&config),
             config,
             db,

@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod errors;
 mod helpers;
+mod https;
 mod observability;
 mod openapi;
 mod rate_limit;

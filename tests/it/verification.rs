@@ -584,7 +584,7 @@ async fn a_database_outage_is_a_503_not_a_leak() {
         .acquire_timeout(Duration::from_millis(300))
         .connect_timeout(Duration::from_millis(300));
     let dead = sea_orm::Database::connect(opts).await.unwrap();
-    let bound = truenumber_api::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    let bound = truenumber_api::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), &config)
         .await
         .unwrap();
     let base = format!("http://{}", bound.local_addr);

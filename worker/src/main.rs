@@ -1,18 +1,45 @@
 //! `truenumber-worker`: see `truenumber_worker::run`.
+//!
+//! `truenumber-worker` (or `run`) runs the daemon; `truenumber-worker health-check` probes a
+//! running one's `/health/live` on `WORKER_PORT` (for container HEALTHCHECKs).
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use truenumber_core::{config::Config, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_env() {
+    let command = std::env::args().nth(1).unwrap_or_else(|| "run".to_owned());
+    let config = match command.as_str() {
+        // The probe needs only WORKER_PORT, not the secrets.
+        "health-check" => Config::from_lookup(|name| {
+            std::env::var(name).ok().or_else(|| {
+                (name == "JWT_SECRET").then(|| "health-check-needs-no-real-secret".to_owned())
+            })
+        }),
+        "run" => Config::from_env(),
+        other => {
+            eprintln!("unknown command `{other}`; use `run` (default) or `health-check`");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    if command == "health-check" {
+        let url = format!("http://127.0.0.1:{}/health/live", config.worker_port);
+        return match truenumber_core::probe::probe(&url, Duration::from_secs(3)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     telemetry::install_crypto_provider();
     telemetry::init(&config, true);
     match truenumber_worker::run(config, shutdown_signal(), |_| {}).await {
