@@ -5,7 +5,7 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
-    process::{Child, Command},
+    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -17,8 +17,6 @@ use serde_json::json;
 use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
 
 use crate::helpers::{Reply, TestApp, TestReceiver, base_env, eventually, unique};
-
-const WORKER_ENV: &str = "TN_CHAOS_WORKER_ENV";
 
 /// A TCP proxy between an API node and RabbitMQ that can be cut (every connection dropped,
 /// new ones refused) and restored: "RabbitMQ is unreachable" without stopping the shared
@@ -65,35 +63,8 @@ impl FaultyProxy {
     }
 }
 
-/// A worker in its own process (this test binary, running the ignored entry point below), so
-/// it can be killed with SIGKILL.
 fn spawn_worker_process(env: &HashMap<String, String>) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "chaos::worker_process",
-            "--nocapture",
-        ])
-        .env(WORKER_ENV, serde_json::to_string(env).unwrap())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// The worker process of the chaos test; it runs only when that test starts it.
-#[tokio::test]
-#[ignore = "entry point of the chaos test's worker processes"]
-async fn worker_process() {
-    let env: HashMap<String, String> = serde_json::from_str(
-        &std::env::var(WORKER_ENV).expect("started by chaos::every_event_survives_chaos"),
-    )
-    .unwrap();
-    let config = truenumber_core::config::Config::from_map(&env).unwrap();
-    truenumber_worker::run(config, std::future::pending(), |_| {})
-        .await
-        .unwrap();
+    crate::shutdown::spawn_process("shutdown::worker_process", env)
 }
 
 async fn complete_verifications(app: &TestApp, key: &str, company: &str, n: usize) {

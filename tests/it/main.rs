@@ -10,6 +10,7 @@ mod https;
 mod observability;
 mod openapi;
 mod rate_limit;
+mod shutdown;
 mod verification;
 mod webhooks;
 mod worker;
