@@ -1,0 +1,319 @@
+//! `truenumber-loadtest`: drives a running TrueNumber API with one of three mixes at a chosen
+//! number of concurrent connections for a chosen time, and reports throughput, latency
+//! (mean, p50, p90, p99, max) and responses by status and error code.
+//!
+//! A purpose-built tokio client rather than a framework such as goose: the mixes are three
+//! short loops, the numbers we need are a handful of histograms, and a small client adds less
+//! of its own CPU to a machine the server under test shares.
+//!
+//! It makes its own company (through the same code as `company create`, so it needs
+//! `DATABASE_URL`) and mints app tokens with `JWT_SECRET`.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use truenumber_core::{app_token::AppTokenKeys, companies, config::Config, db};
+
+/// Which traffic to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mix {
+    /// Read-heavy: status polls of existing sessions.
+    Status,
+    /// Initiate only (writes).
+    Initiate,
+    /// The whole flow: initiate → 2 status polls → submit → status.
+    Flow,
+}
+
+/// Load generator for TrueNumber.
+#[derive(Debug, Parser)]
+#[command(name = "truenumber-loadtest", version, about)]
+struct Args {
+    /// Base URL of the API.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    base_url: String,
+    /// Concurrent connections (one client task each).
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Seconds to run each mix.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// The mixes to run, in order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "status,initiate,flow"
+    )]
+    mix: Vec<Mix>,
+    /// Sessions created up front for the status mix.
+    #[arg(long, default_value_t = 200)]
+    sessions: usize,
+    /// Print one JSON object per mix instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one client task saw.
+struct Tally {
+    latency: BTreeMap<&'static str, Histogram<u64>>,
+    outcomes: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            latency: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, endpoint: &'static str, micros: u64, outcome: String) {
+        let h = self.latency.entry(endpoint).or_insert_with(new_histogram);
+        let _ = h.record(micros.max(1));
+        *self.outcomes.entry(outcome).or_insert(0) += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (k, h) in other.latency {
+            match self.latency.get_mut(k) {
+                Some(mine) => {
+                    let _ = mine.add(&h);
+                }
+                None => {
+                    self.latency.insert(k, h);
+                }
+            }
+        }
+        for (k, n) in other.outcomes {
+            *self.outcomes.entry(k).or_insert(0) += n;
+        }
+    }
+}
+
+/// A latency histogram in microseconds.
+#[allow(clippy::expect_used)] // 3 significant figures is within the allowed 0..=5: cannot fail.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is valid")
+}
+
+struct Target {
+    client: reqwest::Client,
+    base: String,
+    key: String,
+    company: String,
+    token: String,
+    sessions: Vec<String>,
+}
+
+/// One request; returns the JSON body (if any) and records latency and outcome.
+async fn call(
+    tally: &mut Tally,
+    endpoint: &'static str,
+    req: reqwest::RequestBuilder,
+) -> Option<Value> {
+    let started = Instant::now();
+    let result = req.send().await;
+    let (outcome, body) = match result {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body: Option<Value> = resp.json().await.ok();
+            let code = body
+                .as_ref()
+                .and_then(|b| b.get("code"))
+                .and_then(Value::as_str)
+                .map(|c| format!(" {c}"))
+                .unwrap_or_default();
+            (
+                format!("{endpoint} {status}{code}"),
+                body.filter(|_| status < 300),
+            )
+        }
+        Err(e) => {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect-error"
+            } else {
+                "io-error"
+            };
+            (format!("{endpoint} {kind}"), None)
+        }
+    };
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    tally.record(endpoint, micros, outcome);
+    body
+}
+
+fn initiate(t: &Target) -> reqwest::RequestBuilder {
+    t.client
+        .post(format!("{}/api/v1/verification/initiate", t.base))
+        .bearer_auth(&t.key)
+        .json(&json!({
+            "mobileNumber": "+447911123456",
+            "companyId": t.company,
+            "requestId": uuid::Uuid::new_v4().to_string(),
+        }))
+}
+
+fn status(t: &Target, id: &str) -> reqwest::RequestBuilder {
+    t.client
+        .get(format!("{}/api/v1/verification/status/{id}", t.base))
+        .bearer_auth(&t.key)
+}
+
+async fn client_task(t: Arc<Target>, mix: Mix, until: Instant, seed: usize) -> Tally {
+    let mut tally = Tally::new();
+    let mut i = seed;
+    while Instant::now() < until {
+        i = i.wrapping_add(7919);
+        match mix {
+            Mix::Status => {
+                let id = &t.sessions[i % t.sessions.len()];
+                call(&mut tally, "status", status(&t, id)).await;
+            }
+            Mix::Initiate => {
+                call(&mut tally, "initiate", initiate(&t)).await;
+            }
+            Mix::Flow => {
+                let Some(started) = call(&mut tally, "initiate", initiate(&t)).await else {
+                    continue;
+                };
+                let Some(id) = started["verificationId"].as_str().map(str::to_owned) else {
+                    continue;
+                };
+                for _ in 0..2 {
+                    call(&mut tally, "status", status(&t, &id)).await;
+                }
+                let submit = t
+                    .client
+                    .post(format!("{}/api/v1/verification/submit", t.base))
+                    .bearer_auth(&t.token)
+                    .json(&json!({"verificationId": id, "userConfirmedNumber": "+447911123456", "appUserId": "loadtest"}));
+                call(&mut tally, "submit", submit).await;
+                call(&mut tally, "status", status(&t, &id)).await;
+            }
+        }
+    }
+    tally
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    truenumber_core::telemetry::install_crypto_provider();
+    let config = Config::from_env().context("loadtest reads DATABASE_URL and JWT_SECRET")?;
+    let dbc = db::connect(&config).await?;
+    let company = format!("loadtest_{}", uuid::Uuid::new_v4().simple());
+    let created = companies::create_company(&dbc, &company, "Load test", None).await?;
+    companies::set_rate_limits(&dbc, &company, Some(i32::MAX as u32), Some(i32::MAX as u32))
+        .await?;
+    let token = AppTokenKeys::new(&config.jwt_secret).mint("loadtest", None, 86_400)?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut target = Target {
+        client,
+        base: args.base_url.trim_end_matches('/').to_owned(),
+        key: created.api_key.expose().to_owned(),
+        company,
+        token,
+        sessions: Vec::new(),
+    };
+    let mut warm = Tally::new();
+    for _ in 0..args.sessions.max(1) {
+        if let Some(id) = call(&mut warm, "initiate", initiate(&target))
+            .await
+            .and_then(|b| b["verificationId"].as_str().map(str::to_owned))
+        {
+            target.sessions.push(id);
+        }
+    }
+    anyhow::ensure!(
+        !target.sessions.is_empty(),
+        "could not create any session: {:?}",
+        warm.outcomes
+    );
+    let target = Arc::new(target);
+
+    for mix in &args.mix {
+        let started = Instant::now();
+        let until = started + Duration::from_secs(args.duration);
+        let tasks: Vec<_> = (0..args.connections)
+            .map(|i| tokio::spawn(client_task(target.clone(), *mix, until, i)))
+            .collect();
+        let mut total = Tally::new();
+        for t in futures::future::join_all(tasks).await {
+            total.merge(t?);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        report(*mix, &args, secs, &total);
+    }
+    Ok(())
+}
+
+fn report(mix: Mix, args: &Args, secs: f64, total: &Tally) {
+    let mut endpoints = serde_json::Map::new();
+    for (name, h) in &total.latency {
+        endpoints.insert(
+            (*name).to_owned(),
+            json!({
+                "requests": h.len(),
+                "rps": (h.len() as f64 / secs).round(),
+                "mean_ms": (h.mean() / 10.0).round() / 100.0,
+                "p50_ms": ms(h.value_at_quantile(0.50)),
+                "p90_ms": ms(h.value_at_quantile(0.90)),
+                "p99_ms": ms(h.value_at_quantile(0.99)),
+                "max_ms": ms(h.max()),
+            }),
+        );
+    }
+    let summary = json!({
+        "mix": format!("{mix:?}").to_lowercase(),
+        "connections": args.connections,
+        "seconds": (secs * 10.0).round() / 10.0,
+        "endpoints": endpoints,
+        "outcomes": total.outcomes,
+    });
+    if args.json {
+        println!("{summary}");
+        return;
+    }
+    println!(
+        "\n== mix {:?}: {} connections, {:.1} s",
+        mix, args.connections, secs
+    );
+    println!(
+        "{:<10} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "endpoint", "requests", "req/s", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for (name, h) in &total.latency {
+        println!(
+            "{:<10} {:>9} {:>8.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            name,
+            h.len(),
+            h.len() as f64 / secs,
+            h.mean() / 1000.0,
+            ms(h.value_at_quantile(0.50)),
+            ms(h.value_at_quantile(0.90)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.max())
+        );
+    }
+    println!("responses:");
+    for (outcome, n) in &total.outcomes {
+        println!("  {outcome:<40} {n}");
+    }
+}
