@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc: glibc's malloc was ~17% of the API's CPU under load and fragmented its memory
+/// (see docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use truenumber_api::cli::{self, Cli, Command};
 use truenumber_core::{config::Config, telemetry};

@@ -7,7 +7,7 @@ use truenumber_core::{
     app_token::AppTokenKeys,
     auth::ApiKeyAuthenticator,
     config::Config,
-    events::{Broker, Topology},
+    events::{Broker, EventPublisher, Topology},
     metrics::Metrics,
     rate_limit::{LimiterUnavailable, SlidingWindowLimiter},
 };
@@ -25,8 +25,10 @@ pub struct AppState {
     pub app_tokens: AppTokenKeys,
     /// Redis rate limits.
     pub limiter: SlidingWindowLimiter,
-    /// RabbitMQ, for publishing events right after commit.
+    /// RabbitMQ (health checks).
     pub broker: Arc<Broker>,
+    /// Publishes committed events in the background.
+    pub publisher: EventPublisher,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -36,13 +38,15 @@ impl AppState {
     /// serves what it can, while they are down); only an unparseable `REDIS_URL` fails here.
     pub fn new(config: Config, db: DatabaseConnection) -> Result<Self, LimiterUnavailable> {
         let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
+        let broker = Arc::new(Broker::new(
+            config.amqp_url.expose(),
+            topology,
+            std::time::Duration::from_secs(5),
+        ));
         Ok(Self {
             metrics: Arc::new(Metrics::new()),
-            broker: Arc::new(Broker::new(
-                config.amqp_url.expose(),
-                topology,
-                std::time::Duration::from_secs(5),
-            )),
+            publisher: EventPublisher::start(db.clone(), broker.clone()),
+            broker,
             limiter: SlidingWindowLimiter::new(
                 config.redis_url.expose(),
                 &config.redis_key_prefix,

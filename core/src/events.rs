@@ -417,6 +417,80 @@ pub async fn mark_published(db: &impl ConnectionTrait, event_id: &str) -> Result
     .map(|_| ())
 }
 
+/// Marks several events published in one statement.
+pub async fn mark_published_many(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE verification_events SET published_at = now() \
+         WHERE id = ANY(string_to_array($1, ',')) AND published_at IS NULL",
+        [ids.join(",").into()],
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// Publishes new events in the background for an API node: one task takes event ids from a
+/// bounded queue, publishes them concurrently with confirms, and marks each batch published
+/// in one statement. A full queue or a failed publish only defers the event to the relay.
+#[derive(Debug, Clone)]
+pub struct EventPublisher {
+    tx: tokio::sync::mpsc::Sender<String>,
+}
+
+impl EventPublisher {
+    /// Most events published (and marked) together.
+    const BATCH: usize = 256;
+
+    /// Starts the publishing task.
+    pub fn start(db: DatabaseConnection, broker: std::sync::Arc<Broker>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(10_000);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < Self::BATCH {
+                    match rx.try_recv() {
+                        Ok(id) => batch.push(id),
+                        Err(_) => break,
+                    }
+                }
+                let results = futures::future::join_all(batch.iter().map(|id| {
+                    let broker = broker.clone();
+                    async move {
+                        let ok = broker
+                            .publish(&DeliveryMessage::first(id), Route::Deliver)
+                            .await;
+                        (id.clone(), ok)
+                    }
+                }))
+                .await;
+                let mut published = Vec::with_capacity(results.len());
+                for (id, result) in results {
+                    match result {
+                        Ok(()) => published.push(id),
+                        Err(e) => {
+                            tracing::debug!(event_id = %id, error = %e, "event deferred to the relay")
+                        }
+                    }
+                }
+                if let Err(e) = mark_published_many(&db, &published).await {
+                    tracing::warn!(error = %e, "events published but not marked; the relay will publish them again");
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Queues an event for publishing; never waits.
+    pub fn publish_soon(&self, event_id: String) {
+        if let Err(e) = self.tx.try_send(event_id) {
+            tracing::warn!(error = %e, "publisher queue full; the relay will publish the event");
+        }
+    }
+}
+
 /// Publishes one new event and records it; on failure the relay will publish it later.
 pub async fn publish_event(db: &DatabaseConnection, broker: &Broker, event_id: &str) {
     match broker

@@ -5,6 +5,10 @@
 
 use std::{process::ExitCode, time::Duration};
 
+/// The same allocator as the API (see docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use truenumber_core::{config::Config, telemetry};
 
 #[tokio::main]

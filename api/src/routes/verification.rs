@@ -8,7 +8,6 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Jso
 use serde::Deserialize;
 use truenumber_core::{
     error_code::ErrorCode,
-    events,
     phone::parse_mobile_number,
     verification::{self, SessionStatus, Submission},
 };
@@ -505,12 +504,7 @@ impl VerificationApi {
         })?;
         // The event is committed; hand it to RabbitMQ without making the app wait for the
         // broker's confirm (the worker's relay publishes it if this does not).
-        let (db, broker, event_id) = (
-            self.state.db.clone(),
-            self.state.broker.clone(),
-            done.event_id,
-        );
-        tokio::spawn(async move { events::publish_event(&db, &broker, &event_id).await });
+        self.state.publisher.publish_soon(done.event_id);
         let session = done.session;
         self.state
             .metrics
