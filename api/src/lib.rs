@@ -75,6 +75,7 @@ pub fn build_app(state: AppState) -> impl Endpoint {
                 require: state.config.require_https,
                 trusted_proxies: state.config.trusted_proxies.clone(),
             },
+            state.config.max_concurrent_requests,
         ))
 }
 

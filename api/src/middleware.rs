@@ -18,6 +18,7 @@ pub struct RequestMiddleware {
     routes: Arc<RouteTable>,
     metrics: Arc<Metrics>,
     https: Arc<HttpsPolicy>,
+    admission: Arc<tokio::sync::Semaphore>,
 }
 
 /// Whether plain HTTP is refused, and whose `X-Forwarded-Proto` is believed.
@@ -28,6 +29,9 @@ pub struct HttpsPolicy {
     /// `TRUSTED_PROXIES`.
     pub trusted_proxies: Vec<IpNet>,
 }
+
+/// Requests under this prefix pass admission control; probes and metrics never wait.
+const API_PATH_PREFIX: &str = "/api/v1/verification/";
 
 /// `Strict-Transport-Security` on every response that went over HTTPS.
 const HSTS: &str = "max-age=31536000; includeSubDomains";
@@ -65,12 +69,14 @@ impl RequestMiddleware {
         routes: RouteTable,
         metrics: Arc<Metrics>,
         https: HttpsPolicy,
+        max_concurrent_requests: usize,
     ) -> Self {
         Self {
             max_body_bytes,
             routes: Arc::new(routes),
             metrics,
             https: Arc::new(https),
+            admission: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests)),
         }
     }
 }
@@ -123,6 +129,11 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
                 .into_response()
             })
             .await
+        } else if path.starts_with(API_PATH_PREFIX) {
+            // Admission in arrival order (the semaphore is fair): under overload requests wait
+            // here, not in a race for database connections that ends in pool timeouts.
+            let _permit = self.config.admission.acquire().await;
+            request_context::scope(ctx.clone(), self.handle(req, &path)).await
         } else {
             request_context::scope(ctx.clone(), self.handle(req, &path)).await
         };

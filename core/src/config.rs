@@ -96,6 +96,9 @@ pub struct Config {
     pub database_url: Secret,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (default: four per core, at least 10).
     pub database_max_connections: u32,
+    /// `MAX_CONCURRENT_REQUESTS`: API requests handled at once per node; more wait their turn in
+    /// arrival order (default: four per database connection).
+    pub max_concurrent_requests: usize,
     /// `REDIS_URL`: Redis for rate limits.
     pub redis_url: Secret,
     /// `REDIS_TIMEOUT_MS`: the most one Redis call may take (connect or reply) before the
@@ -346,17 +349,20 @@ impl Config {
             ));
         }
 
+        let database_max_connections =
+            r.parse("DATABASE_MAX_CONNECTIONS", default_pool_size(), (1, 1000))?;
         Ok(Self {
+            max_concurrent_requests: r.parse(
+                "MAX_CONCURRENT_REQUESTS",
+                database_max_connections as usize * 4,
+                (1, 1_000_000),
+            )?,
             database_url: Secret::new(r.url(
                 "DATABASE_URL",
                 "postgresql://postgres@localhost:5432/truenumber",
                 &["postgres", "postgresql"],
             )?),
-            database_max_connections: r.parse(
-                "DATABASE_MAX_CONNECTIONS",
-                default_pool_size(),
-                (1, 1000),
-            )?,
+            database_max_connections,
             redis_url: Secret::new(r.url(
                 "REDIS_URL",
                 "redis://127.0.0.1:6379",
