@@ -87,6 +87,19 @@ pub async fn event_target(
     .await
 }
 
+/// An event belongs to one company, so its delivery is found by `event_id` alone: the leading
+/// column of the unique `(event_id, company_id)`. (A `company_id` predicate here would let a
+/// cached generic plan walk the company's listing index instead; see migration 3.)
+pub const FIND_BY_EVENT_SQL: &str = "SELECT * FROM webhook_deliveries WHERE event_id = $1";
+
+/// Creates the delivery of event `$1` to company `$2` at URL `$3`, or reads the existing one,
+/// in one round trip.
+pub const GET_OR_CREATE_SQL: &str = "WITH ins AS ( \
+       INSERT INTO webhook_deliveries (event_id, company_id, url) VALUES ($1, $2, $3) \
+       ON CONFLICT (event_id, company_id) DO NOTHING RETURNING *) \
+     SELECT * FROM ins UNION ALL \
+     SELECT * FROM webhook_deliveries WHERE event_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)";
+
 /// The delivery of an event to a company, created on first sight. A redelivered message
 /// finds the same row, so it never makes a second delivery.
 pub async fn get_or_create(
@@ -97,12 +110,7 @@ pub async fn get_or_create(
 ) -> Result<Delivery, DbErr> {
     let row = Delivery::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "WITH ins AS ( \
-           INSERT INTO webhook_deliveries (event_id, company_id, url) VALUES ($1, $2, $3) \
-           ON CONFLICT (event_id, company_id) DO NOTHING RETURNING *) \
-         SELECT * FROM ins UNION ALL \
-         SELECT * FROM webhook_deliveries WHERE event_id = $1 AND company_id = $2 \
-           AND NOT EXISTS (SELECT 1 FROM ins)",
+        GET_OR_CREATE_SQL,
         [event_id.into(), company_id.into(), url.into()],
     ))
     .one(db)
@@ -111,8 +119,8 @@ pub async fn get_or_create(
         Some(d) => Ok(d),
         None => Delivery::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT * FROM webhook_deliveries WHERE event_id = $1 AND company_id = $2",
-            [event_id.into(), company_id.into()],
+            FIND_BY_EVENT_SQL,
+            [event_id.into()],
         ))
         .one(db)
         .await?

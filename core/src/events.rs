@@ -578,6 +578,23 @@ struct ExpiredEvent {
     event_id: String,
 }
 
+/// The expiry sweep (`$1` batch size): due sessions through the open-session index
+/// (`completed_at IS NULL`, see migration 3), locked `SKIP LOCKED`, expired with their events.
+pub static EXPIRE_DUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH due AS ( \
+           SELECT id FROM verification_sessions \
+           WHERE completed_at IS NULL AND status = 'pending' AND expires_at <= now() \
+           ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+         upd AS ( \
+           UPDATE verification_sessions vs SET status = 'expired', completed_at = now() \
+           FROM due WHERE vs.id = due.id AND vs.status = 'pending' \
+           RETURNING vs.*), \
+         {EVENTS_FROM_UPD} \
+         SELECT event_id FROM ev"
+    )
+});
+
 /// Expires up to `batch` pending sessions past their expiry, each with its event, in one
 /// statement. Rows locked by another sweeper are skipped, and a session is only expired if
 /// still pending, so several workers never double-expire. Returns the new event ids.
@@ -587,18 +604,7 @@ pub async fn expire_due_sessions(
 ) -> Result<Vec<String>, DbErr> {
     let rows = ExpiredEvent::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        format!(
-            "WITH due AS ( \
-               SELECT id FROM verification_sessions \
-               WHERE status = 'pending' AND expires_at <= now() \
-               ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
-             upd AS ( \
-               UPDATE verification_sessions vs SET status = 'expired', completed_at = now() \
-               FROM due WHERE vs.id = due.id AND vs.status = 'pending' \
-               RETURNING vs.*), \
-             {EVENTS_FROM_UPD} \
-             SELECT event_id FROM ev"
-        ),
+        EXPIRE_DUE_SQL.as_str(),
         [batch.into()],
     ))
     .all(db)

@@ -147,6 +147,43 @@ pub struct Initiated {
     pub replayed: bool,
 }
 
+/// Initiate: an insert that yields to the session this `(company, request_id)` already made,
+/// reading that one in the same round trip. `$1` id, `$2` number, `$3` company, `$4` request
+/// id, `$5` TTL in seconds.
+pub const INITIATE_SQL: &str = "WITH ins AS ( \
+       INSERT INTO verification_sessions \
+         (verification_id, mobile_number, company_id, request_id, expires_at) \
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
+       ON CONFLICT (company_id, request_id) DO NOTHING \
+       RETURNING * ) \
+     SELECT * FROM ins \
+     UNION ALL \
+     SELECT * FROM verification_sessions \
+       WHERE company_id = $3 AND request_id = $4 AND NOT EXISTS (SELECT 1 FROM ins)";
+
+/// Status: one session by id, scoped to its company (`$1` id, `$2` company). The only index
+/// it can use is the unique `verification_id` (migration 3 explains why that matters).
+pub const FIND_FOR_COMPANY_SQL: &str =
+    "SELECT * FROM verification_sessions WHERE verification_id = $1 AND company_id = $2";
+
+/// Submit: the conditional update of a pending, unexpired session and its outbox event, in one
+/// statement (`$1` id, `$2` app user, `$3` confirmed number, `$4` whether the token agrees).
+pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH upd AS ( \
+           UPDATE verification_sessions SET \
+             status = CASE WHEN $4 AND mobile_number = $3 THEN 'verified' ELSE 'failed' END, \
+             verified_at = CASE WHEN $4 AND mobile_number = $3 THEN now() END, \
+             completed_at = now(), \
+             app_user_id = $2 \
+           WHERE verification_id = $1 AND status = 'pending' AND expires_at > now() \
+           RETURNING *), \
+         {} \
+         SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
+        crate::events::EVENTS_FROM_UPD
+    )
+});
+
 /// Starts a session, or returns the one this `(company, request_id)` already made.
 ///
 /// One statement on the happy path: an insert that yields to an existing row, with the
@@ -162,16 +199,7 @@ pub async fn initiate(
     let ttl_seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
     let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "WITH ins AS ( \
-           INSERT INTO verification_sessions \
-             (verification_id, mobile_number, company_id, request_id, expires_at) \
-           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
-           ON CONFLICT (company_id, request_id) DO NOTHING \
-           RETURNING * ) \
-         SELECT * FROM ins \
-         UNION ALL \
-         SELECT * FROM verification_sessions \
-           WHERE company_id = $3 AND request_id = $4 AND NOT EXISTS (SELECT 1 FROM ins)",
+        INITIATE_SQL,
         [
             verification_id.clone().into(),
             mobile_number.as_str().into(),
@@ -227,7 +255,7 @@ pub async fn find_for_company(
     Ok(
         SessionRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT * FROM verification_sessions WHERE verification_id = $1 AND company_id = $2",
+            FIND_FOR_COMPANY_SQL,
             [verification_id.into(), company_id.into()],
         ))
         .one(db)
@@ -292,19 +320,7 @@ pub async fn submit(
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            format!(
-                "WITH upd AS ( \
-                   UPDATE verification_sessions SET \
-                     status = CASE WHEN $4 AND mobile_number = $3 THEN 'verified' ELSE 'failed' END, \
-                     verified_at = CASE WHEN $4 AND mobile_number = $3 THEN now() END, \
-                     completed_at = now(), \
-                     app_user_id = $2 \
-                   WHERE verification_id = $1 AND status = 'pending' AND expires_at > now() \
-                   RETURNING *), \
-                 {} \
-                 SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
-                crate::events::EVENTS_FROM_UPD
-            ),
+            SUBMIT_SQL.as_str(),
             [
                 s.verification_id.into(),
                 s.app_user_id.into(),

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261122_000002_events_and_webhooks;
+mod m20261123_000003_unambiguous_point_lookups;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_events_and_webhooks::Migration),
+            Box::new(m20261123_000003_unambiguous_point_lookups::Migration),
         ]
     }
 }

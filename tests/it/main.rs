@@ -9,6 +9,7 @@ mod helpers;
 mod https;
 mod observability;
 mod openapi;
+mod query_plans;
 mod rate_limit;
 mod shutdown;
 mod verification;
