@@ -401,7 +401,8 @@ pub async fn serve(
     if config.migrate_on_start {
         db::migrate(&config).await.context("migration failed")?;
     }
-    let db = db::connect(&config)
+    let (pool_size, _) = truenumber_core::db_lanes::api_split(config.database_max_connections);
+    let db = db::connect_sized(&config, pool_size)
         .await
         .context("cannot reach the database")?;
     truenumber_core::phone::warm_up();

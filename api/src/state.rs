@@ -7,6 +7,8 @@ use truenumber_core::{
     app_token::AppTokenKeys,
     auth::ApiKeyAuthenticator,
     config::Config,
+    db::ACQUIRE_TIMEOUT,
+    db_lanes::{ConnectionLanes, api_split},
     events::{Broker, EventPublisher, Topology},
     metrics::Metrics,
     rate_limit::{LimiterUnavailable, SlidingWindowLimiter},
@@ -17,8 +19,10 @@ use truenumber_core::{
 pub struct AppState {
     /// Configuration.
     pub config: Arc<Config>,
-    /// PostgreSQL pool.
+    /// PostgreSQL pool (authentication misses, the outbox, health).
     pub db: DatabaseConnection,
+    /// Dedicated connections for the statements of requests (initiate, submit, status).
+    pub lanes: ConnectionLanes,
     /// API-key authentication with its cache.
     pub auth: ApiKeyAuthenticator,
     /// App-token verification.
@@ -34,8 +38,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over an open pool. Redis and RabbitMQ are connected lazily (a node starts, and
-    /// serves what it can, while they are down); only an unparseable `REDIS_URL` fails here.
+    /// State over an open pool, with request lanes for the rest of `DATABASE_MAX_CONNECTIONS`.
+    /// The lanes, Redis and RabbitMQ connect lazily (a node starts, and serves what it can,
+    /// while they are down); only an unparseable `REDIS_URL` fails here.
     pub fn new(config: Config, db: DatabaseConnection) -> Result<Self, LimiterUnavailable> {
         let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
         let broker = Arc::new(Broker::new(
@@ -53,6 +58,11 @@ impl AppState {
                 config.redis_timeout,
             )?,
             auth: ApiKeyAuthenticator::new(db.clone(), config.api_key_cache_ttl),
+            lanes: ConnectionLanes::start(
+                &config,
+                api_split(config.database_max_connections).1,
+                ACQUIRE_TIMEOUT,
+            ),
             app_tokens: AppTokenKeys::new(&config.jwt_secret),
             config: Arc::new(config),
             db,

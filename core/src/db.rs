@@ -14,15 +14,28 @@ use crate::config::Config;
 /// Any fixed number works; it only has to be the same for every node of TrueNumber.
 const MIGRATION_LOCK_KEY: i64 = 0x0074_7275_656e_756d;
 
-/// Opens the pool, creating the database first if it does not exist and the role may create it.
+/// How long a statement may wait for a connection before the request gets a 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the pool (`DATABASE_MAX_CONNECTIONS` connections), creating the database first if it
+/// does not exist and the role may create it.
 pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
+    connect_sized(config, config.database_max_connections).await
+}
+
+/// Opens a pool of `max_connections` (an API node keeps most of its budget for its request
+/// lanes; see [`crate::db_lanes::api_split`]).
+pub async fn connect_sized(
+    config: &Config,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
     let url = config.database_url.expose();
     ensure_database_exists(url).await?;
     let mut opts = ConnectOptions::new(url.to_owned());
-    opts.max_connections(config.database_max_connections)
+    opts.max_connections(max_connections.max(1))
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .idle_timeout(Duration::from_secs(300))
         // Pinging on every checkout doubled the round trips of a status call; ping only
         // connections idle long enough to have been dropped (docs/PERFORMANCE.md).

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod companies;
 pub mod config;
 pub mod db;
+pub mod db_lanes;
 pub mod deliveries;
 pub mod error_code;
 pub mod events;

@@ -4,6 +4,7 @@
 
 mod chaos;
 mod cli;
+mod db_lanes;
 mod errors;
 mod helpers;
 mod https;

@@ -109,7 +109,11 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
             &plan,
             "submit",
             "verification_sessions_verification_id_key",
-            &["open_expiry_idx", "request_company_key", "Seq Scan on verification_sessions"],
+            &[
+                "open_expiry_idx",
+                "request_company_key",
+                "Seq Scan on verification_sessions",
+            ],
             rows,
         );
 
@@ -145,7 +149,10 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
             &plan,
             "delivery get-or-create",
             "webhook_deliveries_event_company_key",
-            &["webhook_deliveries_company_idx", "Seq Scan on webhook_deliveries"],
+            &[
+                "webhook_deliveries_company_idx",
+                "Seq Scan on webhook_deliveries",
+            ],
             rows,
         );
     }
@@ -171,7 +178,11 @@ async fn open_sessions_are_exactly_the_pending_ones() {
     .await
     .unwrap();
     // The sweeper's index is on `completed_at IS NULL`; the CHECK keeps that equal to pending.
-    for (status, completed) in [("pending", "now()"), ("verified", "NULL"), ("expired", "NULL")] {
+    for (status, completed) in [
+        ("pending", "now()"),
+        ("verified", "NULL"),
+        ("expired", "NULL"),
+    ] {
         let err = db
             .execute_unprepared(&format!(
                 "INSERT INTO verification_sessions \
@@ -181,7 +192,8 @@ async fn open_sessions_are_exactly_the_pending_ones() {
             .await
             .expect_err("the CHECK must refuse it");
         assert!(
-            err.to_string().contains("verification_sessions_open_iff_pending"),
+            err.to_string()
+                .contains("verification_sessions_open_iff_pending"),
             "{status}: {err}"
         );
     }

@@ -435,7 +435,7 @@ impl VerificationApi {
         let number = parse_mobile_number(&req.mobile_number)?;
         let config = &self.state.config;
         let initiated = verification::initiate(
-            &self.state.db,
+            &self.state.lanes,
             &company.company_id,
             &req.request_id,
             &number,
@@ -488,7 +488,7 @@ impl VerificationApi {
             parse_mobile_number(n).map_or_else(|_| String::from("unparseable"), |m| m.into_string())
         });
         let done = verification::submit(
-            &self.state.db,
+            &self.state.lanes,
             Submission {
                 verification_id: &req.verification_id,
                 confirmed_number: &confirmed,
@@ -538,7 +538,7 @@ impl VerificationApi {
         };
         enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;
         let session =
-            verification::find_for_company(&self.state.db, &company.company_id, verification_id)
+            verification::find_for_company(&self.state.lanes, &company.company_id, verification_id)
                 .await
                 .map_err(db_error)?
                 .ok_or_else(|| {

@@ -1,0 +1,345 @@
+//! Dedicated connections for the statements of API requests.
+//!
+//! sqlx's pool pings every connection it takes back (a `Sync`, then a wait for
+//! `ReadyForQuery`), unconditionally: a one-statement request costs two round trips and twice
+//! the database's wake-ups. Measured under the status load, that ping was a third of the
+//! API's and nearly half of PostgreSQL's CPU per request (docs/PERFORMANCE.md).
+//!
+//! Instead, a request's statement goes to one of N **lanes**: a task that owns one connection
+//! for good and runs statements one at a time, in arrival order, each to completion. Because a
+//! lane finishes what it starts, a request dropped halfway (its client went away) can never
+//! leave a connection mid-protocol — the very reason the pool pings. The rest of the pool's
+//! guarantees are kept: a statement that waited longer than the acquire timeout is refused
+//! without running (`ConnectionAcquire`, a 503); a connection idle for a while is pinged before
+//! use; a lane whose connection broke reconnects for its next statement, and while the database
+//! is unreachable it fails statements at once instead of queueing them behind connect attempts.
+//!
+//! [`ConnectionLanes`] implements sea-orm's [`ConnectionTrait`], so repository functions run on
+//! it unchanged. Statements run in autocommit; transactions stay on the pool.
+
+use std::{
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sea_orm::{
+    ConnAcquireErr, ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
+    Statement,
+};
+use sea_query_sqlx::SqlxValues;
+use sqlx::{
+    ConnectOptions as _, Connection as _,
+    postgres::{PgConnectOptions, PgConnection, PgQueryResult, PgRow},
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::config::Config;
+
+/// A connection idle longer than this is pinged before its next statement (the pool's policy).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+/// After a failed connect, a lane fails statements at once for this long.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
+/// The most time one connect attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Statements queued per lane before callers wait to enqueue.
+const QUEUE_PER_LANE: usize = 256;
+
+/// What a statement is run for.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    One,
+    All,
+    Exec,
+    Unprepared,
+}
+
+enum Output {
+    Rows(Vec<PgRow>),
+    Done(PgQueryResult),
+}
+
+struct Job {
+    stmt: Statement,
+    work: Work,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Output, DbErr>>,
+}
+
+/// N dedicated connections fed from one queue; cheap to clone.
+#[derive(Clone)]
+pub struct ConnectionLanes {
+    jobs: mpsc::Sender<Job>,
+    lanes: usize,
+}
+
+impl std::fmt::Debug for ConnectionLanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionLanes")
+            .field("lanes", &self.lanes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a lane connects and how long a statement may wait for one.
+#[derive(Clone)]
+struct LaneSettings {
+    options: Option<PgConnectOptions>,
+    queue_timeout: Duration,
+}
+
+impl ConnectionLanes {
+    /// Starts `lanes` lanes on `DATABASE_URL`; they connect on their first statement, so a node
+    /// starts while the database is down. Statements wait at most `queue_timeout` for a lane.
+    pub fn start(config: &Config, lanes: usize, queue_timeout: Duration) -> Self {
+        let lanes = lanes.max(1);
+        // An unparseable URL cannot happen past `Config` validation and `db::connect`; if it
+        // did, every statement fails with the parse error instead of the process panicking.
+        let options = PgConnectOptions::from_str(config.database_url.expose())
+            .map(|o| {
+                o.application_name("truenumber-api")
+                    .disable_statement_logging()
+            })
+            .ok();
+        let settings = LaneSettings {
+            options,
+            queue_timeout,
+        };
+        let (tx, rx) = mpsc::channel(lanes * QUEUE_PER_LANE);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..lanes {
+            tokio::spawn(lane(rx.clone(), settings.clone()));
+        }
+        Self { jobs: tx, lanes }
+    }
+
+    /// How many lanes (connections) there are.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    async fn run(&self, stmt: Statement, work: Work) -> Result<Output, DbErr> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            stmt,
+            work,
+            enqueued: Instant::now(),
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?;
+        answer
+            .await
+            .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?
+    }
+}
+
+/// One lane: takes the next statement, makes sure it has a live connection, runs it.
+async fn lane(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, settings: LaneSettings) {
+    let mut conn: Option<PgConnection> = None;
+    let mut last_used = Instant::now();
+    let mut unreachable_until: Option<(Instant, String)> = None;
+    loop {
+        // One lane at a time waits on the queue; the others wait for the lock, in order.
+        let next = jobs.lock().await.recv().await;
+        let Some(job) = next else {
+            break; // every sender is gone: the node is shutting down
+        };
+        if job.reply.is_closed() {
+            continue; // the request was dropped before its statement started
+        }
+        if job.enqueued.elapsed() > settings.queue_timeout {
+            let _ = job
+                .reply
+                .send(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)));
+            continue;
+        }
+        if conn.is_some() && last_used.elapsed() > PING_IF_IDLE_FOR {
+            let alive = match conn.as_mut() {
+                Some(c) => c.ping().await.is_ok(),
+                None => false,
+            };
+            if !alive {
+                conn = None;
+            }
+        }
+        if conn.is_none() {
+            if let Some((until, cause)) = &unreachable_until
+                && Instant::now() < *until
+            {
+                let _ = job.reply.send(Err(unreachable(cause)));
+                continue;
+            }
+            match connect(&settings).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    unreachable_until = None;
+                }
+                Err(cause) => {
+                    let _ = job.reply.send(Err(unreachable(&cause)));
+                    unreachable_until = Some((Instant::now() + RECONNECT_BACKOFF, cause));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let result = execute(c, &job.stmt, job.work).await;
+        last_used = Instant::now();
+        let result = result.map_err(|e| {
+            if breaks_connection(&e) {
+                conn = None;
+                DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e)))
+            } else if matches!(job.work, Work::Exec | Work::Unprepared) {
+                DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
+            } else {
+                DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)))
+            }
+        });
+        let _ = job.reply.send(result);
+    }
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
+}
+
+fn unreachable(cause: &str) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(format!(
+        "database unreachable: {cause}"
+    )))
+}
+
+async fn connect(settings: &LaneSettings) -> Result<PgConnection, String> {
+    let options = settings
+        .options
+        .as_ref()
+        .ok_or_else(|| "DATABASE_URL is not a valid PostgreSQL URL".to_owned())?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connect timed out".to_owned()),
+    }
+}
+
+async fn execute(conn: &mut PgConnection, stmt: &Statement, work: Work) -> sqlx::Result<Output> {
+    let values = || SqlxValues(stmt.values.clone().unwrap_or(sea_orm::Values(Vec::new())));
+    let sql = sqlx::AssertSqlSafe(stmt.sql.as_str());
+    Ok(match work {
+        Work::One => Output::Rows(
+            sqlx::query_with(sql, values())
+                .fetch_optional(&mut *conn)
+                .await?
+                .into_iter()
+                .collect(),
+        ),
+        Work::All => Output::Rows(
+            sqlx::query_with(sql, values())
+                .fetch_all(&mut *conn)
+                .await?,
+        ),
+        Work::Exec => Output::Done(sqlx::query_with(sql, values()).execute(&mut *conn).await?),
+        Work::Unprepared => Output::Done(sqlx::raw_sql(sql).execute(&mut *conn).await?),
+    })
+}
+
+/// Whether an error leaves the connection unusable (I/O, TLS, protocol, or an error the server
+/// ends the session with: severity FATAL or PANIC, e.g. `57P01` when a backend is terminated),
+/// as opposed to an error about the statement (a constraint, a type), after which the
+/// connection is fine.
+fn breaks_connection(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let fatal = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some_and(|pg| {
+                    matches!(
+                        pg.severity(),
+                        sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                    )
+                });
+            // Class 08 (connection exception) and 57P (operator intervention) end sessions.
+            let code = db.code();
+            fatal || code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+        }
+        sqlx::Error::RowNotFound
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::TypeNotFound { .. } => false,
+        _ => true,
+    }
+}
+
+fn unexpected(what: &str) -> DbErr {
+    DbErr::Custom(format!("connection lane returned no {what}"))
+}
+
+#[sea_orm::prelude::async_trait::async_trait]
+impl ConnectionTrait for ConnectionLanes {
+    fn get_database_backend(&self) -> DbBackend {
+        DbBackend::Postgres
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self.run(stmt, Work::Exec).await? {
+            Output::Done(r) => Ok(r.into()),
+            Output::Rows(_) => Err(unexpected("result")),
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        let stmt = Statement::from_string(DbBackend::Postgres, sql);
+        match self.run(stmt, Work::Unprepared).await? {
+            Output::Done(r) => Ok(r.into()),
+            Output::Rows(_) => Err(unexpected("result")),
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self.run(stmt, Work::One).await? {
+            Output::Rows(rows) => Ok(rows.into_iter().next().map(Into::into)),
+            Output::Done(_) => Err(unexpected("rows")),
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self.run(stmt, Work::All).await? {
+            Output::Rows(rows) => Ok(rows.into_iter().map(Into::into).collect()),
+            Output::Done(_) => Err(unexpected("rows")),
+        }
+    }
+}
+
+/// How an API node divides `DATABASE_MAX_CONNECTIONS`: a quarter (at least one) for its pool
+/// (authentication misses, the outbox, health), the rest (at least one) for request lanes.
+pub fn api_split(total: u32) -> (u32, usize) {
+    let pool = (total / 4).max(1);
+    let lanes = usize::try_from(total.saturating_sub(pool).max(1)).unwrap_or(1);
+    (pool, lanes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_split_between_pool_and_lanes() {
+        assert_eq!(api_split(10), (2, 8));
+        assert_eq!(api_split(40), (10, 30));
+        assert_eq!(api_split(4), (1, 3));
+        assert_eq!(api_split(1), (1, 1));
+    }
+
+    #[test]
+    fn only_transport_failures_break_a_connection() {
+        assert!(breaks_connection(&sqlx::Error::Io(std::io::Error::other(
+            "reset"
+        ))));
+        assert!(breaks_connection(&sqlx::Error::Protocol("garbage".into())));
+        assert!(!breaks_connection(&sqlx::Error::RowNotFound));
+        assert!(!breaks_connection(&sqlx::Error::ColumnNotFound("x".into())));
+    }
+}

@@ -1,0 +1,156 @@
+//! The API's dedicated request connections (`core/src/db_lanes.rs`) against the real
+//! PostgreSQL: what the pool's release ping protected against still cannot happen.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+use truenumber_core::{config::Config, db, db_lanes::ConnectionLanes};
+
+use crate::helpers::base_env;
+
+async fn setup(lanes: usize, queue_timeout: Duration) -> (ConnectionLanes, DatabaseConnection) {
+    let config = Config::from_map(&base_env()).unwrap();
+    let admin = db::connect(&config).await.unwrap(); // also creates the database
+    (ConnectionLanes::start(&config, lanes, queue_timeout), admin)
+}
+
+async fn scalar(lanes: &ConnectionLanes, sql: &str) -> Result<i64, DbErr> {
+    let row = lanes
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await?
+        .expect("one row");
+    Ok(row.try_get_by_index::<i64>(0).unwrap())
+}
+
+#[tokio::test]
+async fn a_dropped_request_leaves_its_lane_usable_and_in_order() {
+    let (lanes, _admin) = setup(1, Duration::from_secs(5)).await;
+    let pid = scalar(&lanes, "SELECT pg_backend_pid()::int8")
+        .await
+        .unwrap();
+    // The caller gives up while its statement runs; the lane finishes it regardless.
+    let slow = tokio::time::timeout(
+        Duration::from_millis(50),
+        scalar(&lanes, "SELECT 7::int8 FROM pg_sleep(0.3)"),
+    )
+    .await;
+    assert!(slow.is_err(), "the slow statement should still be running");
+    // The next statement gets its own answer, not the abandoned one's, on the same connection.
+    assert_eq!(scalar(&lanes, "SELECT 42::int8").await.unwrap(), 42);
+    assert_eq!(
+        scalar(&lanes, "SELECT pg_backend_pid()::int8")
+            .await
+            .unwrap(),
+        pid
+    );
+}
+
+#[tokio::test]
+async fn a_statement_error_keeps_the_connection() {
+    let (lanes, _admin) = setup(1, Duration::from_secs(5)).await;
+    let pid = scalar(&lanes, "SELECT pg_backend_pid()::int8")
+        .await
+        .unwrap();
+    let err = scalar(&lanes, "SELECT (1 / 0)::int8").await.unwrap_err();
+    assert!(matches!(err, DbErr::Query(_)), "{err:?}");
+    assert!(err.to_string().contains("division by zero"), "{err}");
+    assert_eq!(
+        scalar(&lanes, "SELECT pg_backend_pid()::int8")
+            .await
+            .unwrap(),
+        pid
+    );
+}
+
+#[tokio::test]
+async fn killed_connections_are_replaced() {
+    let (lanes, admin) = setup(2, Duration::from_secs(5)).await;
+    for _ in 0..4 {
+        assert_eq!(scalar(&lanes, "SELECT 1::int8").await.unwrap(), 1);
+    }
+    // An operator (or a failover) kills every connection of the lanes.
+    let killed = admin
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'truenumber-api'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(killed, 2, "both lanes had their own connection");
+    // Each lane fails at most its next statement (a connection error: a 503), then reconnects.
+    let mut failures = 0;
+    let mut successes = 0;
+    while successes < 4 {
+        match scalar(&lanes, "SELECT 1::int8").await {
+            Ok(1) => successes += 1,
+            Ok(other) => panic!("wrong answer {other}"),
+            Err(e) => {
+                assert!(matches!(e, DbErr::Conn(_)), "{e:?}");
+                failures += 1;
+                assert!(failures <= 2, "a lane failed twice: {e}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn statements_that_waited_too_long_are_refused_unrun() {
+    let (lanes, admin) = setup(1, Duration::from_millis(100)).await;
+    admin
+        .execute_unprepared("CREATE TABLE lane_marks (n int)")
+        .await
+        .unwrap();
+    let busy = {
+        let lanes = lanes.clone();
+        tokio::spawn(async move { scalar(&lanes, "SELECT 1::int8 FROM pg_sleep(0.5)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = lanes
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "INSERT INTO lane_marks VALUES (1)",
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+        "{err:?}"
+    );
+    assert_eq!(busy.await.unwrap().unwrap(), 1);
+    let marks = admin
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*)::int8 FROM lane_marks",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(marks, 0, "a refused statement must not have run");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_fast_as_a_connection_error() {
+    let mut env = base_env();
+    env.insert(
+        "DATABASE_URL".into(),
+        "postgresql://postgres@127.0.0.1:1/nothing".into(),
+    );
+    let config = Config::from_map(&env).unwrap();
+    let lanes = ConnectionLanes::start(&config, 2, Duration::from_secs(5));
+    for _ in 0..5 {
+        let started = Instant::now();
+        let err = scalar(&lanes, "SELECT 1::int8").await.unwrap_err();
+        assert!(matches!(err, DbErr::Conn(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
