@@ -99,6 +99,15 @@ pub struct RequestMiddlewareEndpoint<E> {
     config: RequestMiddleware,
 }
 
+/// A new request id: a UUID v4. Request ids must be unique, not secret, so the bytes come from
+/// the thread-local CSPRNG (seeded by the OS) rather than a `getrandom` syscall per request.
+fn new_request_id() -> String {
+    let bytes: [u8; 16] = rand::RngExt::random(&mut rand::rng());
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// A sane incoming request id: 1–128 characters of `[A-Za-z0-9._:-]`.
 fn sane_request_id(req: &Request) -> Option<String> {
     let v = req.headers().get("x-request-id")?.to_str().ok()?;
@@ -114,7 +123,7 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
 
     async fn call(&self, req: Request) -> Result<Self::Output> {
         let started = Instant::now();
-        let request_id = sane_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request_id = sane_request_id(&req).unwrap_or_else(new_request_id);
         let ctx = RequestContext::new(request_id.clone());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -313,13 +322,12 @@ impl RouteTable {
     }
 
     fn find(&self, path: &str) -> Option<&(Vec<String>, String, String)> {
-        let segs = split(path);
+        // Called for every request: compare segment by segment without allocating.
         self.routes.iter().find(|(tpl, _, _)| {
-            tpl.len() == segs.len()
-                && tpl
-                    .iter()
-                    .zip(&segs)
-                    .all(|(t, s)| t.starts_with('{') || t == s)
+            let mut segs = path.split('/').filter(|s| !s.is_empty());
+            tpl.iter()
+                .all(|t| segs.next().is_some_and(|s| t.starts_with('{') || t == s))
+                && segs.next().is_none()
         })
     }
 
@@ -372,5 +380,19 @@ mod tests {
         );
         assert_eq!(t.route_label("/health/live"), "/health/live");
         assert_eq!(t.route_label("/wp-admin"), "unmatched");
+        assert_eq!(
+            t.route_label("/api/v1/verification/status/ver_x/extra"),
+            "unmatched"
+        );
+        assert_eq!(t.route_label("/api/v1/verification"), "unmatched");
+    }
+
+    #[test]
+    fn new_request_ids_are_distinct_uuid_v4() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version(), Some(uuid::Version::Random));
     }
 }

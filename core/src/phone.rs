@@ -1,6 +1,9 @@
 //! Mobile-number rules: what a caller may send, and the one E.164 form we store and compare.
 
-use phonenumber::{Mode, Type};
+use phonenumber::{
+    Mode, Type,
+    metadata::{DATABASE, Database, Metadata},
+};
 
 /// Why a mobile number was refused; the `Display` is the public message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,9 +65,72 @@ fn type_name(t: Type) -> &'static str {
     }
 }
 
+/// The metadata of a number's region, chosen as libphonenumber's `getRegionCodeForNumber`
+/// does: the only region of the country code, or the first whose leading digits (or, lacking
+/// those, whose number patterns) match the national significant number.
+fn region_metadata<'a>(db: &'a Database, code: u16, nsn: &str) -> Option<&'a Metadata> {
+    let regions = db.region(&code)?;
+    if let [only] = regions.as_slice() {
+        return if *only == "001" {
+            db.by_code(&code)?.into_iter().next()
+        } else {
+            db.by_id(*only)
+        };
+    }
+    regions
+        .into_iter()
+        .filter_map(|r| db.by_id(r))
+        .find(|meta| match meta.leading_digits() {
+            Some(pattern) => pattern.find(nsn).is_some_and(|m| m.start() == 0),
+            None => number_type(meta, nsn) != Type::Unknown,
+        })
+}
+
+/// libphonenumber's `getNumberTypeHelper`: the first of the region's number patterns that the
+/// national significant number matches, in libphonenumber's order.
+fn number_type(meta: &Metadata, nsn: &str) -> Type {
+    let d = meta.descriptors();
+    let is = |t: Type| d.get(t).is_some_and(|x| x.is_match(nsn));
+    if !d.general().is_match(nsn) {
+        return Type::Unknown;
+    }
+    for t in [
+        Type::PremiumRate,
+        Type::TollFree,
+        Type::SharedCost,
+        Type::Voip,
+        Type::PersonalNumber,
+        Type::Pager,
+        Type::Uan,
+        Type::Voicemail,
+    ] {
+        if is(t) {
+            return t;
+        }
+    }
+    if is(Type::FixedLine) {
+        let pattern = |t: Type| d.get(t).map(|x| x.national_number().as_str());
+        let shared = pattern(Type::FixedLine) == pattern(Type::Mobile);
+        return if shared || is(Type::Mobile) {
+            Type::FixedLineOrMobile
+        } else {
+            Type::FixedLine
+        };
+    }
+    if is(Type::Mobile) {
+        return Type::Mobile;
+    }
+    Type::Unknown
+}
+
 /// Strips formatting (spaces, `-`, `.`, `(`, `)`), requires `+` and digits, and checks with
 /// libphonenumber metadata that the number is valid and can be a mobile (`Mobile` or
 /// `FixedLineOrMobile`, the latter covering countries such as the US that share ranges).
+///
+/// The type is decided on the national significant number *with* its leading zeros, as
+/// libphonenumber does. (The `phonenumber` crate's own `number_type` drops them, which made
+/// the Italian landline `+39 0331 234567` look like the mobile `331 234567`.) Doing the region
+/// lookup once also halves the regex work of the crate's `is_valid` + `number_type`.
 pub fn parse_mobile_number(input: &str) -> Result<MobileNumber, PhoneError> {
     let stripped: String = input
         .chars()
@@ -82,11 +148,12 @@ pub fn parse_mobile_number(input: &str) -> Result<MobileNumber, PhoneError> {
     }
     let parsed =
         phonenumber::parse(None, &stripped).map_err(|e| PhoneError::Unparseable(e.to_string()))?;
-    if !parsed.is_valid() {
-        return Err(PhoneError::Invalid);
-    }
-    match parsed.number_type(&phonenumber::metadata::DATABASE) {
+    let nsn = parsed.national().to_string();
+    let meta =
+        region_metadata(&DATABASE, parsed.code().value(), &nsn).ok_or(PhoneError::Invalid)?;
+    match number_type(meta, &nsn) {
         Type::Mobile | Type::FixedLineOrMobile => {}
+        Type::Unknown => return Err(PhoneError::Invalid),
         other => return Err(PhoneError::NotMobile(type_name(other))),
     }
     Ok(MobileNumber(parsed.format().mode(Mode::E164).to_string()))
@@ -162,6 +229,68 @@ mod tests {
             parse_mobile_number("+999123456789"),
             Err(PhoneError::Unparseable(_) | PhoneError::Invalid)
         ));
+    }
+
+    #[test]
+    fn leading_zeros_count_when_deciding_the_type() {
+        // Italian landlines keep their 0; without it, 0331 234567 (Como) looked like the
+        // mobile range 3xx.
+        assert_eq!(
+            parse_mobile_number("+39 0331 234567"),
+            Err(PhoneError::NotMobile("fixed-line"))
+        );
+        assert_eq!(
+            parse_mobile_number("+39 06 1234 5678"),
+            Err(PhoneError::NotMobile("fixed-line"))
+        );
+        assert_eq!(
+            parse_mobile_number("+39 331 234 5678").map(MobileNumber::into_string),
+            Ok("+393312345678".to_owned())
+        );
+    }
+
+    #[test]
+    fn every_regions_example_numbers_are_classified_as_libphonenumber_says() {
+        let mut checked = 0;
+        for meta in DATABASE.iter() {
+            let cc = meta.country_code();
+            let d = meta.descriptors();
+            let example = |t: Type| {
+                d.get(t)
+                    .and_then(|x| x.example())
+                    .map(|e| format!("+{cc}{e}"))
+            };
+            let shared = d.get(Type::FixedLine).map(|x| x.national_number().as_str())
+                == d.get(Type::Mobile).map(|x| x.national_number().as_str());
+            if let Some(mobile) = example(Type::Mobile) {
+                // Agree with the crate on validity (same region lookup, same patterns).
+                let parsed = phonenumber::parse(None, &mobile).unwrap();
+                assert!(parsed.is_valid(), "{mobile}");
+                assert!(
+                    parse_mobile_number(&mobile).is_ok(),
+                    "{} mobile example {mobile}: {:?}",
+                    meta.id(),
+                    parse_mobile_number(&mobile)
+                );
+                checked += 1;
+            }
+            if let Some(fixed) = example(Type::FixedLine)
+                && !shared
+                && phonenumber::parse(None, &fixed).is_ok_and(|p| p.is_valid())
+            {
+                let nsn = fixed.trim_start_matches(&format!("+{cc}"));
+                let also_mobile = d.get(Type::Mobile).is_some_and(|m| m.is_match(nsn));
+                if !also_mobile {
+                    assert!(
+                        parse_mobile_number(&fixed).is_err(),
+                        "{} fixed-line example {fixed} was accepted",
+                        meta.id()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 300, "only {checked} examples checked");
     }
 
     #[test]
