@@ -55,6 +55,13 @@ ensure_rabbitmq() {
   fi
 }
 
+# Installs Debian packages (refreshing the package lists once per run).
+apt_updated=false
+apt_install() {
+  if [ "$apt_updated" = false ]; then apt-get update -qq; apt_updated=true; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 ensure_services() {
   ensure_postgres
   ensure_redis

@@ -59,6 +59,57 @@ struct Args {
     /// Print one JSON object per mix instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write pgbench scripts of TrueNumber's own status SELECT and initiate INSERT (the SQL the
+    /// API runs, with pgbench variables for its parameters) and plain one-row references into
+    /// this directory, print how many request lanes an API node opens for
+    /// `DATABASE_MAX_CONNECTIONS`, and exit.
+    #[arg(long, value_name = "DIR")]
+    pgbench_scripts: Option<std::path::PathBuf>,
+}
+
+/// `$1`, `$2`, … of `sql` replaced by pgbench expressions.
+fn pgbench_statement(sql: &str, params: &[&str]) -> String {
+    let mut out = sql.to_owned();
+    // Highest first, so `$1` never eats the start of `$10`.
+    for (i, p) in params.iter().enumerate().rev() {
+        out = out.replace(&format!("${}", i + 1), p);
+    }
+    format!("{out};\n")
+}
+
+/// The scripts of `--pgbench-scripts`; sessions `ver_1`…`ver_N` of company `bench` must exist.
+fn write_pgbench_scripts(dir: &std::path::Path) -> anyhow::Result<()> {
+    use truenumber_core::verification::{FIND_FOR_COMPANY_SQL, INITIATE_SQL};
+    let status = format!(
+        "\\set id random(1, 100000)\n{}",
+        pgbench_statement(FIND_FOR_COMPANY_SQL, &["'ver_' || :id", "'bench'"])
+    );
+    // One random variable per execution: `$4` occurs twice and must be the same value.
+    let initiate = format!(
+        "\\set r random(1, 9000000000000000)\n{}",
+        pgbench_statement(
+            INITIATE_SQL,
+            &[
+                "'ver_' || md5(:r::text)",
+                "'+447911123456'",
+                "'bench'",
+                "'req_' || :r",
+                "600",
+            ],
+        )
+    );
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("status.sql"), status)?;
+    std::fs::write(dir.join("initiate.sql"), initiate)?;
+    std::fs::write(
+        dir.join("select.sql"),
+        "\\set id random(1, 100000)\nSELECT * FROM bench WHERE id = :id;\n",
+    )?;
+    std::fs::write(
+        dir.join("insert.sql"),
+        "INSERT INTO bench (v) VALUES ('x');\n",
+    )?;
+    Ok(())
 }
 
 /// What one client task saw.
@@ -231,6 +282,15 @@ fn ms(micros: u64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(dir) = &args.pgbench_scripts {
+        write_pgbench_scripts(dir)?;
+        let total = std::env::var("DATABASE_MAX_CONNECTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(truenumber_core::config::default_pool_size);
+        println!("{}", truenumber_core::db_lanes::api_split(total).1);
+        return Ok(());
+    }
     truenumber_core::telemetry::install_crypto_provider();
     let config = Config::from_env().context("loadtest reads DATABASE_URL and JWT_SECRET")?;
     let dbc = db::connect(&config).await?;
