@@ -11,8 +11,23 @@ use clap::Parser;
 use truenumber_api::cli::{self, Cli, Command};
 use truenumber_core::{config::Config, telemetry};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Named threads, so `top -H` and profiles tell this process's workers from other tokio
+    // processes on the machine.
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("truenumber-api")
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     let config = match &command {
         Command::Openapi | Command::HealthCheck { .. } => cli::openapi_config(),

@@ -279,8 +279,23 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Named threads, so `top -H` and profiles tell this process's workers from other tokio
+    // processes on the machine.
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tn-loadtest")
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            Err(e.into())
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(dir) = &args.pgbench_scripts {
         write_pgbench_scripts(dir)?;

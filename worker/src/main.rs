@@ -11,8 +11,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use truenumber_core::{config::Config, telemetry};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Named threads, so `top -H` and profiles tell this process's workers from other tokio
+    // processes on the machine.
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tn-worker")
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_else(|| "run".to_owned());
     let config = match command.as_str() {
         // The probe needs only WORKER_PORT, not the secrets.
