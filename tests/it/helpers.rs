@@ -421,6 +421,8 @@ pub enum Reply {
     Hang(Duration),
     /// 307 to this same endpoint (a client that followed it would be answered 200).
     Redirect,
+    /// This status with a body of `x` that never ends.
+    Endless(u16),
 }
 
 /// One webhook the receiver got.
@@ -482,6 +484,11 @@ async fn receive(
             .status(poem::http::StatusCode::from_u16(s).expect("status"))
             .header("retry-after", secs.to_string())
             .body("scripted"),
+        Some(Reply::Endless(s)) => poem::Response::builder()
+            .status(poem::http::StatusCode::from_u16(s).expect("status"))
+            .body(poem::Body::from_bytes_stream(futures::stream::repeat_with(
+                || Ok::<_, std::io::Error>(vec![b'x'; 8192]),
+            ))),
         Some(Reply::Redirect) => poem::Response::builder()
             .status(poem::http::StatusCode::TEMPORARY_REDIRECT)
             .header("location", "/hook")

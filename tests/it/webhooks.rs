@@ -221,6 +221,31 @@ async fn gone_stops_and_a_hanging_receiver_times_out() {
 }
 
 #[tokio::test]
+async fn an_endless_error_body_is_cut_short() {
+    let receiver = TestReceiver::start().await;
+    receiver.script(&[Reply::Endless(500)]);
+    let app = TestApp::spawn().await;
+    let worker = TestWorker::spawn(&app.config).await;
+    let c = app
+        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
+        .await;
+    let id = start(&app, &c).await;
+    assert_eq!(submit(&app, &id, NUMBER).await, 200);
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    let d = final_delivery(&app, &c.id, header(&got[0], "webhook-id")).await;
+    assert_eq!((d.status.as_str(), d.attempts), ("succeeded", 2));
+    // The worker kept the body's first 200 characters and dropped the rest with the
+    // connection, instead of reading an endless body until its timeout.
+    let log = deliveries::attempts(&app.db, d.id).await.unwrap();
+    assert_eq!(
+        log[0].error.as_deref(),
+        Some(format!("HTTP 500: {}", "x".repeat(200)).as_str())
+    );
+    assert_eq!(log[0].status_code, Some(500));
+    worker.stop().await;
+}
+
+#[tokio::test]
 async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     let receiver = TestReceiver::start().await;
     // A redirect is a failure like any other: it is never followed.

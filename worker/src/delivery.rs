@@ -23,6 +23,8 @@ use crate::{
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 /// How much of a response body we keep for the record.
 const ERROR_BODY_CHARS: usize = 200;
+/// The most of a failed response's body we read (enough for 200 characters of UTF-8).
+const ERROR_BODY_BYTES: usize = 4 * ERROR_BODY_CHARS;
 
 /// What became of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,7 +244,7 @@ impl Deliverer {
                 let error = if status.is_success() {
                     None
                 } else {
-                    let body = resp.text().await.unwrap_or_default();
+                    let body = body_prefix(resp).await;
                     Some(format!(
                         "HTTP {}: {}",
                         status.as_u16(),
@@ -258,6 +260,23 @@ impl Deliverer {
             Err(e) => fail(describe(&e)),
         }
     }
+}
+
+/// The start of a failed response's body, for the attempt record. At most
+/// [`ERROR_BODY_BYTES`] are read: a receiver's body can be any size, and the rest is dropped
+/// with the connection.
+async fn body_prefix(mut resp: reqwest::Response) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    while kept.len() < ERROR_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_BYTES - kept.len();
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// A readable cause, with the SSRF refusal marked so it is not retried.
