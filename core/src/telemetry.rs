@@ -1,8 +1,19 @@
-//! Logging: JSON lines by default, `LOG_FORMAT=pretty` for people, level from `LOG_LEVEL`.
+//! Process set-up shared by the binaries: the async runtime, the TLS crypto provider, and
+//! logging (JSON lines by default, `LOG_FORMAT=pretty` for people, level from `LOG_LEVEL`).
 
 use tracing_subscriber::{EnvFilter, fmt, fmt::writer::BoxMakeWriter, prelude::*};
 
 use crate::config::{Config, LogFormat};
+
+/// Runs `fut` to completion on a multi-threaded runtime whose threads are named `name`, so
+/// `top -H` and profiles tell this process's workers from other tokio processes on the machine.
+pub fn run_named<F: std::future::Future>(name: &str, fut: F) -> std::io::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()?
+        .block_on(fut))
+}
 
 /// Installs the global subscriber once (later calls are ignored). Logs go to stdout for
 /// daemons, to stderr for commands whose stdout is their output.

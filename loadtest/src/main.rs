@@ -280,19 +280,7 @@ fn ms(micros: u64) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Named threads, so `top -H` and profiles tell this process's workers from other tokio
-    // processes on the machine.
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tn-loadtest")
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            Err(e.into())
-        }
-    }
+    truenumber_core::telemetry::run_named("tn-loadtest", run())?
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -22,12 +22,17 @@ async fn scalar(lanes: &ConnectionLanes, sql: &str) -> Result<i64, DbErr> {
     Ok(row.try_get_by_index::<i64>(0).unwrap())
 }
 
+/// The server process behind the (single) lane: the same pid means the same connection.
+async fn backend_pid(lanes: &ConnectionLanes) -> i64 {
+    scalar(lanes, "SELECT pg_backend_pid()::int8")
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_dropped_request_leaves_its_lane_usable_and_in_order() {
     let (lanes, _admin) = setup(1, Duration::from_secs(5)).await;
-    let pid = scalar(&lanes, "SELECT pg_backend_pid()::int8")
-        .await
-        .unwrap();
+    let pid = backend_pid(&lanes).await;
     // The caller gives up while its statement runs; the lane finishes it regardless.
     let slow = tokio::time::timeout(
         Duration::from_millis(50),
@@ -37,29 +42,17 @@ async fn a_dropped_request_leaves_its_lane_usable_and_in_order() {
     assert!(slow.is_err(), "the slow statement should still be running");
     // The next statement gets its own answer, not the abandoned one's, on the same connection.
     assert_eq!(scalar(&lanes, "SELECT 42::int8").await.unwrap(), 42);
-    assert_eq!(
-        scalar(&lanes, "SELECT pg_backend_pid()::int8")
-            .await
-            .unwrap(),
-        pid
-    );
+    assert_eq!(backend_pid(&lanes).await, pid);
 }
 
 #[tokio::test]
 async fn a_statement_error_keeps_the_connection() {
     let (lanes, _admin) = setup(1, Duration::from_secs(5)).await;
-    let pid = scalar(&lanes, "SELECT pg_backend_pid()::int8")
-        .await
-        .unwrap();
+    let pid = backend_pid(&lanes).await;
     let err = scalar(&lanes, "SELECT (1 / 0)::int8").await.unwrap_err();
     assert!(matches!(err, DbErr::Query(_)), "{err:?}");
     assert!(err.to_string().contains("division by zero"), "{err}");
-    assert_eq!(
-        scalar(&lanes, "SELECT pg_backend_pid()::int8")
-            .await
-            .unwrap(),
-        pid
-    );
+    assert_eq!(backend_pid(&lanes).await, pid);
 }
 
 #[tokio::test]

@@ -13,10 +13,17 @@ use truenumber_core::{config::Config, db, deliveries, events, verification};
 
 use crate::helpers::base_env;
 
+/// A migrated database of its own, with the company `plans`.
 async fn fresh_db() -> DatabaseConnection {
     let config = Config::from_map(&base_env()).unwrap();
     db::migrate(&config).await.unwrap();
-    db::connect(&config).await.unwrap()
+    let db = db::connect(&config).await.unwrap();
+    db.execute_unprepared(
+        "INSERT INTO companies (company_id, name, webhook_secret) VALUES ('plans', 'Plans', 'whsec_x')",
+    )
+    .await
+    .unwrap();
+    db
 }
 
 /// Adds `n` sessions (half of them completed), events and deliveries for one company.
@@ -80,11 +87,6 @@ fn assert_uses(plan: &str, what: &str, index: &str, never: &[&str], rows: usize)
 #[tokio::test]
 async fn point_lookups_use_their_unique_index_at_every_table_size() {
     let db = fresh_db().await;
-    db.execute_unprepared(
-        "INSERT INTO companies (company_id, name, webhook_secret) VALUES ('plans', 'Plans', 'whsec_x')",
-    )
-    .await
-    .unwrap();
     let mut have = 0;
     for rows in [0, 3, 40, 400, 4000] {
         grow(&db, have + 1, rows).await;
@@ -172,11 +174,6 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
 #[tokio::test]
 async fn open_sessions_are_exactly_the_pending_ones() {
     let db = fresh_db().await;
-    db.execute_unprepared(
-        "INSERT INTO companies (company_id, name, webhook_secret) VALUES ('plans', 'Plans', 'whsec_x')",
-    )
-    .await
-    .unwrap();
     // The sweeper's index is on `completed_at IS NULL`; the CHECK keeps that equal to pending.
     for (status, completed) in [
         ("pending", "now()"),

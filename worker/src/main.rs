@@ -12,19 +12,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use truenumber_core::{config::Config, telemetry};
 
 fn main() -> ExitCode {
-    // Named threads, so `top -H` and profiles tell this process's workers from other tokio
-    // processes on the machine.
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("tn-worker")
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    telemetry::run_named("tn-worker", run()).unwrap_or_else(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 async fn run() -> ExitCode {
