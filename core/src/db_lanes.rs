@@ -36,8 +36,6 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::config::Config;
 
-/// A connection idle longer than this is pinged before its next statement (the pool's policy).
-const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 /// After a failed connect, a lane fails statements at once for this long.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// The most time one connect attempt may take.
@@ -81,18 +79,43 @@ impl std::fmt::Debug for ConnectionLanes {
     }
 }
 
-/// How a lane connects and how long a statement may wait for one.
+/// How many lanes, and how they treat waiting statements and idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneOptions {
+    /// Lanes (connections); at least one.
+    pub lanes: usize,
+    /// The longest a statement may wait for a lane before it is refused unrun.
+    pub queue_timeout: Duration,
+    /// A connection idle longer than this is pinged before its next statement, so one that
+    /// died while idle (a database restart) is replaced instead of failing a request.
+    pub ping_if_idle_for: Duration,
+}
+
+impl LaneOptions {
+    /// `lanes` lanes with the pool's policies: statements wait up to
+    /// [`crate::db::ACQUIRE_TIMEOUT`]; connections idle over 30 s are pinged first.
+    pub fn new(lanes: usize) -> Self {
+        Self {
+            lanes,
+            queue_timeout: crate::db::ACQUIRE_TIMEOUT,
+            ping_if_idle_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a lane connects, and its options.
 #[derive(Clone)]
 struct LaneSettings {
     options: Option<PgConnectOptions>,
     queue_timeout: Duration,
+    ping_if_idle_for: Duration,
 }
 
 impl ConnectionLanes {
-    /// Starts `lanes` lanes on `DATABASE_URL`; they connect on their first statement, so a node
-    /// starts while the database is down. Statements wait at most `queue_timeout` for a lane.
-    pub fn start(config: &Config, lanes: usize, queue_timeout: Duration) -> Self {
-        let lanes = lanes.max(1);
+    /// Starts the lanes on `DATABASE_URL`; they connect on their first statement, so a node
+    /// starts while the database is down.
+    pub fn start(config: &Config, lane_options: LaneOptions) -> Self {
+        let lanes = lane_options.lanes.max(1);
         // An unparseable URL cannot happen past `Config` validation and `db::connect`; if it
         // did, every statement fails with the parse error instead of the process panicking.
         let options = PgConnectOptions::from_str(config.database_url.expose())
@@ -103,7 +126,8 @@ impl ConnectionLanes {
             .ok();
         let settings = LaneSettings {
             options,
-            queue_timeout,
+            queue_timeout: lane_options.queue_timeout,
+            ping_if_idle_for: lane_options.ping_if_idle_for,
         };
         let (tx, rx) = mpsc::channel(lanes * QUEUE_PER_LANE);
         let rx = Arc::new(Mutex::new(rx));
@@ -156,7 +180,7 @@ async fn lane(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, settings: LaneSettings) {
                 .send(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)));
             continue;
         }
-        if conn.is_some() && last_used.elapsed() > PING_IF_IDLE_FOR {
+        if conn.is_some() && last_used.elapsed() > settings.ping_if_idle_for {
             let alive = match conn.as_mut() {
                 Some(c) => c.ping().await.is_ok(),
                 None => false,

@@ -59,6 +59,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn runtimes_name_their_threads() {
+        let name = run_named("tn-test", async {
+            tokio::spawn(async { std::thread::current().name().map(str::to_owned) })
+                .await
+                .unwrap()
+        })
+        .unwrap();
+        assert_eq!(name.as_deref(), Some("tn-test"));
+    }
+
+    #[test]
     fn init_is_idempotent_in_either_format() {
         let mut map = std::collections::HashMap::new();
         map.insert("JWT_SECRET".to_owned(), "x".repeat(32));

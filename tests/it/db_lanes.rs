@@ -4,14 +4,41 @@
 use std::time::{Duration, Instant};
 
 use sea_orm::{ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
-use truenumber_core::{config::Config, db, db_lanes::ConnectionLanes};
+use truenumber_core::{
+    config::Config,
+    db,
+    db_lanes::{ConnectionLanes, LaneOptions},
+};
 
 use crate::helpers::base_env;
 
-async fn setup(lanes: usize, queue_timeout: Duration) -> (ConnectionLanes, DatabaseConnection) {
+async fn setup_with(options: LaneOptions) -> (ConnectionLanes, DatabaseConnection) {
     let config = Config::from_map(&base_env()).unwrap();
     let admin = db::connect(&config).await.unwrap(); // also creates the database
-    (ConnectionLanes::start(&config, lanes, queue_timeout), admin)
+    (ConnectionLanes::start(&config, options), admin)
+}
+
+async fn setup(lanes: usize, queue_timeout: Duration) -> (ConnectionLanes, DatabaseConnection) {
+    setup_with(LaneOptions {
+        queue_timeout,
+        ..LaneOptions::new(lanes)
+    })
+    .await
+}
+
+/// Terminates every connection of the lanes (as an operator or a failover would); how many.
+async fn kill_lane_connections(admin: &DatabaseConnection) -> i64 {
+    admin
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'truenumber-api'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap()
 }
 
 async fn scalar(lanes: &ConnectionLanes, sql: &str) -> Result<i64, DbErr> {
@@ -61,19 +88,11 @@ async fn killed_connections_are_replaced() {
     for _ in 0..4 {
         assert_eq!(scalar(&lanes, "SELECT 1::int8").await.unwrap(), 1);
     }
-    // An operator (or a failover) kills every connection of the lanes.
-    let killed = admin
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'truenumber-api'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index::<i64>(0)
-        .unwrap();
-    assert_eq!(killed, 2, "both lanes had their own connection");
+    assert_eq!(
+        kill_lane_connections(&admin).await,
+        2,
+        "both lanes had their own connection"
+    );
     // Each lane fails at most its next statement (a connection error: a 503), then reconnects.
     let mut failures = 0;
     let mut successes = 0;
@@ -88,6 +107,70 @@ async fn killed_connections_are_replaced() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_connection_that_died_while_idle_is_replaced_before_use() {
+    let (lanes, admin) = setup_with(LaneOptions {
+        ping_if_idle_for: Duration::from_millis(200),
+        ..LaneOptions::new(1)
+    })
+    .await;
+    let pid = backend_pid(&lanes).await;
+    assert_eq!(kill_lane_connections(&admin).await, 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Idle past the threshold: the lane pings, finds the connection dead, reconnects, and
+    // the request never sees the failure.
+    let new_pid = backend_pid(&lanes).await;
+    assert_ne!(new_pid, pid);
+}
+
+#[tokio::test]
+async fn every_kind_of_statement_runs_through_the_connection_trait() {
+    let (lanes, _admin) = setup(2, Duration::from_secs(5)).await;
+    lanes
+        .execute_unprepared("CREATE TABLE lane_items (n int8 PRIMARY KEY)")
+        .await
+        .unwrap();
+    let inserted = lanes
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO lane_items SELECT generate_series(1, $1)",
+            [3i64.into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(inserted.rows_affected(), 3);
+    let rows = lanes
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT n FROM lane_items ORDER BY n",
+        ))
+        .await
+        .unwrap();
+    let ns: Vec<i64> = rows
+        .iter()
+        .map(|r| r.try_get_by_index::<i64>(0).unwrap())
+        .collect();
+    assert_eq!(ns, [1, 2, 3]);
+    let none = lanes
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT n FROM lane_items WHERE n > 10",
+        ))
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    // A constraint violation is a statement error (the connection lives on), not a 503.
+    let dup = lanes
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "INSERT INTO lane_items VALUES (1)",
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, DbErr::Exec(_)), "{dup:?}");
+    assert_eq!(lanes.lanes(), 2);
 }
 
 #[tokio::test]
@@ -135,7 +218,7 @@ async fn an_unreachable_database_fails_fast_as_a_connection_error() {
         "postgresql://postgres@127.0.0.1:1/nothing".into(),
     );
     let config = Config::from_map(&env).unwrap();
-    let lanes = ConnectionLanes::start(&config, 2, Duration::from_secs(5));
+    let lanes = ConnectionLanes::start(&config, LaneOptions::new(2));
     for _ in 0..5 {
         let started = Instant::now();
         let err = scalar(&lanes, "SELECT 1::int8").await.unwrap_err();
