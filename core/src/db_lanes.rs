@@ -209,7 +209,7 @@ async fn lane(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, settings: LaneSettings) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let result = execute(c, &job.stmt, job.work).await;
+        let result = execute(c, job.stmt, job.work).await;
         last_used = Instant::now();
         let result = result.map_err(|e| {
             if breaks_connection(&e) {
@@ -246,24 +246,27 @@ async fn connect(settings: &LaneSettings) -> Result<PgConnection, String> {
     }
 }
 
-async fn execute(conn: &mut PgConnection, stmt: &Statement, work: Work) -> sqlx::Result<Output> {
-    let values = || SqlxValues(stmt.values.clone().unwrap_or(sea_orm::Values(Vec::new())));
-    let sql = sqlx::AssertSqlSafe(stmt.sql.as_str());
+/// Runs one statement, moving its values into the query (the lane owns the job).
+async fn execute(conn: &mut PgConnection, stmt: Statement, work: Work) -> sqlx::Result<Output> {
+    let Statement { sql, values, .. } = stmt;
+    let sql = sqlx::AssertSqlSafe(sql.as_str());
+    if let Work::Unprepared = work {
+        return Ok(Output::Done(sqlx::raw_sql(sql).execute(&mut *conn).await?));
+    }
+    let query = sqlx::query_with(
+        sql,
+        SqlxValues(values.unwrap_or(sea_orm::Values(Vec::new()))),
+    );
     Ok(match work {
         Work::One => Output::Rows(
-            sqlx::query_with(sql, values())
+            query
                 .fetch_optional(&mut *conn)
                 .await?
                 .into_iter()
                 .collect(),
         ),
-        Work::All => Output::Rows(
-            sqlx::query_with(sql, values())
-                .fetch_all(&mut *conn)
-                .await?,
-        ),
-        Work::Exec => Output::Done(sqlx::query_with(sql, values()).execute(&mut *conn).await?),
-        Work::Unprepared => Output::Done(sqlx::raw_sql(sql).execute(&mut *conn).await?),
+        Work::All => Output::Rows(query.fetch_all(&mut *conn).await?),
+        Work::Exec | Work::Unprepared => Output::Done(query.execute(&mut *conn).await?),
     })
 }
 

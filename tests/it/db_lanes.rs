@@ -28,21 +28,18 @@ async fn setup(lanes: usize, queue_timeout: Duration) -> (ConnectionLanes, Datab
 
 /// Terminates every connection of the lanes (as an operator or a failover would); how many.
 async fn kill_lane_connections(admin: &DatabaseConnection) -> i64 {
-    admin
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'truenumber-api'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index::<i64>(0)
-        .unwrap()
+    scalar(
+        admin,
+        "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'truenumber-api'",
+    )
+    .await
+    .unwrap()
 }
 
-async fn scalar(lanes: &ConnectionLanes, sql: &str) -> Result<i64, DbErr> {
-    let row = lanes
+/// The one `int8` a statement returns, through lanes or the pool alike.
+async fn scalar(db: &impl ConnectionTrait, sql: &str) -> Result<i64, DbErr> {
+    let row = db
         .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
         .await?
         .expect("one row");
@@ -197,15 +194,8 @@ async fn statements_that_waited_too_long_are_refused_unrun() {
         "{err:?}"
     );
     assert_eq!(busy.await.unwrap().unwrap(), 1);
-    let marks = admin
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT count(*)::int8 FROM lane_marks",
-        ))
+    let marks = scalar(&admin, "SELECT count(*)::int8 FROM lane_marks")
         .await
-        .unwrap()
-        .unwrap()
-        .try_get_by_index::<i64>(0)
         .unwrap();
     assert_eq!(marks, 0, "a refused statement must not have run");
 }
