@@ -219,6 +219,10 @@ impl From<VerificationError> for ApiError {
                 ErrorCode::DuplicateRequest,
                 "requestId was already used with a different mobileNumber",
             ),
+            VerificationError::CompanyInactive => Self::new(
+                ErrorCode::CompanyInactive,
+                "The company that requested this verification is not active",
+            ),
             VerificationError::Db(db) => db_error(db),
             VerificationError::Random(r) => Self::internal(r),
         }

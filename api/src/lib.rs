@@ -8,12 +8,13 @@ pub mod rate_limit;
 pub mod request_context;
 pub mod routes;
 pub mod security;
+pub mod server;
 pub mod state;
 
 use std::net::SocketAddr;
 
 use poem::{
-    Endpoint, EndpointExt, Route, Server, get,
+    Endpoint, EndpointExt, Route, get,
     listener::{Acceptor, AcceptorExt, Listener, RustlsCertificate, RustlsConfig, TcpListener},
     middleware::CatchPanic,
 };
@@ -52,7 +53,7 @@ pub fn openapi_json(state: AppState) -> String {
 }
 
 /// The whole HTTP application.
-pub fn build_app(state: AppState) -> impl Endpoint {
+pub fn build_app(state: AppState) -> impl Endpoint<Output = poem::Response> {
     let api = openapi_service(state.clone());
     let routes = RouteTable::from_spec(&api.spec(), API_PREFIX);
     let spec = api.spec_endpoint();
@@ -76,6 +77,7 @@ pub fn build_app(state: AppState) -> impl Endpoint {
                 trusted_proxies: state.config.trusted_proxies.clone(),
             },
             state.config.max_concurrent_requests,
+            state.config.http_body_timeout,
         ))
 }
 
@@ -117,18 +119,24 @@ pub async fn bind(addr: SocketAddr, config: &Config) -> std::io::Result<BoundSer
 }
 
 impl BoundServer {
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to 30 s).
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to 30 s), with
+    /// the connection time limits of [`server`].
     pub async fn serve(
         self,
         state: AppState,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                build_app(state),
-                shutdown,
-                Some(std::time::Duration::from_secs(30)),
-            )
-            .await
+        let limits = server::ConnectionLimits {
+            header_timeout: state.config.http_header_timeout,
+            idle_timeout: state.config.http_idle_timeout,
+        };
+        server::serve(
+            self.acceptor,
+            build_app(state),
+            limits,
+            shutdown,
+            std::time::Duration::from_secs(30),
+        )
+        .await
     }
 }

@@ -19,6 +19,7 @@ pub struct RequestMiddleware {
     metrics: Arc<Metrics>,
     https: Arc<HttpsPolicy>,
     admission: Arc<tokio::sync::Semaphore>,
+    body_timeout: std::time::Duration,
 }
 
 /// Whether plain HTTP is refused, and whose `X-Forwarded-Proto` is believed.
@@ -32,6 +33,25 @@ pub struct HttpsPolicy {
 
 /// Requests under this prefix pass admission control; probes and metrics never wait.
 const API_PATH_PREFIX: &str = "/api/v1/verification/";
+
+/// The longest a request waits for an admission slot before a 503.
+const ADMISSION_TIMEOUT: std::time::Duration = truenumber_core::db::ACQUIRE_TIMEOUT;
+
+/// Whether a request announces a body (a length above zero, or chunked).
+fn has_body(req: &Request) -> bool {
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    length.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Marks a response as the connection's last (hyper closes it after writing).
+fn close_connection(resp: &mut Response) {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
 
 /// `Strict-Transport-Security` on every response that went over HTTPS.
 const HSTS: &str = "max-age=31536000; includeSubDomains";
@@ -70,6 +90,7 @@ impl RequestMiddleware {
         metrics: Arc<Metrics>,
         https: HttpsPolicy,
         max_concurrent_requests: usize,
+        body_timeout: std::time::Duration,
     ) -> Self {
         Self {
             max_body_bytes,
@@ -77,6 +98,7 @@ impl RequestMiddleware {
             metrics,
             https: Arc::new(https),
             admission: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests)),
+            body_timeout,
         }
     }
 }
@@ -130,21 +152,24 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
 
         let secure = self.config.https.is_secure(&req);
         let mut resp = if self.config.https.require && !secure && !exempt_from_https(&path) {
-            request_context::scope(ctx.clone(), async {
+            let unread_body = has_body(&req);
+            let mut resp = request_context::scope(ctx.clone(), async {
                 ApiError::new(
                     ErrorCode::HttpsRequired,
                     "This API is only served over HTTPS; retry with https://",
                 )
                 .into_response()
             })
-            .await
-        } else if path.starts_with(API_PATH_PREFIX) {
-            // Admission in arrival order (the semaphore is fair): under overload requests wait
-            // here, not in a race for database connections that ends in pool timeouts.
-            let _permit = self.config.admission.acquire().await;
-            request_context::scope(ctx.clone(), self.handle(req, &path)).await
+            .await;
+            if unread_body {
+                close_connection(&mut resp);
+            }
+            resp
         } else {
-            request_context::scope(ctx.clone(), self.handle(req, &path)).await
+            let admission = path
+                .starts_with(API_PATH_PREFIX)
+                .then_some(&*self.config.admission);
+            request_context::scope(ctx.clone(), self.handle(req, &path, admission)).await
         };
 
         let data = ctx.snapshot();
@@ -194,14 +219,25 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
 }
 
 impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
-    async fn handle(&self, mut req: Request, path: &str) -> Response {
+    async fn handle(
+        &self,
+        mut req: Request,
+        path: &str,
+        admission: Option<&tokio::sync::Semaphore>,
+    ) -> Response {
+        // Any early answer below leaves (part of) the body unread, so the connection cannot
+        // carry another request: say so, so that a pooled client does not reuse it.
+        let refuse = |err: ApiError| {
+            let mut resp = err.into_response();
+            close_connection(&mut resp);
+            resp
+        };
         let max = self.config.max_body_bytes;
         let too_large = || {
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("Request body exceeds {max} bytes"),
             )
-            .into_response()
         };
         let declared = req
             .headers()
@@ -209,17 +245,48 @@ impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max as u64) {
-            return too_large();
+            return refuse(too_large());
         }
-        // Bodies are small; reading them here with a cap also covers chunked uploads.
-        match req.take_body().into_bytes_limit(max).await {
-            Ok(bytes) => req.set_body(bytes),
-            Err(poem::error::ReadBodyError::PayloadTooLarge) => return too_large(),
-            Err(e) => {
-                return ApiError::new(ErrorCode::InvalidRequest, format!("Unreadable body: {e}"))
-                    .into_response();
+        // The whole body is read here, capped in size and time, before the request takes an
+        // admission slot: a client that sends slowly holds only its own connection.
+        let body_timeout = self.config.body_timeout;
+        match tokio::time::timeout(body_timeout, req.take_body().into_bytes_limit(max)).await {
+            Ok(Ok(bytes)) => req.set_body(bytes),
+            Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => return refuse(too_large()),
+            Ok(Err(e)) => {
+                return refuse(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("Unreadable body: {e}"),
+                ));
+            }
+            Err(_) => {
+                return refuse(ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    format!(
+                        "The request body did not arrive within {} s",
+                        body_timeout.as_secs()
+                    ),
+                ));
             }
         }
+        // Admission in arrival order (the semaphore is fair): under overload requests wait
+        // here, not in a race for database connections that ends in pool timeouts; the wait is
+        // bounded like a wait for a connection.
+        let _permit = match admission {
+            Some(slots) => match tokio::time::timeout(ADMISSION_TIMEOUT, slots.acquire()).await {
+                Ok(Ok(permit)) => Some(permit),
+                Ok(Err(closed)) => return ApiError::internal(closed).into_response(),
+                Err(_) => {
+                    let mut err = ApiError::new(
+                        ErrorCode::ServiceUnavailable,
+                        "The service is busy; retry shortly",
+                    );
+                    err.retry_after = Some(1);
+                    return err.into_response();
+                }
+            },
+            None => None,
+        };
 
         let method = req.method().clone();
         let resp = match self.inner.call(req).await {

@@ -47,8 +47,8 @@ impl AppState {
             topology,
             std::time::Duration::from_secs(5),
         ));
+        let metrics = Arc::new(Metrics::new());
         Ok(Self {
-            metrics: Arc::new(Metrics::new()),
             publisher: EventPublisher::start(db.clone(), broker.clone()),
             broker,
             limiter: SlidingWindowLimiter::new(
@@ -56,13 +56,18 @@ impl AppState {
                 &config.redis_key_prefix,
                 config.redis_timeout,
             )?,
-            auth: ApiKeyAuthenticator::new(db.clone(), config.api_key_cache_ttl),
+            auth: ApiKeyAuthenticator::new(
+                db.clone(),
+                config.api_key_cache_ttl,
+                metrics.api_key_hashes(),
+            ),
             lanes: ConnectionLanes::start(
                 &config,
                 LaneOptions::new(api_split(config.database_max_connections).1),
             ),
             app_tokens: AppTokenKeys::new(&config.jwt_secret),
             config: Arc::new(config),
+            metrics,
             db,
         })
     }

@@ -2,12 +2,17 @@
 //!
 //! `exp` and `sub` (the app user id) are required; `phone_number`, when present, binds the
 //! token to one number. Only HS256 is accepted, so an `alg: none` or RS/HS confusion token
-//! never verifies.
+//! never verifies. `nbf`, when present, is enforced, and a token whose `iat` lies in the future
+//! is refused. Clock skew between the token service and the API is allowed for with a leeway
+//! of [`LEEWAY_SECONDS`] on `exp`, `nbf` and `iat`, and no more.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
+
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat` (documented in the README).
+pub const LEEWAY_SECONDS: u64 = 5;
 
 /// The claims of an app token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +24,9 @@ pub struct AppClaims {
     /// Issued at, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// Not before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// When present, the only number this token may confirm (E.164).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
@@ -57,7 +65,8 @@ impl AppTokenKeys {
     pub fn new(secret: &Secret) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
@@ -77,6 +86,7 @@ impl AppTokenKeys {
             sub: app_user_id.to_owned(),
             exp: now.saturating_add(ttl_seconds),
             iat: Some(now),
+            nbf: None,
             phone_number: phone_number.map(str::to_owned),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -85,12 +95,21 @@ impl AppTokenKeys {
 
     /// Verifies signature, algorithm and expiry, and returns the claims.
     pub fn verify(&self, token: &str) -> Result<AppClaims, AppTokenError> {
-        jsonwebtoken::decode::<AppClaims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<AppClaims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AppTokenError::Expired,
                 _ => AppTokenError::Invalid(e.to_string()),
-            })
+            })?;
+        // A token "issued" in the future was made on a wrong clock, or forged to outlive its
+        // apparent lifetime; the library does not check `iat`.
+        let latest = chrono::Utc::now()
+            .timestamp()
+            .saturating_add(LEEWAY_SECONDS as i64);
+        if claims.iat.is_some_and(|iat| iat > latest) {
+            return Err(AppTokenError::Invalid("iat is in the future".into()));
+        }
+        Ok(claims)
     }
 }
 
@@ -125,6 +144,48 @@ mod tests {
         assert!(matches!(
             k.verify("garbage"),
             Err(AppTokenError::Invalid(_))
+        ));
+    }
+
+    fn signed(secret: &str, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn nbf_iat_and_the_leeway_are_enforced() {
+        let secret = "s".repeat(32);
+        let k = keys(&secret);
+        let now = chrono::Utc::now().timestamp();
+        let leeway = LEEWAY_SECONDS as i64;
+        let with = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({"sub": "u", "exp": now + 600});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            k.verify(&signed(&secret, &c))
+        };
+        // nbf ten years ahead: refused; nbf now: accepted.
+        assert!(matches!(
+            with(serde_json::json!({"nbf": now + 315_360_000})),
+            Err(AppTokenError::Invalid(_))
+        ));
+        assert!(with(serde_json::json!({"nbf": now})).is_ok());
+        // iat in the future beyond the leeway: refused; within it: accepted.
+        assert!(matches!(
+            with(serde_json::json!({"iat": now + leeway + 60})),
+            Err(AppTokenError::Invalid(_))
+        ));
+        assert!(with(serde_json::json!({"iat": now + 1})).is_ok());
+        // exp just inside the leeway is accepted; well past it (the old 30 s) is expired.
+        assert!(with(serde_json::json!({"exp": now - 1})).is_ok());
+        assert!(matches!(
+            with(serde_json::json!({"exp": now - leeway - 10})),
+            Err(AppTokenError::Expired)
         ));
     }
 

@@ -1,5 +1,18 @@
 //! API-key authentication with an in-process cache, so argon2 is paid once per key per TTL and
-//! never for a key whose lookup id is unknown.
+//! never for a key whose lookup id is unknown or whose secret fails its check value.
+//!
+//! **Why a check value, not a limit on failures.** Key ids are the non-secret half of every
+//! key, so anyone can present a real key id with a made-up secret. If that ran argon2 (~18 ms
+//! of CPU), 16 connections could spend a core and slow every tenant, and the timing would tell
+//! an outsider which key ids are live. Rate-limiting failures before hashing would cap the cost
+//! but also let an attacker lock a company out of its own key. Instead each key stores the
+//! first 32 bits of the SHA-256 of the whole key beside its argon2id hash
+//! ([`secrets::secret_check`]): a wrong secret is refused after one SHA-256 and the same one
+//! database read as an unknown key id, and argon2 runs only for a secret that passes it (a
+//! guess does with probability 2⁻³²). argon2id stays the stored proof of the key. Refusals by
+//! the check value are not cached: each costs no more than the lookup, and caching random
+//! secrets would only evict good keys. Keys older than the check value (none issued since
+//! migration 4) are hashed as before until their next successful use writes their check.
 
 use std::{sync::Arc, time::Duration};
 
@@ -43,6 +56,7 @@ pub enum AuthError {
 #[derive(Debug, FromQueryResult)]
 struct KeyRow {
     key_hash: String,
+    secret_check: Option<String>,
     revoked: bool,
     company_id: String,
     is_active: bool,
@@ -58,6 +72,7 @@ type Verdicts = moka::future::Cache<[u8; 32], Option<AuthenticatedCompany>>;
 pub struct ApiKeyAuthenticator {
     db: DatabaseConnection,
     cache: Option<Verdicts>,
+    hashes: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for ApiKeyAuthenticator {
@@ -69,15 +84,20 @@ impl std::fmt::Debug for ApiKeyAuthenticator {
 }
 
 impl ApiKeyAuthenticator {
-    /// An authenticator whose verdicts live `ttl` (zero disables the cache).
-    pub fn new(db: DatabaseConnection, ttl: Duration) -> Self {
+    /// An authenticator whose verdicts live `ttl` (zero disables the cache); every argon2
+    /// verification it runs is counted in `hashes`.
+    pub fn new(
+        db: DatabaseConnection,
+        ttl: Duration,
+        hashes: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         let cache = (!ttl.is_zero()).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build()
         });
-        Self { db, cache }
+        Self { db, cache, hashes }
     }
 
     /// Authenticates a bearer token. Refused keys are cached too, so a wrong key with a real
@@ -91,6 +111,7 @@ impl ApiKeyAuthenticator {
                     .try_get_with(digest, self.verify_uncached(token))
                     .await
                     .map_err(|e: Arc<AuthError>| match &*e {
+                        AuthError::InvalidKey => AuthError::InvalidKey,
                         AuthError::Db(db) => AuthError::Db(db.clone()),
                         other => AuthError::Internal(other.to_string()),
                     })?
@@ -112,6 +133,8 @@ impl ApiKeyAuthenticator {
         }
     }
 
+    /// `Ok(None)` is a refusal worth caching (unknown or revoked key id, a secret that passed
+    /// the check value but not argon2); `Err(InvalidKey)` one that is not (a failed check).
     async fn verify_uncached(
         &self,
         token: &str,
@@ -121,7 +144,8 @@ impl ApiKeyAuthenticator {
         };
         let row = KeyRow::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT k.key_hash, k.revoked_at IS NOT NULL AS revoked, c.company_id, c.is_active, \
+            "SELECT k.key_hash, k.secret_check, k.revoked_at IS NOT NULL AS revoked, \
+             c.company_id, c.is_active, \
              c.rate_limit_initiate_per_hour, c.rate_limit_status_per_hour \
              FROM api_keys k JOIN companies c ON c.company_id = k.company_id \
              WHERE k.lookup_id = $1",
@@ -133,6 +157,12 @@ impl ApiKeyAuthenticator {
         let Some(row) = row.filter(|r| !r.revoked) else {
             return Ok(None);
         };
+        if let Some(check) = &row.secret_check
+            && !secrets::secret_check_matches(token, check)
+        {
+            return Err(AuthError::InvalidKey);
+        }
+        self.hashes.inc();
         let (token_owned, hash) = (token.to_owned(), row.key_hash.clone());
         let matches =
             tokio::task::spawn_blocking(move || secrets::verify_api_key(&token_owned, &hash))
@@ -147,8 +177,9 @@ impl ApiKeyAuthenticator {
             .db
             .execute_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "UPDATE api_keys SET last_used_at = now() WHERE lookup_id = $1",
-                [lookup_id.into()],
+                "UPDATE api_keys SET last_used_at = now(), \
+                 secret_check = COALESCE(secret_check, $2) WHERE lookup_id = $1",
+                [lookup_id.into(), secrets::secret_check(token).into()],
             ))
             .await
         {

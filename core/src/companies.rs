@@ -188,11 +188,13 @@ async fn insert_key(
 ) -> Result<(), DbErr> {
     conn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "INSERT INTO api_keys (company_id, lookup_id, key_hash) VALUES ($1, $2, $3)",
+        "INSERT INTO api_keys (company_id, lookup_id, key_hash, secret_check) \
+         VALUES ($1, $2, $3, $4)",
         [
             company_id.into(),
             key.lookup_id.clone().into(),
             key.hash.clone().into(),
+            key.check.clone().into(),
         ],
     ))
     .await

@@ -160,6 +160,16 @@ pub struct Config {
     /// `API_KEY_CACHE_TTL_SECONDS`: how long a verified API key is trusted without the database
     /// (default 30); revocation and deactivation take effect within this time.
     pub api_key_cache_ttl: Duration,
+    /// `HTTP_HEADER_TIMEOUT_SECONDS` (default 10): a connection must deliver a request's whole
+    /// headers within this time of being ready for one (accepted, or after the previous
+    /// response); this also closes idle kept-alive connections.
+    pub http_header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_SECONDS` (default 10): a request's whole body must arrive within this
+    /// time after its headers, else 408 `REQUEST_TIMEOUT` and the connection is closed.
+    pub http_body_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT_SECONDS` (default 60): a connection on which no byte moved either way
+    /// for this long is closed.
+    pub http_idle_timeout: Duration,
 }
 
 /// A configuration value that stops start-up; its `Display` is the one line printed.
@@ -426,6 +436,21 @@ impl Config {
                 "API_KEY_CACHE_TTL_SECONDS",
                 30,
                 (0, 3600),
+            )?),
+            http_header_timeout: Duration::from_secs(r.parse(
+                "HTTP_HEADER_TIMEOUT_SECONDS",
+                10,
+                (1, 600),
+            )?),
+            http_body_timeout: Duration::from_secs(r.parse(
+                "HTTP_BODY_TIMEOUT_SECONDS",
+                10,
+                (1, 600),
+            )?),
+            http_idle_timeout: Duration::from_secs(r.parse(
+                "HTTP_IDLE_TIMEOUT_SECONDS",
+                60,
+                (1, 3600),
             )?),
         })
     }

@@ -33,6 +33,8 @@ pub enum ErrorCode {
     SessionAlreadyCompleted,
     /// 410: the session is past `expiresAt`.
     SessionExpired,
+    /// 408: the body did not arrive within `HTTP_BODY_TIMEOUT_SECONDS`.
+    RequestTimeout,
     /// 413: the body is larger than `MAX_BODY_BYTES`.
     PayloadTooLarge,
     /// 429: over the rate limit; see `Retry-After`.
@@ -45,7 +47,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::InvalidRequest,
         Self::InvalidNumber,
         Self::NumberMismatch,
@@ -60,6 +62,7 @@ impl ErrorCode {
         Self::DuplicateRequest,
         Self::SessionAlreadyCompleted,
         Self::SessionExpired,
+        Self::RequestTimeout,
         Self::PayloadTooLarge,
         Self::RateLimitExceeded,
         Self::SystemError,
@@ -83,6 +86,7 @@ impl ErrorCode {
             Self::DuplicateRequest => "DUPLICATE_REQUEST",
             Self::SessionAlreadyCompleted => "SESSION_ALREADY_COMPLETED",
             Self::SessionExpired => "SESSION_EXPIRED",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
             Self::SystemError => "SYSTEM_ERROR",
@@ -100,6 +104,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => 405,
             Self::DuplicateRequest | Self::SessionAlreadyCompleted => 409,
             Self::SessionExpired => 410,
+            Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
             Self::RateLimitExceeded => 429,
             Self::SystemError => 500,
@@ -115,6 +120,7 @@ impl ErrorCode {
             403 => Self::Forbidden,
             404 => Self::NotFound,
             405 => Self::MethodNotAllowed,
+            408 => Self::RequestTimeout,
             413 => Self::PayloadTooLarge,
             429 => Self::RateLimitExceeded,
             503 => Self::ServiceUnavailable,
@@ -158,6 +164,7 @@ mod tests {
                 ("DUPLICATE_REQUEST", 409),
                 ("SESSION_ALREADY_COMPLETED", 409),
                 ("SESSION_EXPIRED", 410),
+                ("REQUEST_TIMEOUT", 408),
                 ("PAYLOAD_TOO_LARGE", 413),
                 ("RATE_LIMIT_EXCEEDED", 429),
                 ("SYSTEM_ERROR", 500),
@@ -182,6 +189,7 @@ mod tests {
         assert_eq!(ErrorCode::for_status(404), ErrorCode::NotFound);
         assert_eq!(ErrorCode::for_status(405), ErrorCode::MethodNotAllowed);
         assert_eq!(ErrorCode::for_status(413), ErrorCode::PayloadTooLarge);
+        assert_eq!(ErrorCode::for_status(408), ErrorCode::RequestTimeout);
         assert_eq!(ErrorCode::for_status(415), ErrorCode::InvalidRequest);
         assert_eq!(ErrorCode::for_status(400), ErrorCode::InvalidRequest);
         assert_eq!(ErrorCode::for_status(502), ErrorCode::SystemError);

@@ -16,4 +16,5 @@ pub mod probe;
 pub mod rate_limit;
 pub mod secrets;
 pub mod telemetry;
+pub mod text;
 pub mod verification;

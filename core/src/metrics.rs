@@ -65,6 +65,7 @@ pub struct Metrics {
     sweeps: Counter,
     sessions_expired: Counter,
     events_relayed: Counter,
+    api_key_hashes: Counter,
     dependency_up: Family<KindLabel, Gauge>,
 }
 
@@ -91,6 +92,7 @@ impl Metrics {
             sweeps: Counter::default(),
             sessions_expired: Counter::default(),
             events_relayed: Counter::default(),
+            api_key_hashes: Counter::default(),
             dependency_up: Family::default(),
             registry: Registry::default(),
         };
@@ -149,6 +151,11 @@ impl Metrics {
             "events_relayed",
             "Events published by the relay (the API did not publish them)",
             m.events_relayed.clone(),
+        );
+        registry.register(
+            "api_key_hashes",
+            "argon2 verifications of API keys (cache misses whose secret passed its check value)",
+            m.api_key_hashes.clone(),
         );
         registry.register(
             "dependency_up",
@@ -218,6 +225,11 @@ impl Metrics {
         self.dependency_up
             .get_or_create(&kind(dependency))
             .set(i64::from(up));
+    }
+
+    /// The counter of argon2 verifications, for the API-key authenticator.
+    pub fn api_key_hashes(&self) -> Counter {
+        self.api_key_hashes.clone()
     }
 
     /// The text exposition.

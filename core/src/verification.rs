@@ -114,6 +114,9 @@ pub enum VerificationError {
     /// The same `requestId` was used with a different number.
     #[error("requestId was already used with a different mobile number")]
     DuplicateRequest,
+    /// The session's company is deactivated: its sessions cannot be completed.
+    #[error("the company behind this verification is not active")]
+    CompanyInactive,
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] DbErr),
@@ -166,8 +169,9 @@ pub const INITIATE_SQL: &str = "WITH ins AS ( \
 pub const FIND_FOR_COMPANY_SQL: &str =
     "SELECT * FROM verification_sessions WHERE verification_id = $1 AND company_id = $2";
 
-/// Submit: the conditional update of a pending, unexpired session and its outbox event, in one
-/// statement (`$1` id, `$2` app user, `$3` confirmed number, `$4` whether the token agrees).
+/// Submit: the conditional update of a pending, unexpired session of an active company and its
+/// outbox event, in one statement (`$1` id, `$2` app user, `$3` confirmed number, `$4` whether
+/// the token agrees).
 pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH upd AS ( \
@@ -177,6 +181,8 @@ pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
              completed_at = now(), \
              app_user_id = $2 \
            WHERE verification_id = $1 AND status = 'pending' AND expires_at > now() \
+             AND EXISTS (SELECT 1 FROM companies c \
+                         WHERE c.company_id = verification_sessions.company_id AND c.is_active) \
            RETURNING *), \
          {} \
          SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
@@ -264,22 +270,6 @@ pub async fn find_for_company(
     )
 }
 
-async fn find_by_id(
-    db: &impl ConnectionTrait,
-    verification_id: &str,
-) -> Result<Option<VerificationSession>, DbErr> {
-    Ok(
-        SessionRow::find_by_statement(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT * FROM verification_sessions WHERE verification_id = $1",
-            [verification_id.into()],
-        ))
-        .one(db)
-        .await?
-        .map(Into::into),
-    )
-}
-
 /// What the app submitted.
 #[derive(Debug, Clone)]
 pub struct Submission<'a> {
@@ -336,14 +326,33 @@ pub async fn submit(
         });
     }
     // Nothing changed: say why.
-    let session = find_by_id(db, s.verification_id)
-        .await?
-        .ok_or(VerificationError::SessionNotFound)?;
-    Err(match session.stored_status {
+    let why = WhyNotSubmitted::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        WHY_NOT_SUBMITTED_SQL,
+        [s.verification_id.into()],
+    ))
+    .one(db)
+    .await?
+    .ok_or(VerificationError::SessionNotFound)?;
+    Err(match SessionStatus::parse(&why.status) {
         SessionStatus::Verified => VerificationError::AlreadyCompleted("verified"),
         SessionStatus::Failed => VerificationError::AlreadyCompleted("failed"),
-        SessionStatus::Expired | SessionStatus::Pending => VerificationError::SessionExpired,
+        SessionStatus::Expired => VerificationError::SessionExpired,
+        SessionStatus::Pending if why.expired => VerificationError::SessionExpired,
+        // Pending, unexpired: the company was inactive when the update ran.
+        SessionStatus::Pending => VerificationError::CompanyInactive,
     })
+}
+
+/// Why a submit changed nothing: the session's stored status and whether it is past expiry
+/// (by the database's clock, as in the update). Pending and unexpired leaves the company.
+const WHY_NOT_SUBMITTED_SQL: &str = "SELECT vs.status, vs.expires_at <= now() AS expired \
+     FROM verification_sessions vs WHERE vs.verification_id = $1";
+
+#[derive(Debug, FromQueryResult)]
+struct WhyNotSubmitted {
+    status: String,
+    expired: bool,
 }
 
 #[cfg(test)]

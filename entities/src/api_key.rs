@@ -16,6 +16,9 @@ pub struct Model {
     pub lookup_id: String,
     /// argon2id PHC string of the whole key.
     pub key_hash: String,
+    /// The first 32 bits of SHA-256 of the whole key, hex: refuses a wrong secret before
+    /// argon2 runs. `None` for keys made before it existed, until their next use.
+    pub secret_check: Option<String>,
     /// Created.
     pub created_at: DateTimeUtc,
     /// Last time the key was verified against its hash (cache misses only).

@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_events_and_webhooks;
 mod m20261123_000003_unambiguous_point_lookups;
+mod m20261123_000004_api_key_secret_check;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_events_and_webhooks::Migration),
             Box::new(m20261123_000003_unambiguous_point_lookups::Migration),
+            Box::new(m20261123_000004_api_key_secret_check::Migration),
         ]
     }
 }

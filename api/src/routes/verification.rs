@@ -29,15 +29,14 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Refuses blank values and control characters in identifiers (they reach logs and webhooks).
+/// Applies the identifier rules of `truenumber_core::text` (they reach logs and webhooks).
 fn printable(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.chars().any(char::is_control) || value.trim().is_empty() {
-        return Err(ApiError::new(
+    truenumber_core::text::check_identifier(value).map_err(|why| {
+        ApiError::new(
             ErrorCode::InvalidRequest,
-            format!("Invalid request: {field} must be non-blank printable text"),
-        ));
-    }
-    Ok(())
+            format!("Invalid request: {field} {why}"),
+        )
+    })
 }
 
 /// Body of `POST /verification/initiate`.
@@ -203,7 +202,8 @@ pub enum SubmitResponse {
     /// `UNAUTHORIZED`: missing, invalid or expired app token.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
-    /// `FORBIDDEN`: the token's `sub` is not `appUserId`.
+    /// `FORBIDDEN`: the token's `sub` is not `appUserId`; `COMPANY_INACTIVE`: the company that
+    /// requested the verification is deactivated.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// `SESSION_NOT_FOUND`.
