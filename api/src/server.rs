@@ -154,8 +154,7 @@ async fn serve_connection<Io, S>(
     let mut conn = std::pin::pin!(conn);
     let mut draining = false;
     loop {
-        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-        let idle_deadline = started + last + limits.idle_timeout;
+        let idle_deadline = deadline(started, &activity, limits);
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = stop.wait_for(|s| *s), if !draining => {
@@ -163,9 +162,8 @@ async fn serve_connection<Io, S>(
                 draining = true;
             }
             () = tokio::time::sleep_until(idle_deadline) => {
-                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-                if started + last + limits.idle_timeout <= Instant::now() {
-                    tracing::debug!("closing a connection idle for {:?}", limits.idle_timeout);
+                if deadline(started, &activity, limits) <= Instant::now() {
+                    tracing::debug!("closing an idle connection");
                     return; // dropping the connection closes the socket
                 }
             }
@@ -173,7 +171,18 @@ async fn serve_connection<Io, S>(
     }
 }
 
-/// An IO stream that records when bytes last moved, for the inactivity timeout.
+/// When the connection is to be closed unless bytes move before: the header timeout after
+/// accepting while nothing has arrived yet (hyper's own header timer starts only once the
+/// protocol is known, which takes a first byte), the idle timeout after the last byte since.
+fn deadline(started: Instant, activity: &AtomicU64, limits: ConnectionLimits) -> Instant {
+    match activity.load(Ordering::Relaxed) {
+        0 => started + limits.header_timeout,
+        ms => started + Duration::from_millis(ms) + limits.idle_timeout,
+    }
+}
+
+/// An IO stream that records when bytes last moved (milliseconds since accepting, plus one so
+/// that zero means "never"), for the timeouts of [`deadline`].
 struct Watched<Io> {
     inner: Io,
     started: Instant,
@@ -182,7 +191,9 @@ struct Watched<Io> {
 
 impl<Io> Watched<Io> {
     fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
         self.last_activity_ms.store(ms, Ordering::Relaxed);
     }
 }

@@ -71,7 +71,7 @@ async fn malformed_bodies_name_what_is_wrong() {
                 r#"{{"mobileNumber":"+447911123456","companyId":"{}","requestId":"a\u0000b"}}"#,
                 c.id
             ),
-            "requestId must be non-blank printable text",
+            "requestId must not contain control characters",
         ),
         (
             format!(

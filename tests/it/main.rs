@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod db_lanes;
 mod errors;
+mod hardening;
 mod helpers;
 mod https;
 mod observability;

@@ -498,9 +498,14 @@ impl VerificationApi {
         )
         .await
         .map_err(|e| {
-            let db_failure = matches!(e, verification::VerificationError::Db(_));
+            // An inactive company or a database failure says nothing about the verification.
+            let not_an_outcome = matches!(
+                e,
+                verification::VerificationError::Db(_)
+                    | verification::VerificationError::CompanyInactive
+            );
             let err = ApiError::from(e);
-            if db_failure { err } else { err.failed() }
+            if not_an_outcome { err } else { err.failed() }
         })?;
         // The event is committed; hand it to RabbitMQ without making the app wait for the
         // broker's confirm (the worker's relay publishes it if this does not).
