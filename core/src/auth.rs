@@ -7,9 +7,10 @@
 //! an outsider which key ids are live. Rate-limiting failures before hashing would cap the cost
 //! but also let an attacker lock a company out of its own key. Instead each key stores the
 //! first 32 bits of the SHA-256 of the whole key beside its argon2id hash
-//! ([`secrets::secret_check`]): a wrong secret is refused after one SHA-256 and the same one
-//! database read as an unknown key id, and argon2 runs only for a secret that passes it (a
-//! guess does with probability 2⁻³²). argon2id stays the stored proof of the key. Refusals by
+//! ([`secrets::secret_check`]): a wrong secret is refused after one SHA-256, and argon2 runs
+//! only for a secret that passes it (a guess does with probability 2⁻³²). Key rows are cached
+//! by key id for the same TTL as verdicts, so a flood of wrong secrets for a live key id costs
+//! no database round trip either (the node's small pool stays free for real work). argon2id stays the stored proof of the key. Refusals by
 //! the check value are not cached: each costs no more than the lookup, and caching random
 //! secrets would only evict good keys. Keys older than the check value (none issued since
 //! migration 4) are hashed as before until their next successful use writes their check.
@@ -53,7 +54,7 @@ pub enum AuthError {
     Internal(String),
 }
 
-#[derive(Debug, FromQueryResult)]
+#[derive(Debug, Clone, FromQueryResult)]
 struct KeyRow {
     key_hash: String,
     secret_check: Option<String>,
@@ -67,18 +68,22 @@ struct KeyRow {
 /// Verified (or refused) keys by SHA-256 of the whole key; the key itself is never kept.
 type Verdicts = moka::future::Cache<[u8; 32], Option<AuthenticatedCompany>>;
 
+/// Stored key rows by key id (`None`: no such key), so that refusing a wrong secret for a
+/// known key id needs no database round trip either.
+type KeyRows = moka::future::Cache<String, Option<Arc<KeyRow>>>;
+
 /// Authenticates API keys against `api_keys`, caching verdicts for a short TTL.
 #[derive(Clone)]
 pub struct ApiKeyAuthenticator {
     db: DatabaseConnection,
-    cache: Option<Verdicts>,
+    cache: Option<(Verdicts, KeyRows)>,
     hashes: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for ApiKeyAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiKeyAuthenticator")
-            .field("cached", &self.cache.as_ref().map(|c| c.entry_count()))
+            .field("cached", &self.cache.as_ref().map(|(v, _)| v.entry_count()))
             .finish()
     }
 }
@@ -92,10 +97,16 @@ impl ApiKeyAuthenticator {
         hashes: prometheus_client::metrics::counter::Counter,
     ) -> Self {
         let cache = (!ttl.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(ttl)
-                .build()
+            (
+                moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(ttl)
+                    .build(),
+                moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(ttl)
+                    .build(),
+            )
         });
         Self { db, cache, hashes }
     }
@@ -105,7 +116,7 @@ impl ApiKeyAuthenticator {
     /// one key share a single verification.
     pub async fn authenticate(&self, token: &str) -> Result<AuthenticatedCompany, AuthError> {
         let verdict = match &self.cache {
-            Some(cache) => {
+            Some((cache, _)) => {
                 let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
                 cache
                     .try_get_with(digest, self.verify_uncached(token))
@@ -128,8 +139,9 @@ impl ApiKeyAuthenticator {
 
     /// Forgets every cached verdict (after revocations in tests and tools).
     pub fn invalidate_all(&self) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate_all();
+        if let Some((verdicts, rows)) = &self.cache {
+            verdicts.invalidate_all();
+            rows.invalidate_all();
         }
     }
 
@@ -142,18 +154,18 @@ impl ApiKeyAuthenticator {
         let Some(lookup_id) = secrets::api_key_lookup_id(token) else {
             return Ok(None);
         };
-        let row = KeyRow::find_by_statement(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT k.key_hash, k.secret_check, k.revoked_at IS NOT NULL AS revoked, \
-             c.company_id, c.is_active, \
-             c.rate_limit_initiate_per_hour, c.rate_limit_status_per_hour \
-             FROM api_keys k JOIN companies c ON c.company_id = k.company_id \
-             WHERE k.lookup_id = $1",
-            [lookup_id.into()],
-        ))
-        .one(&self.db)
-        .await
-        .map_err(|e| AuthError::Db(Arc::new(e)))?;
+        let row = match &self.cache {
+            Some((_, rows)) => rows
+                .try_get_with(lookup_id.to_owned(), async {
+                    self.fetch_row(lookup_id).await.map(|r| r.map(Arc::new))
+                })
+                .await
+                .map_err(|e: Arc<AuthError>| match &*e {
+                    AuthError::Db(db) => AuthError::Db(db.clone()),
+                    other => AuthError::Internal(other.to_string()),
+                })?,
+            None => self.fetch_row(lookup_id).await?.map(Arc::new),
+        };
         let Some(row) = row.filter(|r| !r.revoked) else {
             return Ok(None);
         };
@@ -185,13 +197,34 @@ impl ApiKeyAuthenticator {
         {
             tracing::warn!(error = %e, "could not record API key use");
         }
+        if row.secret_check.is_none()
+            && let Some((_, rows)) = &self.cache
+        {
+            // The update above gave this older key its check value: read it afresh next time.
+            rows.invalidate(lookup_id).await;
+        }
         let to_u32 = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok());
         Ok(Some(AuthenticatedCompany {
-            company_id: row.company_id,
+            company_id: row.company_id.clone(),
             key_id: lookup_id.to_owned(),
             is_active: row.is_active,
             rate_limit_initiate_per_hour: to_u32(row.rate_limit_initiate_per_hour),
             rate_limit_status_per_hour: to_u32(row.rate_limit_status_per_hour),
         }))
+    }
+
+    async fn fetch_row(&self, lookup_id: &str) -> Result<Option<KeyRow>, AuthError> {
+        KeyRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT k.key_hash, k.secret_check, k.revoked_at IS NOT NULL AS revoked, \
+             c.company_id, c.is_active, \
+             c.rate_limit_initiate_per_hour, c.rate_limit_status_per_hour \
+             FROM api_keys k JOIN companies c ON c.company_id = k.company_id \
+             WHERE k.lookup_id = $1",
+            [lookup_id.into()],
+        ))
+        .one(&self.db)
+        .await
+        .map_err(|e| AuthError::Db(Arc::new(e)))
     }
 }
