@@ -78,6 +78,7 @@ pub fn build_app(state: AppState) -> impl Endpoint<Output = poem::Response> {
             },
             state.config.max_concurrent_requests,
             state.config.http_body_timeout,
+            state.config.auth_failure_delay,
         ))
 }
 

@@ -20,6 +20,7 @@ pub struct RequestMiddleware {
     https: Arc<HttpsPolicy>,
     admission: Arc<tokio::sync::Semaphore>,
     body_timeout: std::time::Duration,
+    auth_failure_delay: std::time::Duration,
 }
 
 /// Whether plain HTTP is refused, and whose `X-Forwarded-Proto` is believed.
@@ -91,6 +92,7 @@ impl RequestMiddleware {
         https: HttpsPolicy,
         max_concurrent_requests: usize,
         body_timeout: std::time::Duration,
+        auth_failure_delay: std::time::Duration,
     ) -> Self {
         Self {
             max_body_bytes,
@@ -99,6 +101,7 @@ impl RequestMiddleware {
             https: Arc::new(https),
             admission: Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests)),
             body_timeout,
+            auth_failure_delay,
         }
     }
 }
@@ -172,6 +175,11 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
             request_context::scope(ctx.clone(), self.handle(req, &path, admission)).await
         };
 
+        // A refused credential is answered late, outside any admission slot: guessing key
+        // secrets (or probing which key ids exist) runs at a few attempts a second per connection.
+        if resp.status() == StatusCode::UNAUTHORIZED && !self.config.auth_failure_delay.is_zero() {
+            tokio::time::sleep(self.config.auth_failure_delay).await;
+        }
         let data = ctx.snapshot();
         let headers = resp.headers_mut();
         if secure {

@@ -170,6 +170,10 @@ pub struct Config {
     /// `HTTP_IDLE_TIMEOUT_SECONDS` (default 60): a connection on which no byte moved either way
     /// for this long is closed.
     pub http_idle_timeout: Duration,
+    /// `AUTH_FAILURE_DELAY_MS` (default 250): every 401 is held this long before it is sent
+    /// (after the request has left its admission slot), so a connection guessing credentials
+    /// makes a few attempts a second at most.
+    pub auth_failure_delay: Duration,
 }
 
 /// A configuration value that stops start-up; its `Display` is the one line printed.
@@ -451,6 +455,11 @@ impl Config {
                 "HTTP_IDLE_TIMEOUT_SECONDS",
                 60,
                 (1, 3600),
+            )?),
+            auth_failure_delay: Duration::from_millis(r.parse(
+                "AUTH_FAILURE_DELAY_MS",
+                250,
+                (0, 5000),
             )?),
         })
     }

@@ -137,6 +137,39 @@ async fn headers_trickled_a_byte_at_a_time_and_idle_connections_are_cut() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+#[tokio::test]
+async fn refused_credentials_are_answered_late_outside_admission() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert("AUTH_FAILURE_DELAY_MS".into(), "400".into());
+        // One admission slot: if a delayed refusal held it, the good request would wait.
+        env.insert("MAX_CONCURRENT_REQUESTS".into(), "1".into());
+    })
+    .await;
+    let c = app.create_company(&unique("c")).await;
+    let id = app.initiate_ok(&c, "+447911123456").await["verificationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = same_id_other_secret(&c.api_key);
+    let started = tokio::time::Instant::now();
+    let (refused, good) = tokio::join!(app.status(&wrong, &id), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let resp = app.status(&c.api_key, &id).await;
+        (resp.status(), started.elapsed())
+    });
+    let refused_after = started.elapsed();
+    assert_error(refused, 401, "UNAUTHORIZED", "error").await;
+    assert!(
+        refused_after >= Duration::from_millis(400),
+        "{refused_after:?}"
+    );
+    assert_eq!(good.0, StatusCode::OK);
+    assert!(
+        good.1 < refused_after,
+        "the good request waited behind the refusal"
+    );
+}
+
 fn api_key_hashes(metrics: &str) -> u64 {
     metrics
         .lines()

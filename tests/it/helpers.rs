@@ -48,6 +48,8 @@ pub fn base_env() -> HashMap<String, String> {
         ("WEBHOOK_TIMEOUT".to_owned(), "5".to_owned()),
         ("SWEEP_INTERVAL_SECONDS".to_owned(), "1".to_owned()),
         ("WORKER_PORT".to_owned(), "0".to_owned()),
+        // Tests make many refused requests; the delay has a test of its own.
+        ("AUTH_FAILURE_DELAY_MS".to_owned(), "0".to_owned()),
     ])
 }
 
