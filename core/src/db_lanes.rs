@@ -9,13 +9,52 @@
 //! for good and runs statements one at a time, in arrival order, each to completion. Because a
 //! lane finishes what it starts, a request dropped halfway (its client went away) can never
 //! leave a connection mid-protocol — the very reason the pool pings. The rest of the pool's
-//! guarantees are kept: a statement that waited longer than the acquire timeout is refused
-//! without running (`ConnectionAcquire`, a 503); a connection idle for a while is pinged before
-//! use; a lane whose connection broke reconnects for its next statement, and while the database
-//! is unreachable it fails statements at once instead of queueing them behind connect attempts.
+//! guarantees are kept: a connection idle for a while is pinged before use; a lane whose
+//! connection broke reconnects for its next statement, and while the database is unreachable
+//! it fails statements at once instead of queueing them behind connect attempts.
+//!
+//! **Every wait is bounded.** A caller waits for a lane at most the queue timeout (the pool's
+//! acquire timeout, 5 s); then it is refused (`ConnectionAcquire`, a 503) and its statement is
+//! marked refused, so the lane that reaches it later drops it unrun — a job is either started
+//! by a lane or refused, never both (one compare-and-swap decides). A started statement is
+//! ended by the server at [`STATEMENT_TIMEOUT`] (`statement_timeout`, sent in the startup
+//! packet: a query error, a 500, and the connection stays); a server that does not even answer
+//! that is given up a little later (the connection is dropped: a 503). Pings and connects are
+//! bounded too, so no caller waits longer than the queue timeout plus a lane's run limit.
+//!
+//! **One connection budget.** [`ApiConnections::open`] opens a node's pool and its lanes
+//! together from `DATABASE_MAX_CONNECTIONS` ([`api_split`]): the two add up to the budget,
+//! never more (serve, the tests and the load test all start nodes through it).
 //!
 //! [`ConnectionLanes`] implements sea-orm's [`ConnectionTrait`], so repository functions run on
 //! it unchanged. Statements run in autocommit; transactions stay on the pool.
+//!
+//! # Why the lanes stay, and not deadpool-postgres (measured 2026-11-23, issue 12)
+//!
+//! `deadpool-postgres` with `RecyclingMethod::Fast` over `tokio-postgres` also avoids the
+//! ping and is just as safe against dropped requests (a tokio-postgres connection task reads
+//! every reply, whoever stopped waiting). `scripts/dbbench` ran the hot statements through
+//! each, same run, 8 connections, 64 concurrent callers, 3 × 10 s per cell, on the shared
+//! 2-core machine (load average 8–9 from other builds, so ±10% between rounds):
+//!
+//! | statement | lanes | deadpool raw | deadpool + row conversion | sqlx pool |
+//! |---|---|---|---|---|
+//! | status SELECT, per s | 12 800 | 12 545 | 11 091 | 6 094 |
+//! | status p50 / p99 ms | 4.00 / 14.4 | 4.04 / 14.1 | 4.77 / 16.5 | 9.98 / 23.2 |
+//! | initiate INSERT, per s | 1 670 | 1 652 | 1 620 | 1 626 |
+//!
+//! (An earlier run, less loaded: status 14 690 lanes, 15 501 deadpool, 9 159 sqlx pool.)
+//! The crate, called raw, matches the lanes — within noise, never clearly ahead; the INSERT
+//! is bound by PostgreSQL's commit and shows no difference at all. But the API cannot call it
+//! raw: its repositories take sea-orm's `ConnectionTrait`, and sea-orm has no tokio-postgres
+//! backend. The adapter would go through sea-orm's `proxy` hook, converting every parameter
+//! and every row to `sea_orm::Value` maps by hand for every column type — the conversion
+//! alone (the "row conversion" column) costs 12% of status throughput, and the mapping is
+//! home-made code again, with silent type mistakes as its failure mode. It
+//! would also put a second PostgreSQL driver and TLS stack (`tokio-postgres-rustls`) beside
+//! sqlx, which the pool, the worker and migrations keep needing. So the lanes stay, with
+//! their waits bounded. Revisit when sea-orm gains a tokio-postgres backend, or if the lanes
+//! ever need pipelining or transactions.
 
 use std::{
     str::FromStr,
