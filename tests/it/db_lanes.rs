@@ -244,6 +244,37 @@ async fn a_caller_behind_a_long_statement_is_refused_at_the_queue_timeout_not_af
     assert_eq!(marks, 0, "a refused statement ran after its refusal");
 }
 
+#[tokio::test]
+async fn callers_beyond_a_full_queue_are_refused_at_the_queue_timeout_too() {
+    let (lanes, _admin) = setup(1, Duration::from_millis(300)).await;
+    backend_pid(&lanes).await;
+    let blocking = {
+        let lanes = lanes.clone();
+        tokio::spawn(async move { scalar(&lanes, "SELECT 1::int8 FROM pg_sleep(3)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // More callers than one lane's queue holds (256): the last ones wait to enqueue at all.
+    let callers: Vec<_> = (0..400)
+        .map(|_| {
+            let lanes = lanes.clone();
+            tokio::spawn(async move { scalar(&lanes, "SELECT 3::int8").await })
+        })
+        .collect();
+    for caller in callers {
+        let err = caller.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+            "{err:?}"
+        );
+    }
+    assert!(
+        !blocking.is_finished(),
+        "a caller was answered only after the blocking statement ended"
+    );
+    assert_eq!(blocking.await.unwrap().unwrap(), 1);
+    assert_eq!(scalar(&lanes, "SELECT 2::int8").await.unwrap(), 2);
+}
+
 /// The lane's `statement_timeout` setting, as the server reports it.
 async fn statement_timeout_setting(lanes: &ConnectionLanes) -> String {
     let row = lanes
