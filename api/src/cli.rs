@@ -11,7 +11,9 @@ use truenumber_core::{
     app_token::AppTokenKeys,
     companies,
     config::Config,
-    db, deliveries,
+    db,
+    db_lanes::ApiConnections,
+    deliveries,
     events::{Broker, DeliveryMessage, Route as QueueRoute, Topology},
     phone::parse_mobile_number,
 };
@@ -224,7 +226,8 @@ pub async fn execute(
             Ok(())
         }
         Command::Openapi => {
-            let state = AppState::new(config, sea_orm::DatabaseConnection::default())?;
+            let connections = ApiConnections::unopened(&config);
+            let state = AppState::new(config, connections)?;
             writeln!(out, "{}", crate::openapi_json(state))?;
             Ok(())
         }
@@ -401,10 +404,10 @@ pub async fn serve(
     if config.migrate_on_start {
         db::migrate(&config).await.context("migration failed")?;
     }
-    let (pool_size, _) = truenumber_core::db_lanes::api_split(config.database_max_connections);
-    let db = db::connect_sized(&config, pool_size)
+    let connections = ApiConnections::open(&config)
         .await
         .context("cannot reach the database")?;
+    let db = connections.pool.clone();
     truenumber_core::phone::warm_up();
     let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
     let bound = crate::bind(addr, &config)
@@ -414,7 +417,7 @@ pub async fn serve(
     if !config.rate_limits_enabled {
         tracing::warn!("RATE_LIMITS_ENABLED=false: no rate limit is enforced on this node");
     }
-    let state = AppState::new(config, db.clone())?;
+    let state = AppState::new(config, connections)?;
     // Connect to Redis before traffic arrives; a failure here is not fatal (see rate_limit).
     if let Err(e) = state.limiter.ping().await {
         tracing::warn!(error = %e, "Redis is not reachable yet; initiate will answer 503 until it is");

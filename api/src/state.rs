@@ -7,7 +7,7 @@ use truenumber_core::{
     app_token::AppTokenKeys,
     auth::ApiKeyAuthenticator,
     config::Config,
-    db_lanes::{ConnectionLanes, LaneOptions, api_split},
+    db_lanes::{ApiConnections, ConnectionLanes},
     events::{Broker, EventPublisher, Topology},
     metrics::Metrics,
     rate_limit::{LimiterUnavailable, SlidingWindowLimiter},
@@ -37,10 +37,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over an open pool, with request lanes for the rest of `DATABASE_MAX_CONNECTIONS`.
-    /// The lanes, Redis and RabbitMQ connect lazily (a node starts, and serves what it can,
-    /// while they are down); only an unparseable `REDIS_URL` fails here.
-    pub fn new(config: Config, db: DatabaseConnection) -> Result<Self, LimiterUnavailable> {
+    /// State over a node's database connections (opened by [`ApiConnections::open`], which
+    /// sizes the pool and the lanes together from `DATABASE_MAX_CONNECTIONS`). The lanes,
+    /// Redis and RabbitMQ connect lazily (a node starts, and serves what it can, while they are
+    /// down); only an unparseable `REDIS_URL` fails here.
+    pub fn new(config: Config, connections: ApiConnections) -> Result<Self, LimiterUnavailable> {
+        let ApiConnections { pool: db, lanes } = connections;
         let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
         let broker = Arc::new(Broker::new(
             config.amqp_url.expose(),
@@ -61,10 +63,7 @@ impl AppState {
                 config.api_key_cache_ttl,
                 metrics.api_key_hashes(),
             ),
-            lanes: ConnectionLanes::start(
-                &config,
-                LaneOptions::new(api_split(config.database_max_connections).1),
-            ),
+            lanes,
             app_tokens: AppTokenKeys::new(&config.jwt_secret),
             config: Arc::new(config),
             metrics,

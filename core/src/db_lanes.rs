@@ -9,23 +9,65 @@
 //! for good and runs statements one at a time, in arrival order, each to completion. Because a
 //! lane finishes what it starts, a request dropped halfway (its client went away) can never
 //! leave a connection mid-protocol — the very reason the pool pings. The rest of the pool's
-//! guarantees are kept: a statement that waited longer than the acquire timeout is refused
-//! without running (`ConnectionAcquire`, a 503); a connection idle for a while is pinged before
-//! use; a lane whose connection broke reconnects for its next statement, and while the database
-//! is unreachable it fails statements at once instead of queueing them behind connect attempts.
+//! guarantees are kept: a connection idle for a while is pinged before use; a lane whose
+//! connection broke reconnects for its next statement, and while the database is unreachable
+//! it fails statements at once instead of queueing them behind connect attempts.
+//!
+//! **Every wait is bounded.** A caller waits for a lane at most the queue timeout (the pool's
+//! acquire timeout, 5 s); then it is refused (`ConnectionAcquire`, a 503) and its statement is
+//! marked refused, so the lane that reaches it later drops it unrun — a job is either started
+//! by a lane or refused, never both (one compare-and-swap decides). A started statement is
+//! ended by the server at [`STATEMENT_TIMEOUT`] (`statement_timeout`, sent in the startup
+//! packet: a query error, a 500, and the connection stays); a server that does not even answer
+//! that is given up a little later (the connection is dropped: a 503). Pings and connects are
+//! bounded too, so no caller waits longer than the queue timeout plus a lane's run limit.
+//!
+//! **One connection budget.** [`ApiConnections::open`] opens a node's pool and its lanes
+//! together from `DATABASE_MAX_CONNECTIONS` ([`api_split`]): the two add up to the budget,
+//! never more (serve, the tests and the load test all start nodes through it).
 //!
 //! [`ConnectionLanes`] implements sea-orm's [`ConnectionTrait`], so repository functions run on
 //! it unchanged. Statements run in autocommit; transactions stay on the pool.
+//!
+//! # Why the lanes stay, and not deadpool-postgres (measured 2026-11-23, issue 12)
+//!
+//! `deadpool-postgres` with `RecyclingMethod::Fast` over `tokio-postgres` also avoids the
+//! ping and is just as safe against dropped requests (a tokio-postgres connection task reads
+//! every reply, whoever stopped waiting). `scripts/dbbench` ran the hot statements through
+//! each, same run, 8 connections, 64 concurrent callers, 3 × 10 s per cell, on the shared
+//! 2-core machine (load average 8–9 from other builds, so ±10% between rounds):
+//!
+//! | statement | lanes | deadpool raw | deadpool + row conversion | sqlx pool |
+//! |---|---|---|---|---|
+//! | status SELECT, per s | 12 800 | 12 545 | 11 091 | 6 094 |
+//! | status p50 / p99 ms | 4.00 / 14.4 | 4.04 / 14.1 | 4.77 / 16.5 | 9.98 / 23.2 |
+//! | initiate INSERT, per s | 1 670 | 1 652 | 1 620 | 1 626 |
+//!
+//! (An earlier run, less loaded: status 14 690 lanes, 15 501 deadpool, 9 159 sqlx pool.)
+//! The crate, called raw, matches the lanes — within noise, never clearly ahead; the INSERT
+//! is bound by PostgreSQL's commit and shows no difference at all. But the API cannot call it
+//! raw: its repositories take sea-orm's `ConnectionTrait`, and sea-orm has no tokio-postgres
+//! backend. The adapter would go through sea-orm's `proxy` hook, converting every parameter
+//! and every row to `sea_orm::Value` maps by hand for every column type — the conversion
+//! alone (the "row conversion" column) costs 12% of status throughput, and the mapping is
+//! home-made code again, with silent type mistakes as its failure mode. It
+//! would also put a second PostgreSQL driver and TLS stack (`tokio-postgres-rustls`) beside
+//! sqlx, which the pool, the worker and migrations keep needing. So the lanes stay, with
+//! their waits bounded. Revisit when sea-orm gains a tokio-postgres backend, or if the lanes
+//! ever need pipelining or transactions.
 
 use std::{
     str::FromStr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use sea_orm::{
-    ConnAcquireErr, ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
-    Statement,
+    ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult,
+    RuntimeErr, Statement,
 };
 use sea_query_sqlx::SqlxValues;
 use sqlx::{
@@ -42,6 +84,20 @@ const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Statements queued per lane before callers wait to enqueue.
 const QUEUE_PER_LANE: usize = 256;
+/// The server cancels a lane's statement that runs longer than this (`statement_timeout`, set
+/// when the connection starts, so it costs no round trip). The API's statements take
+/// milliseconds; one that runs for seconds holds a lane the requests behind it need.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than the statement timeout a lane waits for the server's answer before it
+/// gives the connection up: the server's cancellation arrives within milliseconds, so only a
+/// silent server (a dead host, a cut network) ever uses this.
+const STATEMENT_GRACE: Duration = Duration::from_secs(2);
+
+/// A job's claim: exactly one of the lane (which starts it) and the caller or the lane (which
+/// refuse it) moves it out of `QUEUED`, so a refused statement can never run later.
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const REFUSED: u8 = 2;
 
 /// What a statement is run for.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +117,21 @@ struct Job {
     stmt: Statement,
     work: Work,
     enqueued: Instant,
+    claim: Arc<AtomicU8>,
     reply: oneshot::Sender<Result<Output, DbErr>>,
+}
+
+impl Job {
+    /// Moves the claim from `QUEUED` to `to`; false when someone else moved it first.
+    fn claim(&self, to: u8) -> bool {
+        claim(&self.claim, to)
+    }
+}
+
+fn claim(state: &AtomicU8, to: u8) -> bool {
+    state
+        .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 /// N dedicated connections fed from one queue; cheap to clone.
@@ -69,6 +139,9 @@ struct Job {
 pub struct ConnectionLanes {
     jobs: mpsc::Sender<Job>,
     lanes: usize,
+    queue_timeout: Duration,
+    /// The longest a started statement can keep a lane (see [`LaneSettings::run_limit`]).
+    run_limit: Duration,
 }
 
 impl std::fmt::Debug for ConnectionLanes {
@@ -89,16 +162,21 @@ pub struct LaneOptions {
     /// A connection idle longer than this is pinged before its next statement, so one that
     /// died while idle (a database restart) is replaced instead of failing a request.
     pub ping_if_idle_for: Duration,
+    /// The server cancels a statement that runs longer (`statement_timeout` of the lanes'
+    /// connections); the caller gets a query error (a 500), and the connection stays.
+    pub statement_timeout: Duration,
 }
 
 impl LaneOptions {
     /// `lanes` lanes with the pool's policies: statements wait up to
-    /// [`crate::db::ACQUIRE_TIMEOUT`]; connections idle over 30 s are pinged first.
+    /// [`crate::db::ACQUIRE_TIMEOUT`]; connections idle over 30 s are pinged first; statements
+    /// run for at most [`STATEMENT_TIMEOUT`].
     pub fn new(lanes: usize) -> Self {
         Self {
             lanes,
             queue_timeout: crate::db::ACQUIRE_TIMEOUT,
             ping_if_idle_for: Duration::from_secs(30),
+            statement_timeout: STATEMENT_TIMEOUT,
         }
     }
 }
@@ -109,6 +187,20 @@ struct LaneSettings {
     options: Option<PgConnectOptions>,
     queue_timeout: Duration,
     ping_if_idle_for: Duration,
+    statement_timeout: Duration,
+}
+
+impl LaneSettings {
+    /// The longest the lane waits for the server's answer to one statement.
+    fn answer_limit(&self) -> Duration {
+        self.statement_timeout + STATEMENT_GRACE
+    }
+
+    /// The longest a started job can keep its lane: a ping of an idle connection, a
+    /// reconnect, and the statement, each bounded.
+    fn run_limit(&self) -> Duration {
+        CONNECT_TIMEOUT + CONNECT_TIMEOUT + self.answer_limit()
+    }
 }
 
 impl ConnectionLanes {
@@ -118,9 +210,12 @@ impl ConnectionLanes {
         let lanes = lane_options.lanes.max(1);
         // An unparseable URL cannot happen past `Config` validation and `db::connect`; if it
         // did, every statement fails with the parse error instead of the process panicking.
+        let statement_timeout_ms = lane_options.statement_timeout.as_millis().max(1);
         let options = PgConnectOptions::from_str(config.database_url.expose())
             .map(|o| {
                 o.application_name("truenumber-api")
+                    // Sent in the startup packet: no extra round trip per connection.
+                    .options([("statement_timeout", statement_timeout_ms)])
                     .disable_statement_logging()
             })
             .ok();
@@ -128,13 +223,19 @@ impl ConnectionLanes {
             options,
             queue_timeout: lane_options.queue_timeout,
             ping_if_idle_for: lane_options.ping_if_idle_for,
+            statement_timeout: lane_options.statement_timeout,
         };
         let (tx, rx) = mpsc::channel(lanes * QUEUE_PER_LANE);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..lanes {
             tokio::spawn(lane(rx.clone(), settings.clone()));
         }
-        Self { jobs: tx, lanes }
+        Self {
+            jobs: tx,
+            lanes,
+            queue_timeout: settings.queue_timeout,
+            run_limit: settings.run_limit(),
+        }
     }
 
     /// How many lanes (connections) there are.
@@ -142,21 +243,44 @@ impl ConnectionLanes {
         self.lanes
     }
 
+    /// Queues a statement and waits for its result, never longer than the queue timeout
+    /// (while it waits for a lane) plus the run limit (once a lane has started it).
     async fn run(&self, stmt: Statement, work: Work) -> Result<Output, DbErr> {
-        let (reply, answer) = oneshot::channel();
+        let closed = || DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed);
+        let enqueued = Instant::now();
+        let deadline = tokio::time::Instant::from_std(enqueued + self.queue_timeout);
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let (reply, mut answer) = oneshot::channel();
         let job = Job {
             stmt,
             work,
-            enqueued: Instant::now(),
+            enqueued,
+            claim: state.clone(),
             reply,
         };
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?;
-        answer
-            .await
-            .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?
+        match tokio::time::timeout_at(deadline, self.jobs.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(closed()),
+            // Every queue was full for the whole wait: refused, and never queued.
+            Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+        }
+        if let Ok(result) = tokio::time::timeout_at(deadline, &mut answer).await {
+            return result.map_err(|_| closed())?;
+        }
+        // No lane took it in time. Refuse it unless a lane has just started it; a refused job
+        // stays in the queue, and the lane that reaches it drops it unrun.
+        if claim(&state, REFUSED) {
+            return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+        }
+        // Started (or refused by the lane, whose answer is already on its way): a lane bounds
+        // every step of a job, so this limit is a backstop that is never reached in practice.
+        match tokio::time::timeout(self.run_limit, answer).await {
+            Ok(result) => result.map_err(|_| closed())?,
+            Err(_) => Err(DbErr::Conn(RuntimeErr::Internal(format!(
+                "no answer from a connection lane within {:?}",
+                self.run_limit
+            )))),
+        }
     }
 }
 
@@ -175,14 +299,23 @@ async fn lane(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, settings: LaneSettings) {
             continue; // the request was dropped before its statement started
         }
         if job.enqueued.elapsed() > settings.queue_timeout {
-            let _ = job
-                .reply
-                .send(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)));
+            // Its caller is about to give up too (or already has, and then this claim fails).
+            if job.claim(REFUSED) {
+                let _ = job
+                    .reply
+                    .send(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)));
+            }
             continue;
+        }
+        if !job.claim(STARTED) {
+            continue; // its caller refused it at the queue timeout: it must never run
         }
         if conn.is_some() && last_used.elapsed() > settings.ping_if_idle_for {
             let alive = match conn.as_mut() {
-                Some(c) => c.ping().await.is_ok(),
+                Some(c) => matches!(
+                    tokio::time::timeout(CONNECT_TIMEOUT, c.ping()).await,
+                    Ok(Ok(()))
+                ),
                 None => false,
             };
             if !alive {
@@ -209,7 +342,16 @@ async fn lane(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, settings: LaneSettings) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let result = execute(c, job.stmt, job.work).await;
+        let limit = settings.answer_limit();
+        let Ok(result) = tokio::time::timeout(limit, execute(c, job.stmt, job.work)).await else {
+            // The server did not even cancel the statement: it, or the network, is gone. The
+            // connection is mid-protocol and cannot be reused.
+            conn = None;
+            let _ = job.reply.send(Err(DbErr::Conn(RuntimeErr::Internal(format!(
+                "no answer from the database within {limit:?}"
+            )))));
+            continue;
+        };
         last_used = Instant::now();
         let result = result.map_err(|e| {
             if breaks_connection(&e) {
@@ -342,10 +484,56 @@ impl ConnectionTrait for ConnectionLanes {
 
 /// How an API node divides `DATABASE_MAX_CONNECTIONS`: a quarter (at least one) for its pool
 /// (authentication misses, the outbox, health), the rest (at least one) for request lanes.
+/// The two add up to `total` for every `total` of at least [`API_MIN_CONNECTIONS`];
+/// [`ApiConnections::open`] refuses smaller budgets.
 pub fn api_split(total: u32) -> (u32, usize) {
     let pool = (total / 4).max(1);
     let lanes = usize::try_from(total.saturating_sub(pool).max(1)).unwrap_or(1);
     (pool, lanes)
+}
+
+/// The smallest connection budget an API node runs on: one pooled connection and one lane.
+pub const API_MIN_CONNECTIONS: u32 = 2;
+
+/// An API node's database connections, both sized from one budget,
+/// `DATABASE_MAX_CONNECTIONS`, by [`api_split`]: the pool and the lanes together never hold
+/// more. This is the one place an API node's connections are opened.
+#[derive(Clone, Debug)]
+pub struct ApiConnections {
+    /// The pool: authentication misses, the outbox, health, transactions.
+    pub pool: DatabaseConnection,
+    /// The lanes: the statements of requests (initiate, submit, status).
+    pub lanes: ConnectionLanes,
+}
+
+impl ApiConnections {
+    /// Opens the pool (creating the database if it is missing) and starts the lanes, which
+    /// connect on their first statements.
+    pub async fn open(config: &Config) -> Result<Self, DbErr> {
+        let total = config.database_max_connections;
+        if total < API_MIN_CONNECTIONS {
+            return Err(DbErr::Custom(format!(
+                "DATABASE_MAX_CONNECTIONS={total} is below an API node's minimum of \
+                 {API_MIN_CONNECTIONS} (one pooled connection and one request lane)"
+            )));
+        }
+        let (pool_size, lanes) = api_split(total);
+        let pool = crate::db::connect_sized(config, pool_size).await?;
+        Ok(Self {
+            pool,
+            lanes: ConnectionLanes::start(config, LaneOptions::new(lanes)),
+        })
+    }
+
+    /// Connections that are never opened: a disconnected pool and one lane that would
+    /// connect only if a statement came (for commands that need an API's state but no
+    /// database, such as printing the OpenAPI document).
+    pub fn unopened(config: &Config) -> Self {
+        Self {
+            pool: DatabaseConnection::default(),
+            lanes: ConnectionLanes::start(config, LaneOptions::new(1)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -357,7 +545,11 @@ mod tests {
         assert_eq!(api_split(10), (2, 8));
         assert_eq!(api_split(40), (10, 30));
         assert_eq!(api_split(4), (1, 3));
-        assert_eq!(api_split(1), (1, 1));
+        for total in API_MIN_CONNECTIONS..=200 {
+            let (pool, lanes) = api_split(total);
+            assert!(pool >= 1 && lanes >= 1, "{total}");
+            assert_eq!(u64::from(pool) + lanes as u64, u64::from(total), "{total}");
+        }
     }
 
     #[test]

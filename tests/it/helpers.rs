@@ -8,7 +8,9 @@ use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use truenumber_api::state::AppState;
-use truenumber_core::{app_token::AppTokenKeys, companies, config::Config, db};
+use truenumber_core::{
+    app_token::AppTokenKeys, companies, config::Config, db, db_lanes::ApiConnections,
+};
 
 /// The JWT secret every test app uses.
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -70,7 +72,8 @@ pub struct TestApp {
     pub base: String,
     /// The configuration it runs with.
     pub config: Config,
-    /// A pool onto its database (for assertions).
+    /// The app's own pool onto its database (for assertions; part of the app's connection
+    /// budget, `DATABASE_MAX_CONNECTIONS`).
     pub db: DatabaseConnection,
     /// A client with no redirects and a timeout.
     pub client: reqwest::Client,
@@ -103,13 +106,15 @@ impl TestApp {
             truenumber_core::telemetry::init(&logged, true);
         }
         db::migrate(&config).await.expect("migrate");
-        let db = db::connect(&config).await.expect("connect");
+        // The app's own connections, within its budget; assertions share its pool.
+        let connections = ApiConnections::open(&config).await.expect("connect");
+        let db = connections.pool.clone();
         let bound = truenumber_api::bind(SocketAddr::from(([127, 0, 0, 1], 0)), &config)
             .await
             .expect("bind");
         let addr = bound.local_addr;
         let (tx, rx) = oneshot::channel::<()>();
-        let state = AppState::new(config.clone(), db.clone()).expect("state");
+        let state = AppState::new(config.clone(), connections).expect("state");
         let server = tokio::spawn(bound.serve(state, async move {
             let _ = rx.await;
         }));

@@ -6,9 +6,8 @@ fn generated() -> Value {
     let mut env = crate::helpers::base_env();
     env.insert("API_BASE_URL".into(), "http://localhost:3000".into());
     let config = truenumber_core::config::Config::from_map(&env).unwrap();
-    let state =
-        truenumber_api::state::AppState::new(config, sea_orm::DatabaseConnection::default())
-            .unwrap();
+    let connections = truenumber_core::db_lanes::ApiConnections::unopened(&config);
+    let state = truenumber_api::state::AppState::new(config, connections).unwrap();
     serde_json::from_str(&truenumber_api::openapi_json(state)).unwrap()
 }
 

@@ -588,7 +588,12 @@ async fn a_database_outage_is_a_503_not_a_leak() {
         .await
         .unwrap();
     let base = format!("http://{}", bound.local_addr);
-    let state = truenumber_api::state::AppState::new(config, dead).unwrap();
+    let lanes = truenumber_core::db_lanes::ConnectionLanes::start(
+        &config,
+        truenumber_core::db_lanes::LaneOptions::new(1),
+    );
+    let connections = truenumber_core::db_lanes::ApiConnections { pool: dead, lanes };
+    let state = truenumber_api::state::AppState::new(config, connections).unwrap();
     tokio::spawn(bound.serve(state, std::future::pending()));
 
     let resp = app
