@@ -5,8 +5,9 @@ use std::{sync::Arc, time::Instant};
 
 use poem::{
     Endpoint, IntoResponse, Middleware, Request, Response, Result,
-    http::{HeaderValue, Method, StatusCode, header},
+    http::{HeaderValue, Method, header},
 };
+use tracing::Instrument;
 use truenumber_core::{config::IpNet, error_code::ErrorCode, metrics::Metrics};
 
 use crate::{error::ApiError, request_context, request_context::RequestContext};
@@ -129,22 +130,37 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
         let path = req.uri().path().to_owned();
 
         let secure = self.config.https.is_secure(&req);
-        let mut resp = if self.config.https.require && !secure && !exempt_from_https(&path) {
-            request_context::scope(ctx.clone(), async {
-                ApiError::new(
-                    ErrorCode::HttpsRequired,
-                    "This API is only served over HTTPS; retry with https://",
-                )
-                .into_response()
-            })
-            .await
+        // Everything logged while the request runs (a limiter warning, a database retry)
+        // carries its id; the access line below is written after, with the id as a field.
+        let span = tracing::info_span!("request", request_id = %request_id);
+        let outcome = if self.config.https.require && !secure && !exempt_from_https(&path) {
+            Err(ApiError::new(
+                ErrorCode::HttpsRequired,
+                "This API is only served over HTTPS; retry with https://",
+            ))
         } else if path.starts_with(API_PATH_PREFIX) {
             // Admission in arrival order (the semaphore is fair): under overload requests wait
             // here, not in a race for database connections that ends in pool timeouts.
             let _permit = self.config.admission.acquire().await;
-            request_context::scope(ctx.clone(), self.handle(req, &path)).await
+            request_context::scope(ctx.clone(), self.handle(req, &path))
+                .instrument(span)
+                .await
         } else {
-            request_context::scope(ctx.clone(), self.handle(req, &path)).await
+            request_context::scope(ctx.clone(), self.handle(req, &path))
+                .instrument(span)
+                .await
+        };
+        // Errors become responses here, and only here: the body gets the request id, the
+        // cause goes to the log line below.
+        let (mut resp, error) = match outcome {
+            Ok(resp) => (resp, None),
+            Err(e) => {
+                let mut resp = e.to_response(&request_id);
+                if let Some(allow) = e.allow.clone() {
+                    resp.headers_mut().insert(header::ALLOW, allow);
+                }
+                (resp, Some((e.code, e.cause)))
+            }
         };
 
         let data = ctx.snapshot();
@@ -157,9 +173,6 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
         }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             headers.insert("x-request-id", v);
-        }
-        if let Some(secs) = data.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         for (name, value) in &data.headers {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -175,7 +188,7 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
             .metrics
             .http_request(method.as_str(), route, status, elapsed);
         let company = data.company_id.as_deref().unwrap_or("");
-        let (code, cause) = match &data.error {
+        let (code, cause) = match &error {
             Some((code, cause)) => (code.as_str(), cause.as_deref().unwrap_or("")),
             None => ("", ""),
         };
@@ -194,14 +207,13 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
 }
 
 impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
-    async fn handle(&self, mut req: Request, path: &str) -> Response {
+    async fn handle(&self, mut req: Request, path: &str) -> Result<Response, ApiError> {
         let max = self.config.max_body_bytes;
         let too_large = || {
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("Request body exceeds {max} bytes"),
             )
-            .into_response()
         };
         let declared = req
             .headers()
@@ -209,50 +221,50 @@ impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max as u64) {
-            return too_large();
+            return Err(too_large());
         }
         // Bodies are small; reading them here with a cap also covers chunked uploads.
         match req.take_body().into_bytes_limit(max).await {
             Ok(bytes) => req.set_body(bytes),
-            Err(poem::error::ReadBodyError::PayloadTooLarge) => return too_large(),
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large()),
             Err(e) => {
-                return ApiError::new(ErrorCode::InvalidRequest, format!("Unreadable body: {e}"))
-                    .into_response();
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("Unreadable body: {e}"),
+                ));
             }
         }
 
         let method = req.method().clone();
         let resp = match self.inner.call(req).await {
             Ok(resp) => resp.into_response(),
-            Err(err) => ApiError::from_poem(err).into_response(),
+            Err(err) => return Err(self.with_allow(ApiError::from_poem(err), path)),
         };
-        let mut resp = rewrite_plain_error(resp, &method);
-        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-            && !resp.headers().contains_key(header::ALLOW)
-        {
-            self.set_allow(&mut resp, path);
+        match plain_error(&resp, &method) {
+            Some(err) => Err(self.with_allow(err, path)),
+            None => Ok(resp),
         }
-        resp
     }
 
-    fn set_allow(&self, resp: &mut Response, path: &str) {
-        if let Some(v) = self
-            .config
-            .routes
-            .allowed(path)
-            .and_then(|m| HeaderValue::from_str(&m).ok())
-        {
-            resp.headers_mut().insert(header::ALLOW, v);
+    /// A 405 names the methods the route has.
+    fn with_allow(&self, mut err: ApiError, path: &str) -> ApiError {
+        if err.code == ErrorCode::MethodNotAllowed && err.allow.is_none() {
+            err.allow = self
+                .config
+                .routes
+                .allowed(path)
+                .and_then(|m| HeaderValue::from_str(&m).ok());
         }
+        err
     }
 }
 
 /// Any error response that is not already our JSON (poem's plain-text bodies, a caught panic)
-/// becomes the JSON shape with the generic code of its status.
-fn rewrite_plain_error(resp: Response, method: &Method) -> Response {
+/// is the error of the generic code of its status.
+fn plain_error(resp: &Response, method: &Method) -> Option<ApiError> {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
+        return None;
     }
     let is_json = resp
         .headers()
@@ -260,7 +272,7 @@ fn rewrite_plain_error(resp: Response, method: &Method) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if is_json {
-        return resp;
+        return None;
     }
     let code = ErrorCode::for_status(status.as_u16());
     let message = match code {
@@ -273,13 +285,8 @@ fn rewrite_plain_error(resp: Response, method: &Method) -> Response {
     if code == ErrorCode::SystemError {
         err.cause = Some(format!("plain {status} response from an inner layer"));
     }
-    let allow = resp.headers().get(header::ALLOW).cloned();
-    let mut out = err.into_response();
-    out.set_status(status);
-    if let Some(allow) = allow {
-        out.headers_mut().insert(header::ALLOW, allow);
-    }
-    out
+    err.allow = resp.headers().get(header::ALLOW).cloned();
+    Some(err)
 }
 
 /// Path templates of the API and their methods, read from the OpenAPI document, so `Allow`
