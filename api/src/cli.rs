@@ -239,7 +239,7 @@ pub async fn execute(
             let phone = phone
                 .map(|p| parse_mobile_number(&p).map(|m| m.into_string()))
                 .transpose()
-                .map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("--phone {e}"))?;
             let token = AppTokenKeys::new(&config.jwt_secret).mint(
                 &app_user_id,
                 phone.as_deref(),
@@ -331,7 +331,15 @@ async fn company(
             webhook_url,
         } => {
             let created =
-                companies::create_company(db, &company_id, &name, webhook_url.as_deref()).await?;
+                match companies::create_company(db, &company_id, &name, webhook_url.as_deref())
+                    .await
+                {
+                    Err(companies::CompanyError::AlreadyExists(id)) => anyhow::bail!(
+                        "company `{id}` already exists; its keys are unchanged. For a new key, \
+                         run `company rotate-key --company-id {id}`"
+                    ),
+                    other => other?,
+                };
             print(
                 out,
                 &json!({

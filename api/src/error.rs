@@ -1,31 +1,40 @@
 //! The one error type of the HTTP layer and its JSON shape.
 //!
-//! Handlers return [`ApiError`]; each operation's response enum lists the statuses it can
-//! produce (so they all appear in the OpenAPI document) and converts from `ApiError` with
-//! [`impl_api_errors!`]. Causes are logged once, by the request middleware; bodies carry only
-//! the public message.
+//! Handlers return [`ApiError`] (through [`crate::responses::Failure`], which lists each
+//! operation's statuses in the document). Turning it into a response is pure: the outermost
+//! middleware does it with the request id, and logs the cause once; bodies carry only the
+//! public message.
 
-use chrono::{SecondsFormat, Utc};
 use poem::{Response, http::StatusCode};
-use poem_openapi::Object;
+use poem_openapi::{Enum, Object};
 use truenumber_core::{
     auth::AuthError, error_code::ErrorCode, phone::PhoneError, verification::VerificationError,
 };
 
-use crate::request_context;
+use crate::timestamp::Timestamp;
+
+/// `error`, or `failed` where a submitted verification did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ErrorStatus {
+    /// The request was refused.
+    Error,
+    /// The submitted verification did not succeed (submit only).
+    Failed,
+}
 
 /// The error body of every non-2xx response.
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "Error", rename_all = "camelCase")]
 pub struct ErrorBody {
-    /// `error`; `failed` when a submitted verification did not succeed.
-    pub status: String,
+    // Documented on the type, so the schema is a plain `$ref`.
+    status: ErrorStatus,
     /// A human-readable explanation (safe to show; never internals).
     pub message: String,
     /// Machine-readable code, e.g. `INVALID_NUMBER`, `SESSION_NOT_FOUND`.
     pub code: String,
     /// When the error happened (RFC 3339, UTC).
-    pub timestamp: String,
+    pub timestamp: Timestamp,
     /// The request id, also in the `X-Request-Id` header; quote it to support.
     pub request_id: String,
 }
@@ -43,18 +52,38 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// The internal cause, logged by the middleware, never sent.
     pub cause: Option<String>,
+    /// `Allow` for a 405.
+    pub allow: Option<poem::http::HeaderValue>,
+    /// The request's body was not (wholly) read, so the connection cannot carry another
+    /// request: the response says `Connection: close` (and hyper closes it after writing).
+    pub close_connection: bool,
 }
 
 impl ApiError {
-    /// An error with a code and message.
+    /// An error with a code and message (a 503 says to retry in 5 s unless told otherwise).
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
             failed: false,
-            retry_after: None,
+            retry_after: (code == ErrorCode::ServiceUnavailable).then_some(5),
             cause: None,
+            allow: None,
+            close_connection: false,
         }
+    }
+
+    /// `INVALID_REQUEST` naming the field at fault.
+    pub fn invalid_request(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::InvalidRequest,
+            format!("Invalid request: {field} {problem}"),
+        )
+    }
+
+    /// `INVALID_NUMBER` naming the field that holds the number.
+    pub fn invalid_number(field: &str, problem: &PhoneError) -> Self {
+        Self::new(ErrorCode::InvalidNumber, format!("{field} {problem}"))
     }
 
     /// A 500 whose cause is logged and whose message says nothing of it.
@@ -88,34 +117,39 @@ impl ApiError {
         StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    /// The JSON body, stamped with the current request id and time.
-    pub fn body(&self) -> ErrorBody {
+    /// The JSON body for the request `request_id`, stamped with the current time.
+    pub fn body(&self, request_id: &str) -> ErrorBody {
         ErrorBody {
-            status: if self.failed { "failed" } else { "error" }.to_owned(),
+            status: if self.failed {
+                ErrorStatus::Failed
+            } else {
+                ErrorStatus::Error
+            },
             message: self.message.clone(),
             code: self.code.as_str().to_owned(),
-            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            request_id: request_context::request_id(),
+            timestamp: chrono::Utc::now().into(),
+            request_id: request_id.to_owned(),
         }
     }
 
-    /// Hands the cause, code and `Retry-After` to the request context (the middleware logs
-    /// the cause once and sets the header), and returns the public body.
-    pub fn into_body(self) -> ErrorBody {
-        let body = self.body();
-        request_context::record_error(self.code, self.cause, self.retry_after);
-        body
-    }
-
-    /// A complete JSON response, for errors raised outside any operation (unknown route,
-    /// oversized body, a panic).
-    pub fn into_response(self) -> Response {
-        let status = self.status();
-        let body = poem_openapi::types::ToJSON::to_json(&self.into_body()).unwrap_or_default();
-        Response::builder()
-            .status(status)
-            .content_type("application/json; charset=utf-8")
-            .body(body.to_string())
+    /// The complete JSON response (with `Retry-After` where it applies).
+    pub fn to_response(&self, request_id: &str) -> Response {
+        let body = poem_openapi::types::ToJSON::to_json(&self.body(request_id))
+            .unwrap_or_default()
+            .to_string();
+        let builder = Response::builder()
+            .status(self.status())
+            .content_type("application/json; charset=utf-8");
+        let builder = match self.retry_after {
+            Some(secs) => builder.header(poem::http::header::RETRY_AFTER, secs),
+            None => builder,
+        };
+        let builder = if self.close_connection {
+            builder.header(poem::http::header::CONNECTION, "close")
+        } else {
+            builder
+        };
+        builder.body(body)
     }
 
     /// Converts any error poem or poem-openapi produced before a handler ran (unparseable
@@ -176,12 +210,6 @@ impl poem::error::ResponseError for ApiError {
     }
 }
 
-impl From<PhoneError> for ApiError {
-    fn from(e: PhoneError) -> Self {
-        Self::new(ErrorCode::InvalidNumber, e.to_string())
-    }
-}
-
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
@@ -199,7 +227,6 @@ impl From<AuthError> for ApiError {
 
 impl From<VerificationError> for ApiError {
     fn from(e: VerificationError) -> Self {
-        let public = e.to_string();
         match e {
             VerificationError::SessionNotFound => {
                 Self::new(ErrorCode::SessionNotFound, "Verification session not found")
@@ -208,9 +235,10 @@ impl From<VerificationError> for ApiError {
                 ErrorCode::SessionExpired,
                 "Verification session has expired",
             ),
-            VerificationError::AlreadyCompleted(_) => {
-                Self::new(ErrorCode::SessionAlreadyCompleted, capitalise(&public))
-            }
+            VerificationError::AlreadyCompleted(status) => Self::new(
+                ErrorCode::SessionAlreadyCompleted,
+                format!("Verification session is already {status}"),
+            ),
             VerificationError::NumberMismatch => Self::new(
                 ErrorCode::NumberMismatch,
                 "Verification failed: the confirmed number does not match",
@@ -237,36 +265,4 @@ pub fn db_error(e: sea_orm::DbErr) -> ApiError {
         }
         _ => ApiError::internal(e),
     }
-}
-
-fn capitalise(s: &str) -> String {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
-/// Implements `From<ApiError>` and the bad-request handler for an operation's response enum.
-/// Each listed variant is `Variant(Json<ErrorBody>)` at its status; the enum must also have a
-/// `SystemError` variant, which answers for any status it does not list.
-#[macro_export]
-macro_rules! impl_api_errors {
-    ($ty:ident, $handler:ident, { $($status:literal => $variant:ident),+ $(,)? }) => {
-        impl From<$crate::error::ApiError> for $ty {
-            fn from(e: $crate::error::ApiError) -> Self {
-                let status = e.code.http_status();
-                match status {
-                    $($status => $ty::$variant(poem_openapi::payload::Json(e.into_body())),)+
-                    _ => $ty::SystemError(poem_openapi::payload::Json(
-                        $crate::error::ApiError::internal(format!("{e} has no variant in {}", stringify!($ty))).into_body(),
-                    )),
-                }
-            }
-        }
-
-        fn $handler(err: poem::Error) -> $ty {
-            $ty::from($crate::error::ApiError::from_poem(err))
-        }
-    };
 }

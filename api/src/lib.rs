@@ -6,15 +6,17 @@ pub mod json_body;
 pub mod middleware;
 pub mod rate_limit;
 pub mod request_context;
+pub mod responses;
 pub mod routes;
 pub mod security;
 pub mod server;
 pub mod state;
+pub mod timestamp;
 
 use std::net::SocketAddr;
 
 use poem::{
-    Endpoint, EndpointExt, Route, get,
+    Endpoint, EndpointExt, Response, Route, get,
     listener::{Acceptor, AcceptorExt, Listener, RustlsCertificate, RustlsConfig, TcpListener},
     middleware::CatchPanic,
 };
@@ -47,19 +49,58 @@ pub fn openapi_service(state: AppState) -> OpenApiService<VerificationApi, ()> {
     .server(server)
 }
 
-/// The OpenAPI document as pretty JSON (what `openapi.json` at the repository root holds).
+/// The OpenAPI document as pretty JSON (what `openapi.json` at the repository root holds):
+/// poem-openapi's document plus what it cannot express, the `links` from initiate's 200 to
+/// status and submit (so generators and stateful fuzzers can follow a session).
 pub fn openapi_json(state: AppState) -> String {
-    openapi_service(state).spec()
+    with_links(&openapi_service(state).spec())
+}
+
+fn with_links(spec: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return spec.to_owned();
+    };
+    let id = "$response.body#/verificationId";
+    let links = serde_json::json!({
+        "GetVerificationStatus": {
+            "operationId": "getVerificationStatus",
+            "parameters": {"verificationId": id},
+            "description": "Read the status of the session just initiated.",
+        },
+        "SubmitVerification": {
+            "operationId": "submitVerification",
+            "requestBody": {"verificationId": id},
+            "description": "What the TrueNumber app submits for this session (with an app token).",
+        },
+    });
+    if let Some(ok) = doc
+        .pointer_mut("/paths/~1verification~1initiate/post/responses/200")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        ok.insert("links".to_owned(), links);
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
 }
 
 /// The whole HTTP application.
 pub fn build_app(state: AppState) -> impl Endpoint<Output = poem::Response> {
     let api = openapi_service(state.clone());
-    let routes = RouteTable::from_spec(&api.spec(), API_PREFIX);
-    let spec = api.spec_endpoint();
-    let ui = api.swagger_ui();
+    let raw_spec = api.spec();
+    let spec = with_links(&raw_spec);
+    let routes = RouteTable::from_spec(&spec, API_PREFIX);
+    // Swagger UI embeds the document; give it the one with links.
+    let ui_html = api.swagger_ui_html().replacen(&raw_spec, &spec, 1);
+    let spec_endpoint = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(spec.clone())
+    });
+    let ui = Route::new().at(
+        "/",
+        poem::endpoint::make_sync(move |_| poem::web::Html(ui_html.clone())),
+    );
     Route::new()
-        .at(format!("{API_PREFIX}/openapi.json"), spec)
+        .at(format!("{API_PREFIX}/openapi.json"), spec_endpoint)
         .nest(API_PREFIX, api)
         .nest("/docs", ui)
         .at("/health", get(health::health))

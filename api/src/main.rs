@@ -36,8 +36,8 @@ async fn run() -> ExitCode {
     let mut stdout = std::io::stdout();
     match cli::execute(command, config, &mut stdout).await {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, on stderr (logs of operator commands go there too, so no log line as well).
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "command failed");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

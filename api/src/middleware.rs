@@ -7,6 +7,7 @@ use poem::{
     Endpoint, IntoResponse, Middleware, Request, Response, Result,
     http::{HeaderValue, Method, StatusCode, header},
 };
+use tracing::Instrument;
 use truenumber_core::{config::IpNet, error_code::ErrorCode, metrics::Metrics};
 
 use crate::{error::ApiError, request_context, request_context::RequestContext};
@@ -35,6 +36,9 @@ pub struct HttpsPolicy {
 /// Requests under this prefix pass admission control; probes and metrics never wait.
 const API_PATH_PREFIX: &str = "/api/v1/verification/";
 
+/// `Strict-Transport-Security` on every response that went over HTTPS.
+const HSTS: &str = "max-age=31536000; includeSubDomains";
+
 /// The longest a request waits for an admission slot before a 503.
 const ADMISSION_TIMEOUT: std::time::Duration = truenumber_core::db::ACQUIRE_TIMEOUT;
 
@@ -47,15 +51,6 @@ fn has_body(req: &Request) -> bool {
         .and_then(|v| v.trim().parse::<u64>().ok());
     length.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING)
 }
-
-/// Marks a response as the connection's last (hyper closes it after writing).
-fn close_connection(resp: &mut Response) {
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-}
-
-/// `Strict-Transport-Security` on every response that went over HTTPS.
-const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 impl HttpsPolicy {
     /// Whether the request arrived over TLS, here or at a trusted proxy.
@@ -154,32 +149,43 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
         let path = req.uri().path().to_owned();
 
         let secure = self.config.https.is_secure(&req);
-        let mut resp = if self.config.https.require && !secure && !exempt_from_https(&path) {
-            let unread_body = has_body(&req);
-            let mut resp = request_context::scope(ctx.clone(), async {
-                ApiError::new(
-                    ErrorCode::HttpsRequired,
-                    "This API is only served over HTTPS; retry with https://",
-                )
-                .into_response()
-            })
-            .await;
-            if unread_body {
-                close_connection(&mut resp);
-            }
-            resp
+        // Everything logged while the request runs (a limiter warning, a database retry)
+        // carries its id; the access line below is written after, with the id as a field.
+        let span = tracing::info_span!("request", request_id = %request_id);
+        let outcome = if self.config.https.require && !secure && !exempt_from_https(&path) {
+            let mut err = ApiError::new(
+                ErrorCode::HttpsRequired,
+                "This API is only served over HTTPS; retry with https://",
+            );
+            // The body was not read, so the connection cannot carry another request.
+            err.close_connection = has_body(&req);
+            Err(err)
         } else {
             let admission = path
                 .starts_with(API_PATH_PREFIX)
                 .then_some(&*self.config.admission);
-            request_context::scope(ctx.clone(), self.handle(req, &path, admission)).await
+            request_context::scope(ctx.clone(), self.handle(req, &path, admission))
+                .instrument(span)
+                .await
         };
-
+        // Errors become responses here, and only here: the body gets the request id, the
+        // cause goes to the log line below.
+        let (mut resp, error) = match outcome {
+            Ok(resp) => (resp, None),
+            Err(e) => {
+                let mut resp = e.to_response(&request_id);
+                if let Some(allow) = e.allow.clone() {
+                    resp.headers_mut().insert(header::ALLOW, allow);
+                }
+                (resp, Some((e.code, e.cause)))
+            }
+        };
         // A refused credential is answered late, outside any admission slot: guessing key
         // secrets (or probing which key ids exist) runs at a few attempts a second per connection.
         if resp.status() == StatusCode::UNAUTHORIZED && !self.config.auth_failure_delay.is_zero() {
             tokio::time::sleep(self.config.auth_failure_delay).await;
         }
+
         let data = ctx.snapshot();
         let headers = resp.headers_mut();
         if secure {
@@ -190,9 +196,6 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
         }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             headers.insert("x-request-id", v);
-        }
-        if let Some(secs) = data.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         for (name, value) in &data.headers {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -208,7 +211,7 @@ impl<E: Endpoint> Endpoint for RequestMiddlewareEndpoint<E> {
             .metrics
             .http_request(method.as_str(), route, status, elapsed);
         let company = data.company_id.as_deref().unwrap_or("");
-        let (code, cause) = match &data.error {
+        let (code, cause) = match &error {
             Some((code, cause)) => (code.as_str(), cause.as_deref().unwrap_or("")),
             None => ("", ""),
         };
@@ -232,15 +235,14 @@ impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
         mut req: Request,
         path: &str,
         admission: Option<&tokio::sync::Semaphore>,
-    ) -> Response {
-        // Any early answer below leaves (part of) the body unread, so the connection cannot
-        // carry another request: say so, so that a pooled client does not reuse it.
-        let refuse = |err: ApiError| {
-            let mut resp = err.into_response();
-            close_connection(&mut resp);
-            resp
-        };
+    ) -> Result<Response, ApiError> {
         let max = self.config.max_body_bytes;
+        // Any early answer about the body leaves (part of) it unread, so the connection cannot
+        // carry another request: say so, so that a pooled client does not reuse it.
+        let refuse = |mut err: ApiError| {
+            err.close_connection = true;
+            Err(err)
+        };
         let too_large = || {
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
@@ -255,8 +257,9 @@ impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
         if declared.is_some_and(|n| n > max as u64) {
             return refuse(too_large());
         }
-        // The whole body is read here, capped in size and time, before the request takes an
-        // admission slot: a client that sends slowly holds only its own connection.
+        // The whole body is read here, capped in size and time (chunked uploads too), before
+        // the request takes an admission slot: a client that sends slowly holds only its own
+        // connection.
         let body_timeout = self.config.body_timeout;
         match tokio::time::timeout(body_timeout, req.take_body().into_bytes_limit(max)).await {
             Ok(Ok(bytes)) => req.set_body(bytes),
@@ -283,14 +286,14 @@ impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
         let _permit = match admission {
             Some(slots) => match tokio::time::timeout(ADMISSION_TIMEOUT, slots.acquire()).await {
                 Ok(Ok(permit)) => Some(permit),
-                Ok(Err(closed)) => return ApiError::internal(closed).into_response(),
+                Ok(Err(closed)) => return Err(ApiError::internal(closed)),
                 Err(_) => {
                     let mut err = ApiError::new(
                         ErrorCode::ServiceUnavailable,
                         "The service is busy; retry shortly",
                     );
                     err.retry_after = Some(1);
-                    return err.into_response();
+                    return Err(err);
                 }
             },
             None => None,
@@ -299,35 +302,33 @@ impl<E: Endpoint> RequestMiddlewareEndpoint<E> {
         let method = req.method().clone();
         let resp = match self.inner.call(req).await {
             Ok(resp) => resp.into_response(),
-            Err(err) => ApiError::from_poem(err).into_response(),
+            Err(err) => return Err(self.with_allow(ApiError::from_poem(err), path)),
         };
-        let mut resp = rewrite_plain_error(resp, &method);
-        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-            && !resp.headers().contains_key(header::ALLOW)
-        {
-            self.set_allow(&mut resp, path);
+        match plain_error(&resp, &method) {
+            Some(err) => Err(self.with_allow(err, path)),
+            None => Ok(resp),
         }
-        resp
     }
 
-    fn set_allow(&self, resp: &mut Response, path: &str) {
-        if let Some(v) = self
-            .config
-            .routes
-            .allowed(path)
-            .and_then(|m| HeaderValue::from_str(&m).ok())
-        {
-            resp.headers_mut().insert(header::ALLOW, v);
+    /// A 405 names the methods the route has.
+    fn with_allow(&self, mut err: ApiError, path: &str) -> ApiError {
+        if err.code == ErrorCode::MethodNotAllowed && err.allow.is_none() {
+            err.allow = self
+                .config
+                .routes
+                .allowed(path)
+                .and_then(|m| HeaderValue::from_str(&m).ok());
         }
+        err
     }
 }
 
 /// Any error response that is not already our JSON (poem's plain-text bodies, a caught panic)
-/// becomes the JSON shape with the generic code of its status.
-fn rewrite_plain_error(resp: Response, method: &Method) -> Response {
+/// is the error of the generic code of its status.
+fn plain_error(resp: &Response, method: &Method) -> Option<ApiError> {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
+        return None;
     }
     let is_json = resp
         .headers()
@@ -335,7 +336,7 @@ fn rewrite_plain_error(resp: Response, method: &Method) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if is_json {
-        return resp;
+        return None;
     }
     let code = ErrorCode::for_status(status.as_u16());
     let message = match code {
@@ -348,13 +349,8 @@ fn rewrite_plain_error(resp: Response, method: &Method) -> Response {
     if code == ErrorCode::SystemError {
         err.cause = Some(format!("plain {status} response from an inner layer"));
     }
-    let allow = resp.headers().get(header::ALLOW).cloned();
-    let mut out = err.into_response();
-    out.set_status(status);
-    if let Some(allow) = allow {
-        out.headers_mut().insert(header::ALLOW, allow);
-    }
-    out
+    err.allow = resp.headers().get(header::ALLOW).cloned();
+    Some(err)
 }
 
 /// Path templates of the API and their methods, read from the OpenAPI document, so `Allow`

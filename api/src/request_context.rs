@@ -1,17 +1,12 @@
-//! Per-request context in a task-local: the request id, and what handlers tell the outermost
-//! middleware (the error's cause for the log, `Retry-After`, the company, rate-limit headers).
+//! Per-request context in a task-local: the request id, and what the security checks and the
+//! rate limiter tell the outermost middleware (the company, rate-limit headers). Errors do not
+//! pass through here: they reach the middleware as the request's result.
 
 use std::sync::{Arc, Mutex};
-
-use truenumber_core::error_code::ErrorCode;
 
 /// What a request leaves for the middleware.
 #[derive(Debug, Default, Clone)]
 pub struct ContextData {
-    /// The error answered with, and its internal cause (never sent).
-    pub error: Option<(ErrorCode, Option<String>)>,
-    /// Seconds for `Retry-After`.
-    pub retry_after: Option<u64>,
     /// The authenticated company, for the access log.
     pub company_id: Option<String>,
     /// Extra response headers (rate-limit headers).
@@ -54,23 +49,6 @@ fn update(f: impl FnOnce(&mut ContextData)) {
     let _ = CONTEXT.try_with(|ctx| {
         if let Ok(mut data) = ctx.data.lock() {
             f(&mut data);
-        }
-    });
-}
-
-/// The current request id (empty outside a request).
-pub fn request_id() -> String {
-    CONTEXT
-        .try_with(|ctx| ctx.request_id.clone())
-        .unwrap_or_default()
-}
-
-/// Records the error a request answered with.
-pub fn record_error(code: ErrorCode, cause: Option<String>, retry_after: Option<u64>) {
-    update(|d| {
-        d.error = Some((code, cause));
-        if retry_after.is_some() {
-            d.retry_after = retry_after;
         }
     });
 }

@@ -112,11 +112,12 @@ pub struct Config {
     pub amqp_queue_prefix: String,
     /// `PORT`: HTTP port.
     pub port: u16,
-    /// `WORKER_PORT`: the worker's health/metrics port (default 3001).
+    /// `WORKER_PORT`: the worker's health/metrics port (default 3001; 0 picks a free one).
     pub worker_port: u16,
-    /// `JWT_SECRET`: HS256 key of mobile-app tokens (required, at least 32 bytes).
+    /// `JWT_SECRET`: HS256 key of mobile-app tokens (required by the API, at least 32 bytes;
+    /// see [`Config::worker_from_env`]).
     pub jwt_secret: Secret,
-    /// `API_BASE_URL`: public base URL (OpenAPI `servers`).
+    /// `API_BASE_URL`: public base URL (OpenAPI `servers`); default `http://localhost:$PORT`.
     pub api_base_url: String,
     /// `WEBHOOK_TIMEOUT`: seconds per webhook delivery attempt.
     pub webhook_timeout: Duration,
@@ -271,6 +272,22 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// Reads the process environment for a worker, which never signs or verifies app tokens:
+    /// `JWT_SECRET` may be unset (a worker's `jwt_secret` is then a random value nothing uses).
+    pub fn worker_from_env() -> Result<Self, ConfigError> {
+        Self::worker_from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::worker_from_env`] through any lookup function.
+    pub fn worker_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let unused = format!("unused-by-the-worker-{}", uuid::Uuid::new_v4().simple());
+        Self::from_lookup(|name| {
+            lookup(name).or_else(|| (name == "JWT_SECRET").then(|| unused.clone()))
+        })
+    }
+
     /// Reads a map (tests, tools).
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
         Self::from_lookup(|name| map.get(name).cloned())
@@ -365,6 +382,7 @@ impl Config {
 
         let database_max_connections =
             r.parse("DATABASE_MAX_CONNECTIONS", default_pool_size(), (1, 1000))?;
+        let port = r.parse("PORT", 3000, (0, u16::MAX))?;
         Ok(Self {
             max_concurrent_requests: r.parse(
                 "MAX_CONCURRENT_REQUESTS",
@@ -394,11 +412,15 @@ impl Config {
                 &["amqp", "amqps"],
             )?),
             amqp_queue_prefix,
-            port: r.parse("PORT", 3000, (0, u16::MAX))?,
+            port,
             worker_port: r.parse("WORKER_PORT", 3001, (0, u16::MAX))?,
             jwt_secret: Secret::new(jwt_secret),
             api_base_url: r
-                .url("API_BASE_URL", "http://localhost:3000", &["http", "https"])?
+                .url(
+                    "API_BASE_URL",
+                    &format!("http://localhost:{port}"),
+                    &["http", "https"],
+                )?
                 .trim_end_matches('/')
                 .to_owned(),
             webhook_timeout: Duration::from_secs(r.parse("WEBHOOK_TIMEOUT", 30, (1, 300))?),
@@ -536,6 +558,28 @@ mod tests {
             };
             assert_eq!(e.var, expected, "{var}={value} gave {e}");
         }
+    }
+
+    #[test]
+    fn api_base_url_follows_port() {
+        assert_eq!(with(&[]).unwrap().api_base_url, "http://localhost:3000");
+        assert_eq!(
+            with(&[("PORT", "3005")]).unwrap().api_base_url,
+            "http://localhost:3005"
+        );
+        let set = with(&[
+            ("PORT", "3005"),
+            ("API_BASE_URL", "https://api.example.com/"),
+        ]);
+        assert_eq!(set.unwrap().api_base_url, "https://api.example.com");
+    }
+
+    #[test]
+    fn the_worker_needs_no_jwt_secret() {
+        let c = Config::worker_from_lookup(|_| None).unwrap();
+        assert!(c.jwt_secret.expose().len() >= 32);
+        let short = Config::worker_from_lookup(|n| (n == "JWT_SECRET").then(|| "short".into()));
+        assert_eq!(short.unwrap_err().var, "JWT_SECRET");
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub async fn migrate(config: &Config) -> Result<(), DbErr> {
         .acquire_timeout(Duration::from_secs(120))
         .sqlx_logging(false);
     let conn = Database::connect(opts).await?;
+    // The migrator's `CREATE TABLE IF NOT EXISTS` draws a NOTICE on every start ("relation
+    // seaql_migrations already exists"), which sqlx logs at INFO: not news, so not sent.
+    conn.execute_unprepared("SET client_min_messages = warning")
+        .await?;
     conn.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
         .await?;
     let result = Migrator::up(&conn, None).await;

@@ -9,22 +9,22 @@ use phonenumber::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
     /// Empty after formatting was removed.
-    #[error("mobileNumber is empty")]
+    #[error("is empty")]
     Empty,
     /// Not `+` followed by digits once spaces, `-`, `.` and `()` are removed.
-    #[error("mobileNumber must be in E.164 form: `+`, country code and number, digits only")]
+    #[error("must be in E.164 form: `+`, country code and number, digits only")]
     NotE164,
     /// Too many digits for E.164 (at most 15).
-    #[error("mobileNumber has more than 15 digits")]
+    #[error("has more than 15 digits")]
     TooLong,
     /// libphonenumber could not parse it (bad country code, too short, …).
-    #[error("mobileNumber is not a phone number: {0}")]
+    #[error("is not a phone number: {0}")]
     Unparseable(String),
     /// Parsed, but not a number that any operator has assigned.
-    #[error("mobileNumber is not a valid number for its country")]
+    #[error("is not a valid number for its country")]
     Invalid,
     /// Valid, but of a type that cannot be a mobile (fixed line, toll-free, premium, …).
-    #[error("mobileNumber is a {0} number, not one that can be a mobile")]
+    #[error("is a {0} number, not one that can be a mobile")]
     NotMobile(&'static str),
 }
 
@@ -297,7 +297,7 @@ mod tests {
     fn messages_say_why() {
         assert_eq!(
             PhoneError::NotMobile("fixed-line").to_string(),
-            "mobileNumber is a fixed-line number, not one that can be a mobile"
+            "is a fixed-line number, not one that can be a mobile"
         );
     }
 }

@@ -40,7 +40,9 @@ pub fn init_with_writer(config: &Config, writer: BoxMakeWriter) {
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(false)
+                    // The request span's `request_id` ties every line logged inside a
+                    // request to it (`"span":{"request_id":…}`).
+                    .with_current_span(true)
                     .with_span_list(false)
                     .with_writer(writer),
             )

@@ -68,7 +68,13 @@ async fn company_lifecycle_through_the_cli() {
         &["company", "create", "--company-id", &id, "--name", "Other"],
     )
     .await;
-    assert!(dup.unwrap_err().to_string().contains("already exists"));
+    // It says what to do instead, since the first output was the only copy of the key.
+    let dup = dup.unwrap_err().to_string();
+    assert!(dup.contains("already exists"), "{dup}");
+    assert!(
+        dup.contains(&format!("company rotate-key --company-id {id}")),
+        "{dup}"
+    );
     for bad in [
         vec![
             "company",
@@ -387,4 +393,25 @@ fn configuration_errors_name_the_variable() {
         err.to_string(),
         "configuration error: JWT_SECRET: is required (at least 32 bytes)"
     );
+}
+
+#[tokio::test]
+async fn a_second_start_migrates_without_notices() {
+    let captured = crate::observability::Captured::default();
+    let mut env = base_env();
+    env.insert("LOG_LEVEL".into(), "info".into());
+    let config = Config::from_map(&env).unwrap();
+    let sink = captured.clone();
+    truenumber_core::telemetry::init_with_writer(
+        &config,
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || sink.clone()),
+    );
+    run(&config, &["migrate"]).await.unwrap();
+    run(&config, &["migrate"]).await.unwrap();
+    let logs = captured.text();
+    assert!(
+        logs.contains("migrations applied"),
+        "logs were captured: {logs}"
+    );
+    assert!(!logs.contains("already exists"), "{logs}");
 }

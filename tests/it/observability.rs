@@ -11,8 +11,16 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::helpers::{TestApp, TestReceiver, TestWorker, base_env, unique};
 
+/// Log output captured in memory.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -177,4 +185,43 @@ async fn metrics_move_when_requests_are_made() {
         1.0
     );
     worker.stop().await;
+}
+
+#[tokio::test]
+async fn lines_logged_inside_a_request_carry_its_request_id() {
+    let captured = Captured::default();
+    let mut env = base_env();
+    env.insert("LOG_LEVEL".into(), "info".into());
+    // Redis is down: the status limit fails open and warns, inside the request.
+    env.insert("REDIS_URL".into(), "redis://127.0.0.1:1".into());
+    env.insert("REDIS_TIMEOUT_MS".into(), "200".into());
+    let config = truenumber_core::config::Config::from_map(&env).unwrap();
+    let sink = captured.clone();
+    truenumber_core::telemetry::init_with_writer(&config, BoxMakeWriter::new(move || sink.clone()));
+    let app = TestApp::spawn_config(config).await;
+    let company = app.create_company(&unique("span")).await;
+    let resp = app.status(&company.api_key, "ver_nothing").await;
+    assert_eq!(resp.status(), 404);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+
+    let lines: Vec<Value> = captured
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let warning = lines
+        .iter()
+        .find(|l| l["message"] == "rate limiter unavailable; request let through")
+        .expect("the fail-open warning");
+    assert_eq!(
+        warning["span"]["request_id"],
+        request_id.as_str(),
+        "{warning}"
+    );
+    // The access log is still one line per request, with the id as its own field.
+    let access: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "request" && l["request_id"] == request_id.as_str())
+        .collect();
+    assert_eq!(access.len(), 1, "{access:?}");
 }

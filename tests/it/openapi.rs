@@ -32,7 +32,7 @@ async fn every_operation_documents_its_errors_and_security() {
             "/verification/initiate",
             "post",
             vec![
-                "200", "400", "401", "403", "404", "409", "413", "429", "500", "503",
+                "200", "400", "401", "403", "404", "408", "409", "413", "429", "500", "503",
             ],
             "ApiKey",
         ),
@@ -40,7 +40,7 @@ async fn every_operation_documents_its_errors_and_security() {
             "/verification/submit",
             "post",
             vec![
-                "200", "400", "401", "403", "404", "409", "410", "413", "429", "500", "503",
+                "200", "400", "401", "403", "404", "408", "409", "410", "413", "429", "500", "503",
             ],
             "AppToken",
         ),
@@ -72,4 +72,166 @@ async fn every_operation_documents_its_errors_and_security() {
     let schemes = &spec["components"]["securitySchemes"];
     assert_eq!(schemes["ApiKey"]["scheme"], "bearer");
     assert_eq!(schemes["AppToken"]["bearerFormat"], "JWT");
+}
+
+/// Every JSON value of the document, with its path, for whole-document rules.
+fn walk<'a>(path: String, v: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+    out.push((path.clone(), v));
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| walk(format!("{path}/{k}"), v, out)),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| walk(format!("{path}/{i}"), v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn references_are_plain_and_timestamps_are_date_times() {
+    let spec = generated();
+    let mut all = Vec::new();
+    walk(String::new(), &spec, &mut all);
+    for (path, v) in &all {
+        assert!(v.get("allOf").is_none(), "allOf wrapper at {path}");
+    }
+    let schemas = spec["components"]["schemas"].as_object().unwrap();
+    let mut timestamps = 0;
+    for (name, schema) in schemas {
+        for (field, prop) in schema["properties"].as_object().into_iter().flatten() {
+            if field.ends_with("At") || field == "timestamp" {
+                timestamps += 1;
+                assert_eq!(prop["format"], "date-time", "{name}.{field}");
+            }
+        }
+    }
+    assert_eq!(
+        timestamps, 6,
+        "expiresAt x2, verifiedAt x2, createdAt, timestamp"
+    );
+    // Absent, never null: not required, and not nullable.
+    let status = &schemas["VerificationStatusResponse"];
+    assert!(
+        !status["required"]
+            .as_array()
+            .unwrap()
+            .contains(&"verifiedAt".into())
+    );
+    assert!(status["properties"]["verifiedAt"].get("nullable").is_none());
+    assert_eq!(
+        status["properties"]["status"],
+        serde_json::json!({"$ref": "#/components/schemas/VerificationStatus"})
+    );
+    // The identifier rule is documented where it applies.
+    for (schema, field) in [
+        ("InitiateVerificationRequest", "requestId"),
+        ("SubmitVerificationRequest", "appUserId"),
+    ] {
+        let doc = schemas[schema]["properties"][field]["description"]
+            .as_str()
+            .unwrap();
+        assert!(doc.contains("visible character"), "{schema}.{field}: {doc}");
+        assert!(doc.contains("bidi"), "{schema}.{field}: {doc}");
+    }
+}
+
+#[tokio::test]
+async fn headers_are_declared_where_sent_and_required_where_always_sent() {
+    let spec = generated();
+    let mut responses = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (status, resp) in op["responses"].as_object().unwrap() {
+                responses += 1;
+                let headers = resp["headers"].as_object().unwrap();
+                let at = format!("{method} {path} {status}");
+                assert_eq!(headers["X-Request-Id"]["required"], true, "{at}");
+                let limited = !matches!(status.as_str(), "401" | "408" | "413");
+                for name in ["RateLimit", "RateLimit-Policy"] {
+                    match headers.get(name) {
+                        // Never promised: the limiter may be off or failing open.
+                        Some(h) => assert!(limited && h.get("required").is_none(), "{at} {name}"),
+                        None => assert!(!limited || status == "400" || status == "403", "{at}"),
+                    }
+                }
+                let retry = matches!(status.as_str(), "429" | "503");
+                assert_eq!(
+                    headers.get("Retry-After").map(|h| h["required"] == true),
+                    retry.then_some(true),
+                    "{at} Retry-After"
+                );
+            }
+        }
+    }
+    assert_eq!(responses, 11 + 12 + 8);
+}
+
+#[tokio::test]
+async fn initiate_links_to_status_and_submit() {
+    let spec = generated();
+    let links = &spec["paths"]["/verification/initiate"]["post"]["responses"]["200"]["links"];
+    let ids: Vec<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|ops| ops.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    for (name, target) in [
+        ("GetVerificationStatus", "getVerificationStatus"),
+        ("SubmitVerification", "submitVerification"),
+    ] {
+        assert_eq!(links[name]["operationId"], target);
+        assert!(ids.contains(&target), "{target} is an operation");
+    }
+    assert_eq!(
+        links["GetVerificationStatus"]["parameters"]["verificationId"],
+        "$response.body#/verificationId"
+    );
+    assert_eq!(
+        links["SubmitVerification"]["requestBody"]["verificationId"],
+        "$response.body#/verificationId"
+    );
+}
+
+#[tokio::test]
+async fn servers_follow_port_unless_api_base_url_is_set() {
+    let mut env = crate::helpers::base_env();
+    env.remove("API_BASE_URL");
+    env.insert("PORT".into(), "3005".into());
+    let config = truenumber_core::config::Config::from_map(&env).unwrap();
+    let connections = truenumber_core::db_lanes::ApiConnections::unopened(&config);
+    let state = truenumber_api::state::AppState::new(config, connections).unwrap();
+    let spec: Value = serde_json::from_str(&truenumber_api::openapi_json(state)).unwrap();
+    assert_eq!(spec["servers"][0]["url"], "http://localhost:3005/api/v1");
+}
+
+#[tokio::test]
+async fn the_served_document_and_swagger_ui_are_the_generated_one() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let served: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, generated());
+    let ui = app
+        .client
+        .get(app.url("/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ui.contains("GetVerificationStatus"),
+        "Swagger UI has the links"
+    );
 }

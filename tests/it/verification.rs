@@ -49,7 +49,8 @@ async fn the_whole_flow_verifies_a_number() {
     assert_eq!(pending["verificationId"], id.as_str());
     assert_eq!(pending["mobileNumber"], NUMBER);
     assert_eq!(pending["requestId"], "uuid_xyz");
-    assert!(pending["verifiedAt"].is_null());
+    // Absent while pending (the document says so; not `null`).
+    assert!(pending.get("verifiedAt").is_none(), "{pending}");
     assert!(pending["createdAt"].is_string() && pending["expiresAt"] == started["expiresAt"]);
 
     let token = app.app_token("user_def", None);
@@ -93,6 +94,40 @@ async fn the_whole_flow_verifies_a_number() {
 }
 
 #[tokio::test]
+async fn a_malformed_confirmed_number_is_the_request_s_fault_and_leaves_the_session_alone() {
+    let app = TestApp::spawn().await;
+    let company = app.create_company(&unique("c")).await;
+    let id = app.initiate_ok(&company, NUMBER).await["verificationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = app.app_token("u1", None);
+    for bad in ["07911123456", "+44abc", "", "+441632960000"] {
+        let resp = app
+            .submit(
+                &token,
+                &json!({"verificationId": id, "userConfirmedNumber": bad, "appUserId": "u1"}),
+            )
+            .await;
+        let body = assert_error(resp, 400, "INVALID_NUMBER", "error").await;
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with("userConfirmedNumber "), "{message}");
+        assert!(!message.contains("mobileNumber"), "{message}");
+    }
+    let row = session_row(&app, &id).await;
+    assert_eq!(row.status, "pending");
+    assert!(row.app_user_id.is_none());
+    // And the right number still verifies it.
+    let ok = app
+        .submit(
+            &token,
+            &json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "u1"}),
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
 async fn a_different_number_fails_the_session_for_good() {
     let app = TestApp::spawn().await;
     let company = app.create_company(&unique("c")).await;
@@ -121,7 +156,7 @@ async fn a_different_number_fails_the_session_for_good() {
         .await
         .unwrap();
     assert_eq!(status["status"], "failed");
-    assert!(status["verifiedAt"].is_null());
+    assert!(status.get("verifiedAt").is_none(), "{status}");
     // The right number afterwards does not resurrect it.
     let resp = app
         .submit(
@@ -357,7 +392,7 @@ async fn submit_refuses_bad_tokens_users_and_ids() {
             &json!({"verificationId": id, "userConfirmedNumber": "07911123456", "appUserId": "u1"}),
         )
         .await;
-    let err = assert_error(resp, 400, "INVALID_NUMBER", "failed").await;
+    let err = assert_error(resp, 400, "INVALID_NUMBER", "error").await;
     assert!(err["message"].as_str().unwrap().contains("E.164"));
 
     // None of that touched the session.

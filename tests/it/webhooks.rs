@@ -395,17 +395,22 @@ async fn two_sweepers_expire_each_session_exactly_once() {
         ids.insert(start(&app, &c).await);
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let sweep = || async {
+    // Two workers: each sweeps through its own pool.
+    let (pool_a, pool_b) = (
+        truenumber_core::db::connect(&app.config).await.unwrap(),
+        truenumber_core::db::connect(&app.config).await.unwrap(),
+    );
+    let sweep = |db: sea_orm::DatabaseConnection| async move {
         let mut mine = Vec::new();
         loop {
-            let batch = events::expire_due_sessions(&app.db, 7).await.unwrap();
+            let batch = events::expire_due_sessions(&db, 7).await.unwrap();
             if batch.is_empty() {
                 return mine;
             }
             mine.extend(batch);
         }
     };
-    let (a, b) = tokio::join!(sweep(), sweep());
+    let (a, b) = tokio::join!(sweep(pool_a), sweep(pool_b));
     let all: Vec<String> = a.iter().chain(b.iter()).cloned().collect();
     let unique_events: HashSet<&String> = all.iter().collect();
     assert_eq!(all.len(), 60);

@@ -179,8 +179,11 @@ impl Deliverer {
                 tracing::warn!(event_id = %target.event_id, error = %e, "could not schedule retry");
             }
         }
+        // The error says why an attempt failed without a status (a refused target, a
+        // timeout, a connection error), so the log line alone explains the outcome.
         tracing::info!(event_id = %target.event_id, company_id = %target.company_id,
-            attempt, status = ?record.status_code, latency_ms, next = ?next, "webhook attempt");
+            attempt, status = ?record.status_code, error = record.error.as_deref(), latency_ms,
+            next = ?next, "webhook attempt");
         Ok(Outcome::Attempted(next))
     }
 

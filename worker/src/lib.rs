@@ -74,6 +74,34 @@ async fn live() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// `GET /health`: each dependency with its latency; 503 when any is down.
+#[handler]
+async fn health(Data(state): Data<&WorkerState>) -> Response {
+    async fn timed<E>(f: impl std::future::Future<Output = Result<(), E>>) -> serde_json::Value {
+        let started = std::time::Instant::now();
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), f).await,
+            Ok(Ok(()))
+        );
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        json!({"status": if ok { "up" } else { "down" }, "latencyMs": latency_ms})
+    }
+    let (database, rabbitmq) = tokio::join!(timed(db::ping(&state.db)), timed(state.broker.ping()));
+    let healthy = database["status"] == "up" && rabbitmq["status"] == "up";
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "checks": {"database": database, "rabbitmq": rabbitmq},
+    });
+    if healthy {
+        Json(body).into_response()
+    } else {
+        Json(body)
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+            .into_response()
+    }
+}
+
 #[handler]
 async fn ready(Data(state): Data<&WorkerState>) -> Response {
     let (database, rabbitmq) = tokio::join!(
@@ -100,7 +128,7 @@ async fn ready(Data(state): Data<&WorkerState>) -> Response {
 
 /// Runs a worker until `shutdown` resolves: stops consuming, lets in-flight deliveries finish
 /// (their unacknowledged messages return to the queue if they cannot), and returns.
-/// Serves `/health/live` and `/health/ready` on `WORKER_PORT` (0 picks a free port, reported
+/// Serves `/health`, `/health/live`, `/health/ready` and `/metrics` on `WORKER_PORT` (0 picks a free port, reported
 /// through `on_bound`).
 pub async fn run(
     config: Config,
@@ -124,9 +152,16 @@ pub async fn run(
         metrics.clone(),
     )?;
 
-    let acceptor = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], config.worker_port)))
+    let bind_addr = SocketAddr::from(([0, 0, 0, 0], config.worker_port));
+    let acceptor = TcpListener::bind(bind_addr)
         .into_acceptor()
-        .await?;
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on WORKER_PORT {bind_addr}: {e} (another worker on this host? \
+                 give each its own WORKER_PORT, or 0 for a free one)"
+            )
+        })?;
     let addr = acceptor
         .local_addr()
         .into_iter()
@@ -162,9 +197,10 @@ pub async fn run(
         )),
         tokio::spawn(overdue_loop(db.clone(), broker.clone(), stop_rx.clone())),
     ];
-    tracing::info!(%addr, "truenumber-worker running");
+    tracing::info!(%addr, health = %format!("http://{addr}/health"), "truenumber-worker running");
 
     let app = Route::new()
+        .at("/health", get(health))
         .at("/health/live", get(live))
         .at("/health/ready", get(ready))
         .at("/metrics", get(metrics_endpoint))

@@ -21,13 +21,8 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_else(|| "run".to_owned());
     let config = match command.as_str() {
-        // The probe needs only WORKER_PORT, not the secrets.
-        "health-check" => Config::from_lookup(|name| {
-            std::env::var(name).ok().or_else(|| {
-                (name == "JWT_SECRET").then(|| "health-check-needs-no-real-secret".to_owned())
-            })
-        }),
-        "run" => Config::from_env(),
+        // A worker never signs or verifies app tokens: JWT_SECRET is not required.
+        "run" | "health-check" => Config::worker_from_env(),
         other => {
             eprintln!("unknown command `{other}`; use `run` (default) or `health-check`");
             return ExitCode::from(2);
@@ -54,8 +49,8 @@ async fn run() -> ExitCode {
     telemetry::init(&config, true);
     match truenumber_worker::run(config, shutdown_signal(), |_| {}).await {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, on stderr (a log line as well would say it twice).
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "worker failed");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

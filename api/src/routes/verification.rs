@@ -3,40 +3,33 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
+use chrono::Utc;
+use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
 use truenumber_core::{
     error_code::ErrorCode,
     phone::parse_mobile_number,
-    verification::{self, SessionStatus, Submission},
+    verification::{self, SessionStatus, Submission, VerificationError},
 };
 
 use crate::{
-    error::{ApiError, ErrorBody, db_error},
-    impl_api_errors,
+    error::{ApiError, db_error},
     json_body::{JsonBody, Validate, check_len},
     rate_limit::{Limit, WhenUnavailable, enforce},
+    responses::{ErrorDoc, Failure, OperationErrors, Success, SuccessBody},
     routes::ApiTags,
     security::{AppAuth, CompanyAuth},
     state::AppState,
+    timestamp::Timestamp,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
 /// Applies the identifier rules of `truenumber_core::text` (they reach logs and webhooks).
 fn printable(field: &str, value: &str) -> Result<(), ApiError> {
-    truenumber_core::text::check_identifier(value).map_err(|why| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("Invalid request: {field} {why}"),
-        )
-    })
+    truenumber_core::text::check_identifier(value)
+        .map_err(|why| ApiError::invalid_request(field, why))
 }
 
 /// Body of `POST /verification/initiate`.
@@ -45,13 +38,16 @@ fn printable(field: &str, value: &str) -> Result<(), ApiError> {
 #[serde(rename_all = "camelCase")]
 pub struct InitiateVerificationRequest {
     /// The mobile number to verify, E.164 (`+447911123456`); spaces, `-`, `.` and `()` are
-    /// ignored.
+    /// ignored. It must be a valid number of a type that can be a mobile, else
+    /// `INVALID_NUMBER`.
     #[oai(validator(max_length = 64))]
     pub mobile_number: String,
     /// Your company id; must be the one your API key belongs to.
     #[oai(validator(min_length = 1, max_length = 255))]
     pub company_id: String,
-    /// Your own id for this request. Repeating it returns the same session (idempotency).
+    /// Your own id for this request. Repeating it returns the same session (idempotency). It
+    /// must contain a visible character; control, format and bidi characters are refused
+    /// (`INVALID_REQUEST`).
     #[oai(validator(min_length = 1, max_length = 255))]
     pub request_id: String,
 }
@@ -80,70 +76,42 @@ pub struct InitiateVerificationResponse {
     /// The number being verified, E.164.
     pub mobile_number: String,
     /// When the session expires unless confirmed (RFC 3339, UTC).
-    pub expires_at: String,
+    pub expires_at: Timestamp,
 }
 
-/// Responses of initiate.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "initiate_bad_request")]
-#[oai(header(
-    name = "RateLimit",
-    ty = "String",
-    description = "What is left of the limit (IETF httpapi draft): policy name, r = remaining, t = seconds until one more is allowed. A `RateLimit-Policy` header names the limit: policy name, q = quota, w = window in seconds."
-))]
-pub enum InitiateResponse {
-    /// The session was created, or this `requestId` was seen before with the same number and
-    /// its session is returned again.
-    #[oai(status = 200)]
-    Ok(Json<InitiateVerificationResponse>),
-    /// `INVALID_REQUEST` (malformed body) or `INVALID_NUMBER`.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// `UNAUTHORIZED`: missing, invalid or revoked API key.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    /// `COMPANY_INACTIVE`.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `COMPANY_NOT_FOUND`: `companyId` is not the company of this API key.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// `DUPLICATE_REQUEST`: this `requestId` was used with a different number.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// `PAYLOAD_TOO_LARGE`.
-    #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
-    /// `RATE_LIMIT_EXCEEDED`; see `Retry-After`.
-    #[oai(
-        status = 429,
-        header(
-            name = "Retry-After",
-            ty = "u64",
-            description = "Seconds until a retry can succeed"
-        )
-    )]
-    TooManyRequests(Json<ErrorBody>),
-    /// `SYSTEM_ERROR`.
-    #[oai(status = 500)]
-    SystemError(Json<ErrorBody>),
-    /// `SERVICE_UNAVAILABLE`: a dependency is down; see `Retry-After`.
-    #[oai(
-        status = 503,
-        header(
-            name = "Retry-After",
-            ty = "u64",
-            description = "Seconds to wait before retrying"
-        )
-    )]
-    Unavailable(Json<ErrorBody>),
+impl SuccessBody for InitiateVerificationResponse {
+    const DESCRIPTION: &'static str = "The session was created, or this `requestId` was seen \
+                                       before with the same number and its session is returned \
+                                       again.";
 }
 
-impl_api_errors!(InitiateResponse, initiate_bad_request, {
-    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
-    409 => Conflict, 413 => PayloadTooLarge, 429 => TooManyRequests, 500 => SystemError,
-    503 => Unavailable,
-});
+/// The error statuses of initiate.
+#[derive(Debug)]
+pub struct InitiateErrors;
+
+impl OperationErrors for InitiateErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        ErrorDoc::after_limiter(
+            400,
+            "`INVALID_REQUEST` (malformed body, a field out of bounds) or `INVALID_NUMBER`.",
+        ),
+        ErrorDoc::before_limiter(401, "`UNAUTHORIZED`: missing, invalid or revoked API key."),
+        ErrorDoc::before_limiter(403, "`COMPANY_INACTIVE`."),
+        ErrorDoc::after_limiter(
+            404,
+            "`COMPANY_NOT_FOUND`: `companyId` is not the company of this API key.",
+        ),
+        ErrorDoc::after_limiter(
+            409,
+            "`DUPLICATE_REQUEST`: this `requestId` was used with a different number.",
+        ),
+        ErrorDoc::REQUEST_TIMEOUT,
+        ErrorDoc::PAYLOAD_TOO_LARGE,
+        ErrorDoc::RATE_LIMITED,
+        ErrorDoc::SYSTEM_ERROR,
+        ErrorDoc::UNAVAILABLE,
+    ];
+}
 
 /// Body of `POST /verification/submit`.
 #[derive(Debug, Object, Deserialize)]
@@ -153,10 +121,12 @@ pub struct SubmitVerificationRequest {
     /// The session id from the deep link.
     #[oai(validator(min_length = 1, max_length = 64))]
     pub verification_id: String,
-    /// The number the user saw and confirmed, E.164.
+    /// The number the user saw and confirmed, E.164 (formatting as for `mobileNumber`). One
+    /// that is not a valid mobile number is `INVALID_NUMBER` and leaves the session as it was.
     #[oai(validator(max_length = 64))]
     pub user_confirmed_number: String,
-    /// The app user; must equal the app token's `sub`.
+    /// The app user; must equal the app token's `sub`. It must contain a visible character;
+    /// control, format and bidi characters are refused (`INVALID_REQUEST`).
     #[oai(validator(min_length = 1, max_length = 255))]
     pub app_user_id: String,
 }
@@ -181,75 +151,53 @@ pub struct SubmitVerificationResponse {
     /// The session id.
     pub verification_id: String,
     /// When it was verified (RFC 3339, UTC).
-    pub verified_at: String,
+    pub verified_at: Timestamp,
 }
 
-/// Responses of submit. Failures of the verification itself carry `"status":"failed"`.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "submit_bad_request")]
-#[oai(header(
-    name = "RateLimit",
-    ty = "String",
-    description = "What is left of the limit (IETF httpapi draft): policy name, r = remaining, t = seconds until one more is allowed. A `RateLimit-Policy` header names the limit: policy name, q = quota, w = window in seconds."
-))]
-pub enum SubmitResponse {
-    /// Verified.
-    #[oai(status = 200)]
-    Ok(Json<SubmitVerificationResponse>),
-    /// `INVALID_REQUEST`, `INVALID_NUMBER`, or `NUMBER_MISMATCH` (the session is now failed).
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// `UNAUTHORIZED`: missing, invalid or expired app token.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    /// `FORBIDDEN`: the token's `sub` is not `appUserId`; `COMPANY_INACTIVE`: the company that
-    /// requested the verification is deactivated.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `SESSION_NOT_FOUND`.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// `SESSION_ALREADY_COMPLETED`: verified or failed before (replay).
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// `SESSION_EXPIRED`.
-    #[oai(status = 410)]
-    Gone(Json<ErrorBody>),
-    /// `PAYLOAD_TOO_LARGE`.
-    #[oai(status = 413)]
-    PayloadTooLarge(Json<ErrorBody>),
-    /// `RATE_LIMIT_EXCEEDED`; see `Retry-After`.
-    #[oai(
-        status = 429,
-        header(
-            name = "Retry-After",
-            ty = "u64",
-            description = "Seconds until a retry can succeed"
-        )
-    )]
-    TooManyRequests(Json<ErrorBody>),
-    /// `SYSTEM_ERROR`.
-    #[oai(status = 500)]
-    SystemError(Json<ErrorBody>),
-    /// `SERVICE_UNAVAILABLE`.
-    #[oai(
-        status = 503,
-        header(
-            name = "Retry-After",
-            ty = "u64",
-            description = "Seconds to wait before retrying"
-        )
-    )]
-    Unavailable(Json<ErrorBody>),
+impl SuccessBody for SubmitVerificationResponse {
+    const DESCRIPTION: &'static str = "Verified.";
 }
 
-impl_api_errors!(SubmitResponse, submit_bad_request, {
-    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
-    409 => Conflict, 410 => Gone, 413 => PayloadTooLarge, 429 => TooManyRequests,
-    500 => SystemError, 503 => Unavailable,
-});
+/// The error statuses of submit. Failures of the verification itself carry
+/// `"status":"failed"`.
+#[derive(Debug)]
+pub struct SubmitErrors;
 
-/// A session's status as callers see it.
+impl OperationErrors for SubmitErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        ErrorDoc::after_limiter(
+            400,
+            "`INVALID_REQUEST`, `INVALID_NUMBER` (`userConfirmedNumber` is not a valid mobile \
+             number; the session is unchanged), or `NUMBER_MISMATCH` (`\"status\":\"failed\"`: \
+             the session is now failed).",
+        ),
+        ErrorDoc::before_limiter(
+            401,
+            "`UNAUTHORIZED`: missing, invalid or expired app token.",
+        ),
+        ErrorDoc::after_limiter(
+            403,
+            "`FORBIDDEN`: the token's `sub` is not `appUserId`; `COMPANY_INACTIVE`: the company \
+             that requested the verification is deactivated (the session stays pending).",
+        ),
+        ErrorDoc::after_limiter(404, "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`)."),
+        ErrorDoc::after_limiter(
+            409,
+            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): verified or failed before \
+             (replay).",
+        ),
+        ErrorDoc::after_limiter(410, "`SESSION_EXPIRED` (`\"status\":\"failed\"`)."),
+        ErrorDoc::REQUEST_TIMEOUT,
+        ErrorDoc::PAYLOAD_TOO_LARGE,
+        ErrorDoc::RATE_LIMITED,
+        ErrorDoc::SYSTEM_ERROR,
+        ErrorDoc::UNAVAILABLE,
+    ];
+}
+
+/// A session's status: `pending` (waiting for the user), `verified` (confirmed), `failed`
+/// (the user confirmed a different number) or `expired` (not confirmed in time; a pending
+/// session past `expiresAt` reads `expired` before any sweep).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum VerificationStatus {
@@ -280,74 +228,43 @@ impl From<SessionStatus> for VerificationStatus {
 pub struct VerificationStatusResponse {
     /// The session id.
     pub verification_id: String,
-    /// `pending`, `verified`, `failed` or `expired` (a pending session past `expiresAt` reads
-    /// `expired`).
-    pub status: VerificationStatus,
+    // Documented on the type, so the schema is a plain `$ref`.
+    status: VerificationStatus,
     /// E.164.
     pub mobile_number: String,
-    /// When verified; absent otherwise.
-    pub verified_at: Option<String>,
+    /// When verified (RFC 3339, UTC); absent (not `null`) otherwise.
+    #[oai(skip_serializing_if_is_none)]
+    pub verified_at: Option<Timestamp>,
     /// Created (RFC 3339, UTC).
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Expiry (RFC 3339, UTC).
-    pub expires_at: String,
+    pub expires_at: Timestamp,
     /// Your `requestId`.
     pub request_id: String,
 }
 
-/// Responses of status.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "status_bad_request")]
-#[oai(header(
-    name = "RateLimit",
-    ty = "String",
-    description = "What is left of the limit (IETF httpapi draft): policy name, r = remaining, t = seconds until one more is allowed. A `RateLimit-Policy` header names the limit: policy name, q = quota, w = window in seconds."
-))]
-pub enum StatusResponse {
-    /// The session.
-    #[oai(status = 200)]
-    Ok(Json<VerificationStatusResponse>),
-    /// `INVALID_REQUEST`.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// `UNAUTHORIZED`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>),
-    /// `COMPANY_INACTIVE`.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `SESSION_NOT_FOUND` (also for another company's session).
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// `RATE_LIMIT_EXCEEDED`; see `Retry-After`.
-    #[oai(
-        status = 429,
-        header(
-            name = "Retry-After",
-            ty = "u64",
-            description = "Seconds until a retry can succeed"
-        )
-    )]
-    TooManyRequests(Json<ErrorBody>),
-    /// `SYSTEM_ERROR`.
-    #[oai(status = 500)]
-    SystemError(Json<ErrorBody>),
-    /// `SERVICE_UNAVAILABLE`.
-    #[oai(
-        status = 503,
-        header(
-            name = "Retry-After",
-            ty = "u64",
-            description = "Seconds to wait before retrying"
-        )
-    )]
-    Unavailable(Json<ErrorBody>),
+impl SuccessBody for VerificationStatusResponse {
+    const DESCRIPTION: &'static str = "The session.";
 }
 
-impl_api_errors!(StatusResponse, status_bad_request, {
-    400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound,
-    429 => TooManyRequests, 500 => SystemError, 503 => Unavailable,
-});
+/// The error statuses of status.
+#[derive(Debug)]
+pub struct StatusErrors;
+
+impl OperationErrors for StatusErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        ErrorDoc::before_limiter(400, "`INVALID_REQUEST`: `verificationId` out of bounds."),
+        ErrorDoc::before_limiter(401, "`UNAUTHORIZED`: missing, invalid or revoked API key."),
+        ErrorDoc::before_limiter(403, "`COMPANY_INACTIVE`."),
+        ErrorDoc::after_limiter(
+            404,
+            "`SESSION_NOT_FOUND` (also for another company's session).",
+        ),
+        ErrorDoc::RATE_LIMITED,
+        ErrorDoc::SYSTEM_ERROR,
+        ErrorDoc::UNAVAILABLE,
+    ];
+}
 
 /// The verification endpoints.
 #[derive(Debug)]
@@ -369,71 +286,24 @@ impl VerificationApi {
     )]
     async fn initiate(
         &self,
-        auth: CompanyAuth,
-        body: JsonBody<InitiateVerificationRequest>,
-    ) -> InitiateResponse {
-        self.initiate_inner(auth, body.0)
-            .await
-            .unwrap_or_else(InitiateResponse::from)
-    }
-
-    /// Confirm a verification (TrueNumber app)
-    ///
-    /// Called by the TrueNumber app with the number the user confirmed. Exactly one submit
-    /// of a session can succeed or fail it; any later one is `SESSION_ALREADY_COMPLETED`.
-    #[oai(path = "/submit", method = "post", operation_id = "submitVerification")]
-    async fn submit(
-        &self,
-        auth: AppAuth,
-        body: JsonBody<SubmitVerificationRequest>,
-    ) -> SubmitResponse {
-        self.submit_inner(auth, body.0)
-            .await
-            .unwrap_or_else(SubmitResponse::from)
-    }
-
-    /// Read a verification's status
-    #[oai(
-        path = "/status/:verificationId",
-        method = "get",
-        operation_id = "getVerificationStatus"
-    )]
-    async fn status(
-        &self,
-        auth: CompanyAuth,
-        /// The session id from initiate.
-        #[oai(name = "verificationId", validator(min_length = 1, max_length = 64))]
-        verification_id: Path<String>,
-    ) -> StatusResponse {
-        self.status_inner(auth, &verification_id.0)
-            .await
-            .unwrap_or_else(StatusResponse::from)
-    }
-}
-
-impl VerificationApi {
-    async fn initiate_inner(
-        &self,
         CompanyAuth(company): CompanyAuth,
-        req: InitiateVerificationRequest,
-    ) -> Result<InitiateResponse, ApiError> {
+        JsonBody(req): JsonBody<InitiateVerificationRequest>,
+    ) -> Result<Success<InitiateVerificationResponse>, Failure<InitiateErrors>> {
+        let config = &self.state.config;
         let limit = Limit {
             name: "initiate",
             subject: &company.company_id,
             limit: company
                 .rate_limit_initiate_per_hour
-                .unwrap_or(self.state.config.rate_limit_initiate_per_hour),
+                .unwrap_or(config.rate_limit_initiate_per_hour),
             window: HOUR,
         };
         enforce(&self.state, limit, WhenUnavailable::FailClosed).await?;
         if req.company_id != company.company_id {
-            return Err(ApiError::new(
-                ErrorCode::CompanyNotFound,
-                "Company not found",
-            ));
+            return Err(ApiError::new(ErrorCode::CompanyNotFound, "Company not found").into());
         }
-        let number = parse_mobile_number(&req.mobile_number)?;
-        let config = &self.state.config;
+        let number = parse_mobile_number(&req.mobile_number)
+            .map_err(|e| ApiError::invalid_number("mobileNumber", &e))?;
         let initiated = verification::initiate(
             &self.state.lanes,
             &company.company_id,
@@ -441,14 +311,15 @@ impl VerificationApi {
             &number,
             config.verification_ttl,
         )
-        .await?;
+        .await
+        .map_err(ApiError::from)?;
         self.state.metrics.verification(if initiated.replayed {
             "replayed"
         } else {
             "initiated"
         });
         let s = initiated.session;
-        Ok(InitiateResponse::Ok(Json(InitiateVerificationResponse {
+        Ok(Success(InitiateVerificationResponse {
             status: "success".into(),
             message: "Verification initiated".into(),
             deep_link_url: verification::deep_link(
@@ -458,15 +329,20 @@ impl VerificationApi {
             ),
             verification_id: s.verification_id,
             mobile_number: s.mobile_number,
-            expires_at: rfc3339(s.expires_at),
-        })))
+            expires_at: s.expires_at.into(),
+        }))
     }
 
-    async fn submit_inner(
+    /// Confirm a verification (TrueNumber app)
+    ///
+    /// Called by the TrueNumber app with the number the user confirmed. Exactly one submit
+    /// of a session can succeed or fail it; any later one is `SESSION_ALREADY_COMPLETED`.
+    #[oai(path = "/submit", method = "post", operation_id = "submitVerification")]
+    async fn submit(
         &self,
         AppAuth(claims): AppAuth,
-        req: SubmitVerificationRequest,
-    ) -> Result<SubmitResponse, ApiError> {
+        JsonBody(req): JsonBody<SubmitVerificationRequest>,
+    ) -> Result<Success<SubmitVerificationResponse>, Failure<SubmitErrors>> {
         let limit = Limit {
             name: "submit",
             subject: &req.verification_id,
@@ -478,10 +354,13 @@ impl VerificationApi {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "The app token was not issued to this appUserId",
-            ));
+            )
+            .into());
         }
+        // A malformed number is the request's fault, not the verification's: `"error"`, and
+        // the session is not touched.
         let confirmed = parse_mobile_number(&req.user_confirmed_number)
-            .map_err(|e| ApiError::from(e).failed())?;
+            .map_err(|e| ApiError::invalid_number("userConfirmedNumber", &e))?;
         // A bound number in another format still compares as E.164; one that cannot be
         // parsed can never match.
         let token_number = claims.phone_number.as_deref().map(|n| {
@@ -497,15 +376,11 @@ impl VerificationApi {
             },
         )
         .await
-        .map_err(|e| {
-            // An inactive company or a database failure says nothing about the verification.
-            let not_an_outcome = matches!(
-                e,
-                verification::VerificationError::Db(_)
-                    | verification::VerificationError::CompanyInactive
-            );
-            let err = ApiError::from(e);
-            if not_an_outcome { err } else { err.failed() }
+        .map_err(|e| match e {
+            VerificationError::Db(db) => db_error(db),
+            // An inactive company says nothing about the verification: `"status":"error"`.
+            e @ VerificationError::CompanyInactive => ApiError::from(e),
+            other => ApiError::from(other).failed(),
         })?;
         // The event is committed; hand it to RabbitMQ without making the app wait for the
         // broker's confirm (the worker's relay publishes it if this does not).
@@ -515,24 +390,34 @@ impl VerificationApi {
             .metrics
             .verification(session.stored_status.as_str());
         if session.stored_status != SessionStatus::Verified {
-            return Err(ApiError::from(verification::VerificationError::NumberMismatch).failed());
+            return Err(ApiError::from(VerificationError::NumberMismatch)
+                .failed()
+                .into());
         }
         let verified_at = session
             .verified_at
             .ok_or_else(|| ApiError::internal("verified session without verified_at"))?;
-        Ok(SubmitResponse::Ok(Json(SubmitVerificationResponse {
+        Ok(Success(SubmitVerificationResponse {
             status: "success".into(),
             message: "Mobile number verified successfully!".into(),
             verification_id: session.verification_id,
-            verified_at: rfc3339(verified_at),
-        })))
+            verified_at: verified_at.into(),
+        }))
     }
 
-    async fn status_inner(
+    /// Read a verification's status
+    #[oai(
+        path = "/status/:verificationId",
+        method = "get",
+        operation_id = "getVerificationStatus"
+    )]
+    async fn status(
         &self,
         CompanyAuth(company): CompanyAuth,
-        verification_id: &str,
-    ) -> Result<StatusResponse, ApiError> {
+        /// The session id from initiate.
+        #[oai(name = "verificationId", validator(min_length = 1, max_length = 64))]
+        verification_id: Path<String>,
+    ) -> Result<Success<VerificationStatusResponse>, Failure<StatusErrors>> {
         let limit = Limit {
             name: "status",
             subject: &company.company_id,
@@ -542,21 +427,24 @@ impl VerificationApi {
             window: HOUR,
         };
         enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;
-        let session =
-            verification::find_for_company(&self.state.lanes, &company.company_id, verification_id)
-                .await
-                .map_err(db_error)?
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::SessionNotFound, "Verification session not found")
-                })?;
-        Ok(StatusResponse::Ok(Json(VerificationStatusResponse {
+        let session = verification::find_for_company(
+            &self.state.lanes,
+            &company.company_id,
+            &verification_id.0,
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::SessionNotFound, "Verification session not found")
+        })?;
+        Ok(Success(VerificationStatusResponse {
             status: session.status_at(Utc::now()).into(),
-            verified_at: session.verified_at.map(rfc3339),
-            created_at: rfc3339(session.created_at),
-            expires_at: rfc3339(session.expires_at),
+            verified_at: session.verified_at.map(Timestamp::from),
+            created_at: session.created_at.into(),
+            expires_at: session.expires_at.into(),
             verification_id: session.verification_id,
             mobile_number: session.mobile_number,
             request_id: session.request_id,
-        })))
+        }))
     }
 }
