@@ -146,10 +146,7 @@ async fn refused_credentials_are_answered_late_outside_admission() {
     })
     .await;
     let c = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&c, "+447911123456").await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&c, "+447911123456").await;
     let wrong = same_id_other_secret(&c.api_key);
     let started = tokio::time::Instant::now();
     let (refused, good) = tokio::join!(app.status(&wrong, &id), async {
@@ -179,16 +176,7 @@ fn api_key_hashes(metrics: &str) -> u64 {
 }
 
 async fn hashes(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    api_key_hashes(&text)
+    api_key_hashes(&app.get_text("/metrics").await)
 }
 
 /// `tn_<key id of `key`>_<a random 43-character secret>`.
@@ -202,10 +190,7 @@ fn same_id_other_secret(key: &str) -> String {
 async fn a_known_key_id_with_wrong_secrets_never_runs_argon2() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&c, "+447911123456").await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&c, "+447911123456").await;
     let after_good_key = hashes(&app).await;
     assert_eq!(
         after_good_key, 1,
@@ -282,10 +267,7 @@ async fn app_tokens_honour_nbf_iat_and_a_small_leeway() {
         let app = &app;
         let c = c.clone();
         async move {
-            let id = app.initiate_ok(&c, "+447911123456").await["verificationId"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let id = app.new_session(&c, "+447911123456").await;
             let body = json!({"verificationId": id, "userConfirmedNumber": "+447911123456", "appUserId": "u"});
             let now = chrono::Utc::now().timestamp();
             app.submit(&token(&claims(now, leeway)), &body).await
@@ -330,10 +312,7 @@ async fn identifiers_need_a_visible_character() {
             "{message}"
         );
     }
-    let id = app.initiate_ok(&c, "+447911123456").await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&c, "+447911123456").await;
     let user = "\u{200B}";
     let resp = app
         .submit(
@@ -380,10 +359,7 @@ async fn health_reports_state_and_latency_but_no_error_text() {
 async fn a_deactivated_companys_sessions_cannot_be_submitted() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&c, "+447911123456").await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&c, "+447911123456").await;
     companies::set_active(&app.db, &c.id, false).await.unwrap();
     let body =
         json!({"verificationId": id, "userConfirmedNumber": "+447911123456", "appUserId": "u"});
@@ -402,10 +378,7 @@ async fn a_deactivated_companys_sessions_cannot_be_submitted() {
 async fn a_pooled_client_survives_a_413_on_its_connection() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&c, "+447911123456").await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&c, "+447911123456").await;
     // One pooled connection, reused whenever the server allows it.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)

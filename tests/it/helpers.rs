@@ -207,6 +207,26 @@ impl TestApp {
         resp.json().await.expect("json")
     }
 
+    /// Initiates for `company` and returns the new session's id.
+    pub async fn new_session(&self, company: &TestCompany, number: &str) -> String {
+        self.initiate_ok(company, number).await["verificationId"]
+            .as_str()
+            .expect("verificationId")
+            .to_owned()
+    }
+
+    /// `GET` of an unauthenticated path (probes, metrics, documents); its body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body")
+    }
+
     /// `POST /api/v1/verification/submit` with an app token.
     pub async fn submit(&self, token: &str, body: &Value) -> reqwest::Response {
         self.client

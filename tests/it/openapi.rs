@@ -221,15 +221,7 @@ async fn the_served_document_and_swagger_ui_are_the_generated_one() {
         .await
         .unwrap();
     assert_eq!(served, generated());
-    let ui = app
-        .client
-        .get(app.url("/docs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ui = app.get_text("/docs").await;
     assert!(
         ui.contains("GetVerificationStatus"),
         "Swagger UI has the links"
