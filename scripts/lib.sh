@@ -60,32 +60,43 @@ pg_hba_marker='# TrueNumber scripts/test: trust TCP connections from this machin
 ensure_postgres() {
   if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then return 0; fi
   if port_open 5432; then return 0; fi
+  local version conf ours=false
   if ! command -v pg_ctlcluster >/dev/null || [ -z "$(pg_version)" ]; then
     apt_install postgresql
+    ours=true
   fi
-  local version conf
   version=$(pg_version)
   if [ ! -d "/etc/postgresql/$version/main" ]; then
     log "creating the PostgreSQL $version cluster 'main'"
     as_root pg_createcluster "$version" main >/dev/null
+    ours=true
   fi
-  # Tests and scripts connect over TCP as user postgres without a password: trust connections
-  # from 127.0.0.1 and ::1 (first lines of the file, so they win over the packaged defaults).
+  # Tests and scripts connect over TCP as user postgres without a password: on a cluster this
+  # script made, trust connections from 127.0.0.1 and ::1 (first lines of the file, so they win
+  # over the packaged defaults). A cluster that was there before is only started, not changed.
   conf="/etc/postgresql/$version/main/pg_hba.conf"
-  if ! as_root grep -qF "$pg_hba_marker" "$conf"; then
+  if [ "$ours" = true ] && ! as_root grep -qF "$pg_hba_marker" "$conf"; then
     log "trusting local TCP connections in $conf"
     as_root sed -i "1i $pg_hba_marker\\
 host    all    all    127.0.0.1/32    trust\\
 host    all    all    ::1/128         trust" "$conf"
   fi
-  log "starting PostgreSQL $version"
-  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  if as_root pg_ctlcluster --skip-systemctl-redirect "$version" main status >/dev/null 2>&1; then
+    # Installing the package under systemd starts the cluster: make it read the new pg_hba.conf.
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  else
+    log "starting PostgreSQL $version"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  fi
   wait_port 5432 PostgreSQL
 }
 
 ensure_redis() {
   if port_open 6379; then return 0; fi
-  command -v redis-server >/dev/null || apt_install redis-server
+  if ! command -v redis-server >/dev/null; then
+    apt_install redis-server
+    port_open 6379 && return 0 # started by the package, under systemd
+  fi
   log "starting Redis (no persistence)"
   as_root mkdir -p /var/lib/redis /var/log/redis
   as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
@@ -95,7 +106,10 @@ ensure_redis() {
 
 ensure_rabbitmq() {
   if port_open 5672; then return 0; fi
-  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  if ! command -v rabbitmq-server >/dev/null; then
+    apt_install rabbitmq-server
+    port_open 5672 && return 0 # started by the package, under systemd
+  fi
   log "starting RabbitMQ"
   as_root rabbitmq-server -detached
   wait_port 5672 RabbitMQ 120
