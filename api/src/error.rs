@@ -237,7 +237,7 @@ impl From<VerificationError> for ApiError {
             ),
             VerificationError::AlreadyCompleted(status) => Self::new(
                 ErrorCode::SessionAlreadyCompleted,
-                format!("Verification session is already {status}"),
+                format!("Verification session is already {}", status.as_str()),
             ),
             VerificationError::NumberMismatch => Self::new(
                 ErrorCode::NumberMismatch,

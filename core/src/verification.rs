@@ -9,40 +9,9 @@ use truenumber_entities::verification_session::Model as SessionRow;
 
 use crate::{phone::MobileNumber, secrets};
 
-/// The lifecycle of a session. Only `pending` ever changes, and only once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionStatus {
-    /// Waiting for the app.
-    Pending,
-    /// The user confirmed the same number.
-    Verified,
-    /// The user confirmed a different number (or the token was bound to another).
-    Failed,
-    /// Nobody confirmed before `expires_at`.
-    Expired,
-}
-
-impl SessionStatus {
-    /// As stored and as sent.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Verified => "verified",
-            Self::Failed => "failed",
-            Self::Expired => "expired",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "verified" => Self::Verified,
-            "failed" => Self::Failed,
-            "expired" => Self::Expired,
-            // The column's CHECK constraint admits nothing else.
-            _ => Self::Pending,
-        }
-    }
-}
+/// The lifecycle of a session: the entity's enum itself, so a stored value outside it is a
+/// decode error.
+pub use truenumber_entities::verification_session::SessionStatus;
 
 /// A session as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +41,7 @@ pub struct VerificationSession {
 impl From<SessionRow> for VerificationSession {
     fn from(r: SessionRow) -> Self {
         Self {
-            stored_status: SessionStatus::parse(&r.status),
+            stored_status: r.status,
             verification_id: r.verification_id,
             mobile_number: r.mobile_number,
             company_id: r.company_id,
@@ -106,8 +75,8 @@ pub enum VerificationError {
     #[error("verification session has expired")]
     SessionExpired,
     /// Already verified or failed.
-    #[error("verification session is already {0}")]
-    AlreadyCompleted(&'static str),
+    #[error("verification session is already {}", .0.as_str())]
+    AlreadyCompleted(SessionStatus),
     /// The number differs; the session is now failed.
     #[error("the confirmed number does not match the number being verified")]
     NumberMismatch,
@@ -334,9 +303,10 @@ pub async fn submit(
     .one(db)
     .await?
     .ok_or(VerificationError::SessionNotFound)?;
-    Err(match SessionStatus::parse(&why.status) {
-        SessionStatus::Verified => VerificationError::AlreadyCompleted("verified"),
-        SessionStatus::Failed => VerificationError::AlreadyCompleted("failed"),
+    Err(match why.status {
+        s @ (SessionStatus::Verified | SessionStatus::Failed) => {
+            VerificationError::AlreadyCompleted(s)
+        }
         SessionStatus::Expired => VerificationError::SessionExpired,
         SessionStatus::Pending if why.expired => VerificationError::SessionExpired,
         // Pending, unexpired: the company was inactive when the update ran.
@@ -351,7 +321,7 @@ const WHY_NOT_SUBMITTED_SQL: &str = "SELECT vs.status, vs.expires_at <= now() AS
 
 #[derive(Debug, FromQueryResult)]
 struct WhyNotSubmitted {
-    status: String,
+    status: SessionStatus,
     expired: bool,
 }
 

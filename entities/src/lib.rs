@@ -1,5 +1,43 @@
-//! sea-orm entities of TrueNumber's tables. No HTTP types here: DTOs live in the API crate.
+//! sea-orm entities of TrueNumber's tables, one module per table. No HTTP types here: DTOs
+//! live in the API crate. Statuses are typed enums ([`DeriveActiveEnum`]): a row whose status
+//! is not one of its enum's values fails to decode rather than being guessed.
+//!
+//! [`DeriveActiveEnum`]: sea_orm::DeriveActiveEnum
 
 pub mod api_key;
 pub mod company;
 pub mod verification_session;
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveEnum, Iterable};
+
+    use crate::verification_session::SessionStatus;
+
+    /// Every variant writes the text its column's CHECK constraint admits and reads back from
+    /// it; anything else is refused.
+    fn round_trips<E: ActiveEnum<Value = String> + Iterable + PartialEq + std::fmt::Debug>(
+        stored: &[&str],
+    ) {
+        let written: Vec<String> = E::iter().map(|e| e.to_value()).collect();
+        assert_eq!(written, stored);
+        for s in stored {
+            let e = E::try_from_value(&(*s).to_owned()).expect(s);
+            assert_eq!(e.to_value(), *s);
+        }
+        for bad in ["", "unknown", "Pending", "PENDING", "pending "] {
+            assert!(
+                E::try_from_value(&bad.to_owned()).is_err(),
+                "{bad:?} decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn session_status_round_trips() {
+        round_trips::<SessionStatus>(&["pending", "verified", "failed", "expired"]);
+        for s in SessionStatus::iter() {
+            assert_eq!(s.as_str(), s.to_value());
+        }
+    }
+}

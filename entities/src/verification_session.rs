@@ -18,8 +18,8 @@ pub struct Model {
     pub company_id: String,
     /// The company's idempotency key; unique per company.
     pub request_id: String,
-    /// `pending`, `verified`, `failed` or `expired` as stored (see `effective status`).
-    pub status: String,
+    /// As stored: a pending session past `expires_at` is still `Pending` here until swept.
+    pub status: SessionStatus,
     /// Set by submit.
     pub app_user_id: Option<String>,
     /// Created.
@@ -30,6 +30,39 @@ pub struct Model {
     pub completed_at: Option<DateTimeUtc>,
     /// After this instant a pending session is expired.
     pub expires_at: DateTimeUtc,
+}
+
+/// The lifecycle of a session, as the `status` column stores it (its CHECK constraint admits
+/// exactly these). Only `Pending` ever changes, and only once. Reading any other text is a
+/// decode error, never a guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(20))")]
+pub enum SessionStatus {
+    /// Waiting for the app.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    /// The user confirmed the same number.
+    #[sea_orm(string_value = "verified")]
+    Verified,
+    /// The user confirmed a different number (or the token was bound to another).
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// Nobody confirmed before `expires_at`.
+    #[sea_orm(string_value = "expired")]
+    Expired,
+}
+
+impl SessionStatus {
+    /// The stored text, without allocating (metrics labels, messages); equal to
+    /// [`ActiveEnum::to_value`].
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
 }
 
 /// Relations are expressed in queries; none are declared.

@@ -10,7 +10,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use truenumber_core::{app_token::LEEWAY_SECONDS, companies};
+use truenumber_core::{app_token::LEEWAY_SECONDS, companies, verification::SessionStatus};
 
 use crate::helpers::{TEST_JWT_SECRET, TestApp, assert_error, unique};
 
@@ -323,7 +323,7 @@ async fn identifiers_need_a_visible_character() {
     let err = assert_error(resp, 400, "INVALID_REQUEST", "error").await;
     assert!(err["message"].as_str().unwrap().contains("appUserId"));
     let row = crate::helpers::session_row(&app, &id).await;
-    assert_eq!(row.status, "pending");
+    assert_eq!(row.status, SessionStatus::Pending);
     assert_eq!(row.app_user_id, None);
 }
 
@@ -366,7 +366,7 @@ async fn a_deactivated_companys_sessions_cannot_be_submitted() {
     let resp = app.submit(&app.app_token("u", None), &body).await;
     assert_error(resp, 403, "COMPANY_INACTIVE", "error").await;
     let row = crate::helpers::session_row(&app, &id).await;
-    assert_eq!(row.status, "pending");
+    assert_eq!(row.status, SessionStatus::Pending);
     assert_eq!(row.app_user_id, None);
 
     companies::set_active(&app.db, &c.id, true).await.unwrap();

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use truenumber_core::verification::SessionStatus;
+
 use crate::helpers::{TestApp, assert_error, session_row, unique};
 
 const NUMBER: &str = "+447911123456";
@@ -79,7 +81,7 @@ async fn the_whole_flow_verifies_a_number() {
     // The app user is stored with the session.
     let row = session_row(&app, &id).await;
     assert_eq!(row.app_user_id.as_deref(), Some("user_def"));
-    assert_eq!(row.status, "verified");
+    assert_eq!(row.status, SessionStatus::Verified);
     assert!(row.completed_at.is_some());
 
     // Replay of the same confirmation.
@@ -115,7 +117,7 @@ async fn a_malformed_confirmed_number_is_the_request_s_fault_and_leaves_the_sess
         assert!(!message.contains("mobileNumber"), "{message}");
     }
     let row = session_row(&app, &id).await;
-    assert_eq!(row.status, "pending");
+    assert_eq!(row.status, SessionStatus::Pending);
     assert!(row.app_user_id.is_none());
     // And the right number still verifies it.
     let ok = app
@@ -328,7 +330,7 @@ async fn sessions_expire_lazily_and_refuse_submits() {
     assert_eq!(body["message"], "Verification session has expired");
     // The stored row is untouched (the sweeper owns the transition and its event).
     let row = session_row(&app, &id).await;
-    assert_eq!(row.status, "pending");
+    assert_eq!(row.status, SessionStatus::Pending);
     assert!(row.app_user_id.is_none());
 }
 
