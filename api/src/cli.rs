@@ -5,7 +5,7 @@
 use std::{io::Write, net::SocketAddr};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use truenumber_core::{
     app_token::AppTokenKeys,
@@ -143,6 +143,27 @@ pub enum CompanyCommand {
     },
 }
 
+/// A delivery status on the command line, spelt as stored.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeliveryStatusArg {
+    /// More attempts to come.
+    Pending,
+    /// Delivered.
+    Succeeded,
+    /// Given up; redeliverable.
+    Failed,
+}
+
+impl From<DeliveryStatusArg> for deliveries::DeliveryStatus {
+    fn from(s: DeliveryStatusArg) -> Self {
+        match s {
+            DeliveryStatusArg::Pending => Self::Pending,
+            DeliveryStatusArg::Succeeded => Self::Succeeded,
+            DeliveryStatusArg::Failed => Self::Failed,
+        }
+    }
+}
+
 /// `deliveries …` commands.
 #[derive(Debug, Subcommand)]
 pub enum DeliveriesCommand {
@@ -151,9 +172,9 @@ pub enum DeliveriesCommand {
         /// The company.
         #[arg(long)]
         company_id: String,
-        /// Only this status: pending, succeeded or failed.
-        #[arg(long, value_parser = ["pending", "succeeded", "failed"])]
-        status: Option<String>,
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<DeliveryStatusArg>,
         /// At most this many.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
         limit: u64,
@@ -276,7 +297,7 @@ async fn deliveries_command(
             limit,
         } => {
             let mut rows = Vec::new();
-            for d in deliveries::list(db, &company_id, status.as_deref(), limit).await? {
+            for d in deliveries::list(db, &company_id, status.map(Into::into), limit).await? {
                 let attempts = deliveries::attempts(db, d.id).await?;
                 let mut v = serde_json::to_value(&d)?;
                 v["attemptLog"] = serde_json::to_value(attempts)?;
@@ -457,4 +478,24 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+    use sea_orm::ActiveEnum;
+
+    use super::*;
+
+    #[test]
+    fn delivery_status_args_are_spelt_as_stored() {
+        for a in DeliveryStatusArg::value_variants() {
+            let name = a
+                .to_possible_value()
+                .expect("visible")
+                .get_name()
+                .to_owned();
+            assert_eq!(name, deliveries::DeliveryStatus::from(*a).to_value());
+        }
+    }
 }

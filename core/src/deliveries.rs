@@ -7,6 +7,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use serde::Serialize;
+pub use truenumber_entities::webhook_delivery::DeliveryStatus;
 use uuid::Uuid;
 
 /// A delivery as stored.
@@ -21,8 +22,8 @@ pub struct Delivery {
     pub company_id: String,
     /// The URL of the latest attempt.
     pub url: String,
-    /// `pending`, `succeeded` or `failed`.
-    pub status: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
     /// Attempts made so far (over all rounds).
     pub attempts: i32,
     /// Attempts made before the latest redelivery.
@@ -176,10 +177,10 @@ pub async fn record_attempt(
         ],
     ))
     .await?;
-    let (status, retry_secs): (&str, Option<f64>) = match r.next {
-        NextStep::Succeeded => ("succeeded", None),
-        NextStep::Failed => ("failed", None),
-        NextStep::RetryIn(s) => ("pending", Some(s as f64)),
+    let (status, retry_secs) = match r.next {
+        NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
+        NextStep::Failed => (DeliveryStatus::Failed, None),
+        NextStep::RetryIn(s) => (DeliveryStatus::Pending, Some(s as f64)),
     };
     txn.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -239,7 +240,7 @@ pub async fn take_overdue(
 pub async fn list(
     db: &impl ConnectionTrait,
     company_id: &str,
-    status: Option<&str>,
+    status: Option<DeliveryStatus>,
     limit: u64,
 ) -> Result<Vec<Delivery>, DbErr> {
     Delivery::find_by_statement(Statement::from_sql_and_values(

@@ -6,13 +6,19 @@
 
 pub mod api_key;
 pub mod company;
+pub mod verification_event;
 pub mod verification_session;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
 
 #[cfg(test)]
 mod tests {
     use sea_orm::{ActiveEnum, Iterable};
 
-    use crate::verification_session::SessionStatus;
+    use crate::{
+        verification_event::EventStatus, verification_session::SessionStatus,
+        webhook_delivery::DeliveryStatus,
+    };
 
     /// Every variant writes the text its column's CHECK constraint admits and reads back from
     /// it; anything else is refused.
@@ -38,6 +44,26 @@ mod tests {
         round_trips::<SessionStatus>(&["pending", "verified", "failed", "expired"]);
         for s in SessionStatus::iter() {
             assert_eq!(s.as_str(), s.to_value());
+        }
+    }
+
+    #[test]
+    fn event_status_round_trips() {
+        round_trips::<EventStatus>(&["verified", "failed", "expired"]);
+    }
+
+    #[test]
+    fn delivery_status_round_trips() {
+        round_trips::<DeliveryStatus>(&["pending", "succeeded", "failed"]);
+        for s in DeliveryStatus::iter() {
+            assert_eq!(serde_json_string(s), s.to_value());
+        }
+    }
+
+    fn serde_json_string(s: DeliveryStatus) -> String {
+        match serde_json::to_value(s).expect("serializes") {
+            serde_json::Value::String(s) => s,
+            other => panic!("{other:?}"),
         }
     }
 }

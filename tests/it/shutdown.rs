@@ -15,7 +15,10 @@ use std::{
 };
 
 use serde_json::json;
-use truenumber_core::{config::Config, deliveries};
+use truenumber_core::{
+    config::Config,
+    deliveries::{self, DeliveryStatus},
+};
 
 use crate::helpers::{Reply, TestApp, TestReceiver, base_env, eventually, unique};
 
@@ -196,7 +199,7 @@ async fn sigterm_lets_a_worker_finish_its_delivery() {
     assert_eq!(resp.status(), 200);
     // The delivery exists and has no attempt recorded: the worker is waiting on the receiver.
     eventually(Duration::from_secs(20), || async {
-        deliveries::list(&app.db, &c.id, Some("pending"), 10)
+        deliveries::list(&app.db, &c.id, Some(DeliveryStatus::Pending), 10)
             .await
             .unwrap()
             .into_iter()
@@ -209,7 +212,7 @@ async fn sigterm_lets_a_worker_finish_its_delivery() {
     assert_eq!(receiver.received().len(), 1);
     let done = deliveries::list(&app.db, &c.id, None, 10).await.unwrap();
     assert_eq!(
-        (done[0].status.as_str(), done[0].attempts),
-        ("succeeded", 1)
+        (done[0].status, done[0].attempts),
+        (DeliveryStatus::Succeeded, 1)
     );
 }

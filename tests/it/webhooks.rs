@@ -2,8 +2,16 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use sea_orm::{ActiveEnum, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
-use truenumber_core::{deliveries, events};
+use truenumber_core::{
+    deliveries::{self, DeliveryStatus},
+    events,
+};
+use truenumber_entities::{
+    verification_event::{self, EventStatus},
+    webhook_attempt, webhook_delivery,
+};
 
 use crate::helpers::{
     Received, Reply, TestApp, TestCompany, TestReceiver, TestWorker, eventually, unique,
@@ -45,7 +53,7 @@ async fn final_delivery(app: &TestApp, company: &str, event_id: &str) -> deliver
             .await
             .unwrap()
             .into_iter()
-            .find(|d| d.event_id == event_id && d.status != "pending")
+            .find(|d| d.event_id == event_id && d.status != DeliveryStatus::Pending)
     })
     .await
 }
@@ -101,24 +109,62 @@ async fn verified_failed_and_expired_webhooks_arrive_signed() {
         assert_eq!(b["mobileNumber"], NUMBER);
         let vid = b["verificationId"].as_str().unwrap().to_owned();
         let expected = if vid == verified {
-            "verified"
+            EventStatus::Verified
         } else if vid == failed {
-            "failed"
+            EventStatus::Failed
         } else {
             assert_eq!(vid, expired);
-            "expired"
+            EventStatus::Expired
         };
-        assert_eq!(b["status"], expected);
-        assert_eq!(b["verifiedAt"].is_string(), expected == "verified");
+        assert_eq!(b["status"], expected.to_value());
+        assert_eq!(
+            b["verifiedAt"].is_string(),
+            expected == EventStatus::Verified
+        );
         let status: Value = app.status(&c.api_key, &vid).await.json().await.unwrap();
         assert_eq!(b["requestId"], status["requestId"]);
-        if expected == "verified" {
+        if expected == EventStatus::Verified {
             assert_eq!(b["verifiedAt"], status["verifiedAt"]);
         }
         seen.insert(expected);
 
+        // The outbox row, read through its entity: the typed status and the body as sent.
+        let event = verification_event::Entity::find_by_id(id)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .expect("event row");
+        assert_eq!((event.status, &event.verification_id), (expected, &vid));
+        assert_eq!(event.payload, b);
+
         let d = final_delivery(&app, &c.id, id).await;
-        assert_eq!((d.status.as_str(), d.attempts), ("succeeded", 1));
+        assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 1));
+        // The delivery and its attempt, read through their entities.
+        let row = webhook_delivery::Entity::find_by_id(d.id)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .expect("delivery row");
+        assert_eq!(
+            (
+                row.status,
+                row.attempts,
+                row.last_status_code,
+                &row.event_id
+            ),
+            (DeliveryStatus::Succeeded, 1, Some(200), &event.id)
+        );
+        assert!(row.completed_at.is_some() && row.next_attempt_at.is_none());
+        let attempts = webhook_attempt::Entity::find()
+            .filter(webhook_attempt::Column::DeliveryId.eq(d.id))
+            .all(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(
+            (attempts[0].attempt, attempts[0].status_code),
+            (1, Some(200))
+        );
     }
     assert_eq!(seen.len(), 3);
     // A tampered body does not verify.
@@ -149,7 +195,7 @@ async fn failures_are_retried_with_one_webhook_id_until_success() {
     assert_eq!(ids.len(), 1, "one webhook-id across retries");
     let event_id = ids.into_iter().next().unwrap().to_owned();
     let d = final_delivery(&app, &c.id, &event_id).await;
-    assert_eq!((d.status.as_str(), d.attempts), ("succeeded", 3));
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 3));
     let log = deliveries::attempts(&app.db, d.id).await.unwrap();
     let codes: Vec<Option<i32>> = log.iter().map(|a| a.status_code).collect();
     assert_eq!(codes, [Some(500), Some(503), Some(200)]);
@@ -191,13 +237,13 @@ async fn gone_stops_and_a_hanging_receiver_times_out() {
     let got = gone.wait_for(1, Duration::from_secs(20)).await;
     let d = final_delivery(&app, &a.id, header(&got[0], "webhook-id")).await;
     assert_eq!(
-        (d.status.as_str(), d.attempts, d.last_status_code),
-        ("failed", 1, Some(410))
+        (d.status, d.attempts, d.last_status_code),
+        (DeliveryStatus::Failed, 1, Some(410))
     );
 
     // The hang is cut at WEBHOOK_TIMEOUT and retried; the retry succeeds.
     let event_id = eventually(Duration::from_secs(20), || async {
-        deliveries::list(&app.db, &b.id, Some("succeeded"), 10)
+        deliveries::list(&app.db, &b.id, Some(DeliveryStatus::Succeeded), 10)
             .await
             .unwrap()
             .first()
@@ -233,7 +279,7 @@ async fn an_endless_error_body_is_cut_short() {
     assert_eq!(submit(&app, &id, NUMBER).await, 200);
     let got = receiver.wait_for(2, Duration::from_secs(20)).await;
     let d = final_delivery(&app, &c.id, header(&got[0], "webhook-id")).await;
-    assert_eq!((d.status.as_str(), d.attempts), ("succeeded", 2));
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 2));
     // The worker kept the body's first 200 characters and dropped the rest with the
     // connection, instead of reading an endless body until its timeout.
     let log = deliveries::attempts(&app.db, d.id).await.unwrap();
@@ -263,7 +309,7 @@ async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     let got = receiver.wait_for(2, Duration::from_secs(20)).await;
     let event_id = header(&got[0], "webhook-id").to_owned();
     let d = final_delivery(&app, &c.id, &event_id).await;
-    assert_eq!((d.status.as_str(), d.attempts), ("failed", 2));
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Failed, 2));
     let codes: Vec<Option<i32>> = deliveries::attempts(&app.db, d.id)
         .await
         .unwrap()
@@ -308,7 +354,7 @@ async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     let got = receiver.wait_for(3, Duration::from_secs(20)).await;
     assert_eq!(header(&got[2], "webhook-id"), event_id);
     let d = final_delivery(&app, &c.id, &event_id).await;
-    assert_eq!((d.status.as_str(), d.attempts), ("succeeded", 3));
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 3));
     // Nothing left to redeliver.
     assert!(
         crate::cli::run(
@@ -345,7 +391,7 @@ async fn private_targets_are_refused_by_default() {
         let vid = start(&app, &c).await;
         assert_eq!(submit(&app, &vid, NUMBER).await, 200);
         let d = eventually(Duration::from_secs(20), || async {
-            deliveries::list(&app.db, &c.id, Some("failed"), 10)
+            deliveries::list(&app.db, &c.id, Some(DeliveryStatus::Failed), 10)
                 .await
                 .unwrap()
                 .into_iter()

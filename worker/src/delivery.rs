@@ -9,7 +9,7 @@ use rand::RngExt;
 use reqwest::{StatusCode, header::HeaderMap};
 use sea_orm::DatabaseConnection;
 use truenumber_core::{
-    deliveries::{self, AttemptRecord, NextStep},
+    deliveries::{self, AttemptRecord, DeliveryStatus, NextStep},
     events::{Broker, DeliveryMessage, Route},
     metrics::Metrics,
 };
@@ -115,7 +115,7 @@ impl Deliverer {
                 .await
                 .map_err(db_err)?;
         let attempt = i32::try_from(msg.attempt).unwrap_or(i32::MAX);
-        if delivery.status != "pending" || delivery.attempts >= attempt {
+        if delivery.status != DeliveryStatus::Pending || delivery.attempts >= attempt {
             return Ok(Outcome::AlreadyHandled);
         }
 

@@ -1,0 +1,49 @@
+//! `verification_events`: the transactional outbox, one terminal event per session.
+
+use sea_orm::entity::prelude::*;
+
+/// An event, written in the same statement as the session's terminal transition.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "verification_events")]
+pub struct Model {
+    /// `evt_…`; also the webhook's `webhook-id`.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    /// `verification.completed`.
+    pub event_type: String,
+    /// The session.
+    pub verification_id: String,
+    /// Owner.
+    pub company_id: String,
+    /// The session's terminal status.
+    pub status: EventStatus,
+    /// The webhook body of the API document.
+    #[sea_orm(column_type = "JsonBinary")]
+    pub payload: Json,
+    /// Created.
+    pub created_at: DateTimeUtc,
+    /// Set when the broker confirmed it; `None` while the relay still has to publish it.
+    pub published_at: Option<DateTimeUtc>,
+}
+
+/// The terminal status an event reports, as its `status` column stores it (its CHECK
+/// constraint admits exactly these; an event is never `pending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(20))")]
+pub enum EventStatus {
+    /// The user confirmed the same number.
+    #[sea_orm(string_value = "verified")]
+    Verified,
+    /// The user confirmed a different number.
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// Nobody confirmed in time.
+    #[sea_orm(string_value = "expired")]
+    Expired,
+}
+
+/// Relations are expressed in queries; none are declared.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
