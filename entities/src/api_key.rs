@@ -18,6 +18,7 @@ pub struct Model {
     pub key_hash: String,
     /// The first 32 bits of SHA-256 of the whole key, hex: refuses a wrong secret before
     /// argon2 runs. `None` for keys made before it existed, until their next use.
+    #[sea_orm(column_type = "Text", nullable)]
     pub secret_check: Option<String>,
     /// Created.
     pub created_at: DateTimeUtc,

@@ -5,6 +5,7 @@
 mod chaos;
 mod cli;
 mod db_lanes;
+mod entities;
 mod errors;
 mod hardening;
 mod helpers;
