@@ -143,10 +143,7 @@ async fn metrics_move_when_requests_are_made() {
     let limited = "truenumber_rate_limited_total{kind=\"status\"}";
     assert_eq!(value(&before, initiated), 0.0);
 
-    let vid = app.initiate_ok(&c, "+447911123456").await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let vid = app.new_session(&c, "+447911123456").await;
     let token = app.app_token("m_user", None);
     app.submit(&token, &json!({"verificationId": vid, "userConfirmedNumber": "+447911123456", "appUserId": "m_user"}))
         .await;

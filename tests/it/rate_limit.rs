@@ -120,14 +120,8 @@ async fn submit_limit_is_per_session() {
     })
     .await;
     let c = app.create_company(&unique("c")).await;
-    let s1 = app.initiate_ok(&c, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let s2 = app.initiate_ok(&c, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let s1 = app.new_session(&c, NUMBER).await;
+    let s2 = app.new_session(&c, NUMBER).await;
     let token = app.app_token("u", None);
     let body = |id: &str, user: &str| json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": user});
     // Two attempts that fail before touching the session still count.

@@ -99,10 +99,7 @@ async fn the_whole_flow_verifies_a_number() {
 async fn a_malformed_confirmed_number_is_the_request_s_fault_and_leaves_the_session_alone() {
     let app = TestApp::spawn().await;
     let company = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&company, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&company, NUMBER).await;
     let token = app.app_token("u1", None);
     for bad in ["07911123456", "+44abc", "", "+441632960000"] {
         let resp = app
@@ -133,10 +130,7 @@ async fn a_malformed_confirmed_number_is_the_request_s_fault_and_leaves_the_sess
 async fn a_different_number_fails_the_session_for_good() {
     let app = TestApp::spawn().await;
     let company = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&company, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&company, NUMBER).await;
     let token = app.app_token("u1", None);
     let resp = app
         .submit(
@@ -174,10 +168,7 @@ async fn a_different_number_fails_the_session_for_good() {
 async fn a_token_bound_to_another_number_cannot_verify() {
     let app = TestApp::spawn().await;
     let company = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&company, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&company, NUMBER).await;
     let token = app.app_token("u1", Some(OTHER_NUMBER));
     let resp = app
         .submit(
@@ -195,10 +186,7 @@ async fn a_token_bound_to_another_number_cannot_verify() {
     assert_eq!(status["status"], "failed");
 
     // A token bound to the right number (in another format) verifies.
-    let id = app.initiate_ok(&company, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&company, NUMBER).await;
     let token = app.app_token("u1", Some("+44 7911 123456"));
     let resp = app
         .submit(
@@ -214,10 +202,7 @@ async fn tenants_cannot_see_each_other() {
     let app = TestApp::spawn().await;
     let a = app.create_company(&unique("a")).await;
     let b = app.create_company(&unique("b")).await;
-    let id = app.initiate_ok(&a, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&a, NUMBER).await;
 
     // B reading A's session: the same answer as an unknown id.
     let resp = app.status(&b.api_key, &id).await;
@@ -338,10 +323,7 @@ async fn sessions_expire_lazily_and_refuse_submits() {
 async fn submit_refuses_bad_tokens_users_and_ids() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&c, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&c, NUMBER).await;
     let body = json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "u1"});
 
     // No token, a garbage token, an API key, a token signed with another secret, an expired one.
@@ -555,10 +537,7 @@ async fn verified_keys_are_cached_so_argon2_is_not_paid_per_request() {
 /// 100 concurrent submits of one session; returns the count of each status.
 async fn race_submits(app: &TestApp) -> std::collections::BTreeMap<u16, usize> {
     let c = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&c, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&c, NUMBER).await;
     let token = app.app_token("racer", None);
     let body = json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "racer"});
     let responses = futures::future::join_all((0..100).map(|_| app.submit(&token, &body))).await;
@@ -605,10 +584,7 @@ async fn a_hundred_concurrent_submits_have_exactly_one_winner() {
 async fn a_database_outage_is_a_503_not_a_leak() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
-    let id = app.initiate_ok(&c, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.new_session(&c, NUMBER).await;
     // Point a second node at a database server that does not exist.
     let mut env = crate::helpers::base_env();
     env.insert(

@@ -32,10 +32,7 @@ async fn submit(app: &TestApp, id: &str, number: &str) -> u16 {
 }
 
 async fn start(app: &TestApp, company: &TestCompany) -> String {
-    app.initiate_ok(company, NUMBER).await["verificationId"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    app.new_session(company, NUMBER).await
 }
 
 fn body(r: &Received) -> Value {
