@@ -217,15 +217,7 @@ async fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
 #[tokio::test]
 async fn the_documents_are_served() {
     let app = TestApp::spawn().await;
-    let spec: Value = app
-        .client
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get_json("/api/v1/openapi.json").await;
     assert_eq!(spec["info"]["title"], "TrueNumber API");
     let ui = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(ui.status(), 200);

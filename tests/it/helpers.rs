@@ -227,6 +227,18 @@ impl TestApp {
             .expect("body")
     }
 
+    /// `GET` of an unauthenticated path that answers JSON; its body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
     /// `POST /api/v1/verification/submit` with an app token.
     pub async fn submit(&self, token: &str, body: &Value) -> reqwest::Response {
         self.client

@@ -211,15 +211,7 @@ async fn servers_follow_port_unless_api_base_url_is_set() {
 #[tokio::test]
 async fn the_served_document_and_swagger_ui_are_the_generated_one() {
     let app = crate::helpers::TestApp::spawn().await;
-    let served: Value = app
-        .client
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Value = app.get_json("/api/v1/openapi.json").await;
     assert_eq!(served, generated());
     let ui = app.get_text("/docs").await;
     assert!(

@@ -264,15 +264,7 @@ async fn when_redis_is_down_initiate_fails_closed_and_the_rest_fail_open() {
 #[tokio::test]
 async fn health_reports_redis_when_up() {
     let app = TestApp::spawn().await;
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.get_json("/health").await;
     assert_eq!(health["checks"]["redis"]["status"], "up");
     assert!(health["checks"]["redis"]["latencyMs"].as_f64().is_some());
 }

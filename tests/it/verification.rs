@@ -660,25 +660,9 @@ async fn health_reports_the_database_with_latency() {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["checks"]["database"]["status"], "up");
     assert!(body["checks"]["database"]["latencyMs"].as_f64().unwrap() >= 0.0);
-    let ready: Value = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.get_json("/health/ready").await;
     assert_eq!(ready["status"], "ready");
-    let live: Value = app
-        .client
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live: Value = app.get_json("/health/live").await;
     assert_eq!(live["status"], "ok");
     app.stop().await;
 }

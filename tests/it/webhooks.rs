@@ -585,15 +585,7 @@ async fn events_written_while_rabbitmq_is_unreachable_are_relayed() {
         .await;
     let vid = start(&app, &c).await;
     assert_eq!(submit(&app, &vid, NUMBER).await, 200);
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.get_json("/health").await;
     assert_eq!(health["checks"]["rabbitmq"]["status"], "down");
     let (backlog, _) = events::outbox_backlog(&app.db).await.unwrap();
     assert_eq!(backlog, 1);
