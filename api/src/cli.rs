@@ -10,12 +10,12 @@ use serde_json::json;
 use truenumber_core::{
     app_token::AppTokenKeys,
     companies,
-    config::Config,
+    config::{Config, Mode},
     db,
     db_lanes::ApiConnections,
     deliveries,
-    events::{Broker, DeliveryMessage, Route as QueueRoute, Topology},
     phone::parse_mobile_number,
+    queue::{Broker, DeliveryMessage, Route as QueueRoute, Topology},
 };
 
 use crate::state::AppState;
@@ -34,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API (applies pending migrations first unless MIGRATE_ON_START=false).
     Serve,
+    /// The whole product in one process on SQLite in DATA_DIR: the API, webhook delivery with
+    /// retries, the expiry sweep, an in-process rate limiter and queue. A single node.
+    Standalone,
     /// Apply pending migrations and exit.
     Migrate,
     /// Print the OpenAPI document (needs no database and no JWT_SECRET).
@@ -200,7 +203,30 @@ pub enum DeliveriesCommand {
 impl Command {
     /// Whether logs should go to stdout (only the server's).
     pub fn logs_to_stdout(&self) -> bool {
-        matches!(self, Command::Serve)
+        matches!(self, Command::Serve | Command::Standalone)
+    }
+}
+
+/// The configuration `command` runs with: `standalone` reads DATA_DIR (generating its
+/// JWT secret on first start); operator commands (`company`, `deliveries`, `app-token`,
+/// `migrate`) use the standalone data when `DATABASE_URL` is unset and
+/// `DATA_DIR/truenumber.db` exists; everything else is production mode.
+pub fn config_for(
+    command: &Command,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Config> {
+    match command {
+        Command::Openapi | Command::HealthCheck { .. } => Ok(openapi_config()?),
+        Command::Standalone => crate::standalone::config_from_lookup(lookup, true),
+        Command::Company { .. }
+        | Command::Deliveries { .. }
+        | Command::AppToken { .. }
+        | Command::Migrate
+            if crate::standalone::operator_uses_standalone(&lookup) =>
+        {
+            crate::standalone::config_from_lookup(lookup, false)
+        }
+        _ => Ok(Config::from_lookup(lookup)?),
     }
 }
 
@@ -227,6 +253,7 @@ pub async fn execute(
 ) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config, shutdown_signal()).await,
+        Command::Standalone => crate::standalone::run(config, shutdown_signal()).await,
         Command::Migrate => {
             db::migrate(&config).await.context("migration failed")?;
             tracing::info!("migrations applied");
@@ -313,6 +340,14 @@ async fn deliveries_command(
             let reopened = deliveries::reopen_failed(db, &company_id, delivery_id).await?;
             if delivery_id.is_some() && reopened.is_empty() {
                 anyhow::bail!("no failed delivery with that id for company {company_id}");
+            }
+            if config.mode == Mode::Standalone {
+                // Reopened deliveries are due now; the standalone process's dispatcher (if it
+                // runs, else at its next start) sends them within a fraction of a second.
+                return print(
+                    out,
+                    &json!({"companyId": company_id, "redelivered": reopened.len(), "published": reopened.len()}),
+                );
             }
             let broker = Broker::new(
                 config.amqp_url.expose(),

@@ -10,6 +10,7 @@ pub mod responses;
 pub mod routes;
 pub mod security;
 pub mod server;
+pub mod standalone;
 pub mod state;
 pub mod timestamp;
 

@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use truenumber_api::cli::{self, Cli, Command};
-use truenumber_core::{config::Config, telemetry};
+use truenumber_core::telemetry;
 
 fn main() -> ExitCode {
     telemetry::run_named("truenumber-api", run()).unwrap_or_else(|e| {
@@ -20,11 +20,7 @@ fn main() -> ExitCode {
 
 async fn run() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
-    let config = match &command {
-        Command::Openapi | Command::HealthCheck { .. } => cli::openapi_config(),
-        _ => Config::from_env(),
-    };
-    let config = match config {
+    let config = match cli::config_for(&command, |name| std::env::var(name).ok()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -1,5 +1,5 @@
-//! Applying the Redis limits to requests: headers on every limited response, 429 with
-//! `Retry-After` over the limit, and the behaviour when Redis is unreachable.
+//! Applying the rate limits to requests: headers on every limited response, 429 with
+//! `Retry-After` over the limit, and the behaviour when the limiter (Redis) is unreachable.
 
 use std::time::Duration;
 

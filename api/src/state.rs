@@ -1,4 +1,5 @@
-//! What every handler shares: configuration, the pool, the authenticator, the token keys.
+//! What every handler shares: configuration, the database, the authenticator, the token keys,
+//! the rate limiter and the event queue.
 
 use std::sync::Arc;
 
@@ -7,10 +8,11 @@ use truenumber_core::{
     app_token::AppTokenKeys,
     auth::ApiKeyAuthenticator,
     config::Config,
-    db_lanes::{ApiConnections, ConnectionLanes},
-    events::{Broker, EventPublisher, Topology},
+    db_lanes::{ApiConnections, RequestDb},
+    events::EventPublisher,
     metrics::Metrics,
-    rate_limit::{LimiterUnavailable, SlidingWindowLimiter},
+    queue::{Broker, InProcessQueue, Queue, Topology},
+    rate_limit::{InProcessLimiter, LimiterUnavailable, RateLimiter, SlidingWindowLimiter},
 };
 
 /// Shared state of an API node; cheap to clone.
@@ -18,18 +20,18 @@ use truenumber_core::{
 pub struct AppState {
     /// Configuration.
     pub config: Arc<Config>,
-    /// PostgreSQL pool (authentication misses, the outbox, health).
+    /// The pool (authentication misses, the outbox, health).
     pub db: DatabaseConnection,
-    /// Dedicated connections for the statements of requests (initiate, submit, status).
-    pub lanes: ConnectionLanes,
+    /// Where the statements of requests run (initiate, submit, status).
+    pub lanes: RequestDb,
     /// API-key authentication with its cache.
     pub auth: ApiKeyAuthenticator,
     /// App-token verification.
     pub app_tokens: AppTokenKeys,
-    /// Redis rate limits.
-    pub limiter: SlidingWindowLimiter,
-    /// RabbitMQ (health checks).
-    pub broker: Arc<Broker>,
+    /// Rate limits: Redis (production) or in-process (standalone).
+    pub limiter: RateLimiter,
+    /// The event queue: RabbitMQ (production) or in-process (standalone).
+    pub queue: Queue,
     /// Publishes committed events in the background.
     pub publisher: EventPublisher,
     /// Prometheus metrics.
@@ -37,27 +39,49 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over a node's database connections (opened by [`ApiConnections::open`], which
-    /// sizes the pool and the lanes together from `DATABASE_MAX_CONNECTIONS`). The lanes,
-    /// Redis and RabbitMQ connect lazily (a node starts, and serves what it can, while they are
-    /// down); only an unparseable `REDIS_URL` fails here.
+    /// Production state over a node's database connections (opened by
+    /// [`ApiConnections::open`], which sizes the pool and the lanes together from
+    /// `DATABASE_MAX_CONNECTIONS`). The lanes, Redis and RabbitMQ connect lazily (a node
+    /// starts, and serves what it can, while they are down); only an unparseable `REDIS_URL`
+    /// fails here.
     pub fn new(config: Config, connections: ApiConnections) -> Result<Self, LimiterUnavailable> {
-        let ApiConnections { pool: db, lanes } = connections;
         let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
-        let broker = Arc::new(Broker::new(
+        let queue = Queue::RabbitMq(Arc::new(Broker::new(
             config.amqp_url.expose(),
             topology,
             std::time::Duration::from_secs(5),
-        ));
+        )));
+        let limiter = RateLimiter::Redis(SlidingWindowLimiter::new(
+            config.redis_url.expose(),
+            &config.redis_key_prefix,
+            config.redis_timeout,
+        )?);
+        Ok(Self::assemble(config, connections, limiter, queue))
+    }
+
+    /// Standalone state: one SQLite pool ([`ApiConnections::sqlite`]), the in-process limiter
+    /// and the in-process queue (whose consumer the standalone loops take).
+    pub fn standalone(config: Config, connections: ApiConnections) -> Self {
+        // A claim outlives the longest attempt: the webhook timeout, plus a margin for the
+        // wait in the channel and the database.
+        let lease = config.webhook_timeout + std::time::Duration::from_secs(60);
+        let queue = Queue::InProcess(InProcessQueue::new(connections.pool.clone(), lease));
+        let limiter = RateLimiter::InProcess(InProcessLimiter::new());
+        Self::assemble(config, connections, limiter, queue)
+    }
+
+    fn assemble(
+        config: Config,
+        connections: ApiConnections,
+        limiter: RateLimiter,
+        queue: Queue,
+    ) -> Self {
+        let ApiConnections { pool: db, lanes } = connections;
         let metrics = Arc::new(Metrics::new());
-        Ok(Self {
-            publisher: EventPublisher::start(db.clone(), broker.clone()),
-            broker,
-            limiter: SlidingWindowLimiter::new(
-                config.redis_url.expose(),
-                &config.redis_key_prefix,
-                config.redis_timeout,
-            )?,
+        Self {
+            publisher: EventPublisher::start(db.clone(), queue.clone()),
+            queue,
+            limiter,
             auth: ApiKeyAuthenticator::new(
                 db.clone(),
                 config.api_key_cache_ttl,
@@ -68,6 +92,14 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             db,
-        })
+        }
+    }
+
+    /// The in-process queue of a standalone node.
+    pub fn in_process_queue(&self) -> anyhow::Result<InProcessQueue> {
+        match &self.queue {
+            Queue::InProcess(q) => Ok(q.clone()),
+            Queue::RabbitMq(_) => anyhow::bail!("a production node has no in-process queue"),
+        }
     }
 }

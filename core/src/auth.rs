@@ -17,10 +17,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter,
+    sea_query::{self, Alias, Expr, Func, Query},
+};
 use sha2::{Digest, Sha256};
+use truenumber_entities::{api_key, company};
 
-use crate::secrets;
+use crate::{secrets, sql};
 
 /// The company behind a verified API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,14 +189,21 @@ impl ApiKeyAuthenticator {
             return Ok(None);
         }
         // Best effort: a failure here must not refuse a good key.
-        if let Err(e) = self
-            .db
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "UPDATE api_keys SET last_used_at = now(), \
-                 secret_check = COALESCE(secret_check, $2) WHERE lookup_id = $1",
-                [lookup_id.into(), secrets::secret_check(token).into()],
-            ))
+        if let Err(e) = api_key::Entity::update_many()
+            .col_expr(
+                api_key::Column::LastUsedAt,
+                sql::now_expr(self.db.get_database_backend()),
+            )
+            .col_expr(
+                api_key::Column::SecretCheck,
+                Func::coalesce([
+                    Expr::col(api_key::Column::SecretCheck),
+                    Expr::value(secrets::secret_check(token)),
+                ])
+                .into(),
+            )
+            .filter(api_key::Column::LookupId.eq(lookup_id))
+            .exec(&self.db)
             .await
         {
             tracing::warn!(error = %e, "could not record API key use");
@@ -213,18 +224,37 @@ impl ApiKeyAuthenticator {
         }))
     }
 
+    /// The key with its company: `key_hash`, `secret_check`, `revoked_at IS NOT NULL AS
+    /// revoked`, and the company's `company_id`, `is_active` and rate-limit overrides.
     async fn fetch_row(&self, lookup_id: &str) -> Result<Option<KeyRow>, AuthError> {
-        KeyRow::find_by_statement(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT k.key_hash, k.secret_check, k.revoked_at IS NOT NULL AS revoked, \
-             c.company_id, c.is_active, \
-             c.rate_limit_initiate_per_hour, c.rate_limit_status_per_hour \
-             FROM api_keys k JOIN companies c ON c.company_id = k.company_id \
-             WHERE k.lookup_id = $1",
-            [lookup_id.into()],
-        ))
-        .one(&self.db)
-        .await
-        .map_err(|e| AuthError::Db(Arc::new(e)))
+        let (k, c) = (api_key::Entity, company::Entity);
+        let query = Query::select()
+            .column((k, api_key::Column::KeyHash))
+            .column((k, api_key::Column::SecretCheck))
+            .expr_as(
+                sea_query::ExprTrait::is_not_null(Expr::col((k, api_key::Column::RevokedAt))),
+                Alias::new("revoked"),
+            )
+            .column((c, company::Column::CompanyId))
+            .column((c, company::Column::IsActive))
+            .column((c, company::Column::RateLimitInitiatePerHour))
+            .column((c, company::Column::RateLimitStatusPerHour))
+            .from(k)
+            .inner_join(
+                c,
+                sea_query::ExprTrait::equals(
+                    Expr::col((c, company::Column::CompanyId)),
+                    (k, api_key::Column::CompanyId),
+                ),
+            )
+            .and_where(sea_query::ExprTrait::eq(
+                Expr::col((k, api_key::Column::LookupId)),
+                lookup_id,
+            ))
+            .to_owned();
+        KeyRow::find_by_statement(self.db.get_database_backend().build(&query))
+            .one(&self.db)
+            .await
+            .map_err(|e| AuthError::Db(Arc::new(e)))
     }
 }

@@ -2,15 +2,20 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, SqlErr, Statement,
-    TransactionTrait,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+    sea_query::{Expr, Func},
 };
 use serde::Serialize;
 use truenumber_entities::{api_key, company};
+use uuid::Uuid;
 
 use crate::{
     config::Secret,
     secrets::{self, KeyError},
+    sql,
 };
 
 /// Failure of a company operation.
@@ -122,6 +127,19 @@ pub fn validate_webhook_url(raw: &str) -> Result<String, CompanyError> {
     Ok(url.to_string())
 }
 
+/// An update of company `company_id` that also sets `updated_at`.
+fn update_company(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+) -> sea_orm::UpdateMany<company::Entity> {
+    company::Entity::update_many()
+        .col_expr(
+            company::Column::UpdatedAt,
+            sql::now_expr(db.get_database_backend()),
+        )
+        .filter(company::Column::CompanyId.eq(company_id))
+}
+
 fn not_found_if_zero(rows: u64, company_id: &str) -> Result<(), CompanyError> {
     if rows == 0 {
         Err(CompanyError::NotFound(company_id.to_owned()))
@@ -151,22 +169,18 @@ pub async fn create_company(
         .map_err(|e| CompanyError::Invalid(format!("key generation task failed: {e}")))??;
 
     let txn = db.begin().await?;
-    let inserted = company::Model::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "INSERT INTO companies (company_id, name, webhook_url, webhook_secret) \
-         VALUES ($1, $2, $3, $4) RETURNING *",
-        [
-            company_id.into(),
-            name.into(),
-            webhook_url.into(),
-            webhook_secret.into(),
-        ],
-    ))
-    .one(&txn)
+    let inserted = company::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        company_id: Set(company_id.to_owned()),
+        name: Set(name.to_owned()),
+        webhook_url: Set(webhook_url),
+        webhook_secret: Set(webhook_secret),
+        ..Default::default()
+    }
+    .insert(&txn)
     .await;
     let company = match inserted {
-        Ok(Some(c)) => c,
-        Ok(None) => return Err(CompanyError::Db(DbErr::RecordNotInserted)),
+        Ok(c) => c,
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
             return Err(CompanyError::AlreadyExists(company_id.to_owned()));
         }
@@ -186,17 +200,15 @@ async fn insert_key(
     company_id: &str,
     key: &secrets::NewApiKey,
 ) -> Result<(), DbErr> {
-    conn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "INSERT INTO api_keys (company_id, lookup_id, key_hash, secret_check) \
-         VALUES ($1, $2, $3, $4)",
-        [
-            company_id.into(),
-            key.lookup_id.clone().into(),
-            key.hash.clone().into(),
-            key.check.clone().into(),
-        ],
-    ))
+    api_key::Entity::insert(api_key::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        company_id: Set(company_id.to_owned()),
+        lookup_id: Set(key.lookup_id.clone()),
+        key_hash: Set(key.hash.clone()),
+        secret_check: Set(Some(key.check.clone())),
+        ..Default::default()
+    })
+    .exec_without_returning(conn)
     .await
     .map(|_| ())
 }
@@ -206,29 +218,24 @@ pub async fn find_company(
     db: &impl ConnectionTrait,
     company_id: &str,
 ) -> Result<Option<company::Model>, DbErr> {
-    company::Model::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT * FROM companies WHERE company_id = $1",
-        [company_id.into()],
-    ))
-    .one(db)
-    .await
+    company::Entity::find()
+        .filter(company::Column::CompanyId.eq(company_id))
+        .one(db)
+        .await
 }
 
 /// Every company with its keys, oldest first.
 pub async fn list_companies(db: &DatabaseConnection) -> Result<Vec<CompanySummary>, DbErr> {
-    let companies = company::Model::find_by_statement(Statement::from_string(
-        DbBackend::Postgres,
-        "SELECT * FROM companies ORDER BY created_at, company_id",
-    ))
-    .all(db)
-    .await?;
-    let keys = api_key::Model::find_by_statement(Statement::from_string(
-        DbBackend::Postgres,
-        "SELECT * FROM api_keys ORDER BY created_at, lookup_id",
-    ))
-    .all(db)
-    .await?;
+    let companies = company::Entity::find()
+        .order_by_asc(company::Column::CreatedAt)
+        .order_by_asc(company::Column::CompanyId)
+        .all(db)
+        .await?;
+    let keys = api_key::Entity::find()
+        .order_by_asc(api_key::Column::CreatedAt)
+        .order_by_asc(api_key::Column::LookupId)
+        .all(db)
+        .await?;
     Ok(companies
         .into_iter()
         .map(|c| CompanySummary {
@@ -267,12 +274,15 @@ pub async fn rotate_key(
         return Err(CompanyError::NotFound(company_id.to_owned()));
     }
     if revoke_existing {
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE api_keys SET revoked_at = now() WHERE company_id = $1 AND revoked_at IS NULL",
-            [company_id.into()],
-        ))
-        .await?;
+        api_key::Entity::update_many()
+            .col_expr(
+                api_key::Column::RevokedAt,
+                sql::now_expr(txn.get_database_backend()),
+            )
+            .filter(api_key::Column::CompanyId.eq(company_id))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
     }
     insert_key(&txn, company_id, &key).await?;
     txn.commit().await?;
@@ -285,15 +295,20 @@ pub async fn revoke_key(
     company_id: &str,
     key_id: &str,
 ) -> Result<(), CompanyError> {
-    let res = db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) \
-             WHERE company_id = $1 AND lookup_id = $2",
-            [company_id.into(), key_id.into()],
-        ))
+    let res = api_key::Entity::update_many()
+        .col_expr(
+            api_key::Column::RevokedAt,
+            Func::coalesce([
+                Expr::col(api_key::Column::RevokedAt),
+                sql::now_expr(db.get_database_backend()),
+            ])
+            .into(),
+        )
+        .filter(api_key::Column::CompanyId.eq(company_id))
+        .filter(api_key::Column::LookupId.eq(key_id))
+        .exec(db)
         .await?;
-    if res.rows_affected() == 0 {
+    if res.rows_affected == 0 {
         return Err(CompanyError::KeyNotFound(key_id.to_owned()));
     }
     Ok(())
@@ -306,14 +321,11 @@ pub async fn set_webhook(
     url: Option<&str>,
 ) -> Result<(), CompanyError> {
     let url = url.map(validate_webhook_url).transpose()?;
-    let res = db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE companies SET webhook_url = $2, updated_at = now() WHERE company_id = $1",
-            [company_id.into(), url.into()],
-        ))
+    let res = update_company(db, company_id)
+        .col_expr(company::Column::WebhookUrl, Expr::value(url))
+        .exec(db)
         .await?;
-    not_found_if_zero(res.rows_affected(), company_id)
+    not_found_if_zero(res.rows_affected, company_id)
 }
 
 /// Activates or deactivates a company.
@@ -322,14 +334,11 @@ pub async fn set_active(
     company_id: &str,
     active: bool,
 ) -> Result<(), CompanyError> {
-    let res = db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE companies SET is_active = $2, updated_at = now() WHERE company_id = $1",
-            [company_id.into(), active.into()],
-        ))
+    let res = update_company(db, company_id)
+        .col_expr(company::Column::IsActive, Expr::value(active))
+        .exec(db)
         .await?;
-    not_found_if_zero(res.rows_affected(), company_id)
+    not_found_if_zero(res.rows_affected, company_id)
 }
 
 /// Sets or clears the per-company rate-limit overrides (per hour).
@@ -348,19 +357,18 @@ pub async fn set_rate_limits(
         })
         .transpose()
     };
-    let res = db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "UPDATE companies SET rate_limit_initiate_per_hour = $2, \
-             rate_limit_status_per_hour = $3, updated_at = now() WHERE company_id = $1",
-            [
-                company_id.into(),
-                to_i32(initiate_per_hour)?.into(),
-                to_i32(status_per_hour)?.into(),
-            ],
-        ))
+    let res = update_company(db, company_id)
+        .col_expr(
+            company::Column::RateLimitInitiatePerHour,
+            Expr::value(to_i32(initiate_per_hour)?),
+        )
+        .col_expr(
+            company::Column::RateLimitStatusPerHour,
+            Expr::value(to_i32(status_per_hour)?),
+        )
+        .exec(db)
         .await?;
-    not_found_if_zero(res.rows_affected(), company_id)
+    not_found_if_zero(res.rows_affected, company_id)
 }
 
 #[cfg(test)]

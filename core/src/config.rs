@@ -89,10 +89,28 @@ impl FromStr for IpNet {
     }
 }
 
+/// How the process runs (PRODUCT.md, "Processes and modes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `serve` and `truenumber-worker` on PostgreSQL, Redis and RabbitMQ.
+    Production,
+    /// `standalone`: one process on SQLite in `DATA_DIR`, in-process limiter and queue.
+    Standalone,
+}
+
+/// The file standalone mode keeps its database in, inside `DATA_DIR`.
+pub const STANDALONE_DB_FILE: &str = "truenumber.db";
+
 /// The whole configuration of an API node or worker.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `DATABASE_URL`: PostgreSQL connection string.
+    /// Production or standalone.
+    pub mode: Mode,
+    /// `DATA_DIR` (default `./truenumber-data`): standalone mode's database and generated
+    /// secret.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`: PostgreSQL connection string (production); in standalone mode the
+    /// SQLite file in `DATA_DIR`.
     pub database_url: Secret,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (default: four per core, at least 10).
     pub database_max_connections: u32,
@@ -293,9 +311,53 @@ impl Config {
         Self::from_lookup(|name| map.get(name).cloned())
     }
 
-    /// Reads through any lookup function; the one code path behind both constructors.
+    /// Reads through any lookup function; the one code path behind the production
+    /// constructors.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::read(Mode::Production, lookup)
+    }
+
+    /// Standalone mode's configuration: the database is `DATA_DIR/truenumber.db` and
+    /// `DATABASE_URL` must be unset. `JWT_SECRET` must be in `lookup` (the standalone command
+    /// puts the generated one there when the environment has none).
+    pub fn standalone_from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        Self::read(Mode::Standalone, lookup)
+    }
+
+    /// The SQLite file of standalone mode.
+    pub fn standalone_db_path(&self) -> PathBuf {
+        self.data_dir.join(STANDALONE_DB_FILE)
+    }
+
+    fn read(mode: Mode, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let r = Reader(lookup);
+        let data_dir = PathBuf::from(r.string("DATA_DIR", "./truenumber-data"));
+        let database_url = match (mode, r.raw("DATABASE_URL")) {
+            (Mode::Production, Some(url)) if url.to_ascii_lowercase().starts_with("sqlite:") => {
+                return Err(err(
+                    "DATABASE_URL",
+                    "SQLite serves standalone mode only (`truenumber-api standalone`, data in \
+                     DATA_DIR); serve and the worker need PostgreSQL",
+                ));
+            }
+            (Mode::Production, _) => r.url(
+                "DATABASE_URL",
+                "postgresql://postgres@localhost:5432/truenumber",
+                &["postgres", "postgresql"],
+            )?,
+            (Mode::Standalone, Some(_)) => {
+                return Err(err(
+                    "DATABASE_URL",
+                    "standalone mode keeps its data in DATA_DIR (SQLite) and takes no \
+                     DATABASE_URL; unset it, or run `serve` for PostgreSQL",
+                ));
+            }
+            (Mode::Standalone, None) => {
+                format!("sqlite://{}", data_dir.join(STANDALONE_DB_FILE).display())
+            }
+        };
 
         let jwt_secret = r
             .raw("JWT_SECRET")
@@ -389,11 +451,9 @@ impl Config {
                 database_max_connections as usize * 4,
                 (1, 1_000_000),
             )?,
-            database_url: Secret::new(r.url(
-                "DATABASE_URL",
-                "postgresql://postgres@localhost:5432/truenumber",
-                &["postgres", "postgresql"],
-            )?),
+            mode,
+            data_dir,
+            database_url: Secret::new(database_url),
             database_max_connections,
             redis_url: Secret::new(r.url(
                 "REDIS_URL",

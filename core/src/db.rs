@@ -1,15 +1,17 @@
-//! The PostgreSQL pool, database creation, and migrations under an advisory lock.
+//! The PostgreSQL pool, database creation, and migrations under an advisory lock; and the
+//! SQLite pool and migrations of standalone mode.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 use sqlx::{
     ConnectOptions as _, Connection,
     postgres::{PgConnectOptions, PgConnection},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use truenumber_migration::{Migrator, MigratorTrait};
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 
 /// Any fixed number works; it only has to be the same for every node of TrueNumber.
 const MIGRATION_LOCK_KEY: i64 = 0x0074_7275_656e_756d;
@@ -17,10 +19,20 @@ const MIGRATION_LOCK_KEY: i64 = 0x0074_7275_656e_756d;
 /// How long a statement may wait for a connection before the request gets a 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens the pool (`DATABASE_MAX_CONNECTIONS` connections), creating the database first if it
-/// does not exist and the role may create it.
+/// Opens the pool (`DATABASE_MAX_CONNECTIONS` connections): PostgreSQL in production mode,
+/// creating the database first if it does not exist and the role may create it; the SQLite
+/// file in `DATA_DIR` in standalone mode.
 pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
-    connect_sized(config, config.database_max_connections).await
+    match config.mode {
+        Mode::Production => connect_sized(config, config.database_max_connections).await,
+        Mode::Standalone => {
+            connect_sqlite(
+                &config.standalone_db_path(),
+                config.database_max_connections,
+            )
+            .await
+        }
+    }
 }
 
 /// Opens a pool of `max_connections` (an API node keeps most of its budget for its request
@@ -90,6 +102,12 @@ pub async fn ensure_database_exists(url: &str) -> Result<(), DbErr> {
 /// Applies pending migrations while holding a session-level advisory lock, on one dedicated
 /// connection, so concurrent starters wait for each other instead of racing.
 pub async fn migrate(config: &Config) -> Result<(), DbErr> {
+    if config.mode == Mode::Standalone {
+        let db = connect(config).await?;
+        let result = migrate_sqlite(&db).await;
+        let _ = db.close().await;
+        return result;
+    }
     let url = config.database_url.expose();
     ensure_database_exists(url).await?;
     let mut opts = ConnectOptions::new(url.to_owned());
@@ -115,7 +133,58 @@ pub async fn migrate(config: &Config) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// Round-trips `SELECT 1`; used by health checks.
+/// How long a SQLite statement waits for another connection's write lock before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating it if missing) the SQLite database of standalone mode at `path`, with a
+/// pool of `max_connections`.
+///
+/// - **WAL**: readers never block the writer nor the writer readers; one writer at a time,
+///   and a writer waits up to 5 s (`busy_timeout`) for another's lock.
+/// - **`synchronous = NORMAL`**: in WAL mode a commit is durable across a crash of the
+///   process (the standalone guarantee: nothing is lost across a restart); only a power loss
+///   or OS crash may roll back the last transactions before a checkpoint. `FULL` would fsync
+///   every commit for a guarantee standalone does not promise.
+/// - **Foreign keys on** (SQLite's default is off), so the schema's references hold as on
+///   PostgreSQL.
+pub async fn connect_sqlite(
+    path: &Path,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        // As for PostgreSQL: statements would put numbers and ids in logs.
+        .disable_statement_logging();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(opts)
+        .await
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::Internal(e.to_string())))?;
+    Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+}
+
+/// Applies pending migrations to a SQLite database (standalone mode), on `db` itself.
+///
+/// No lock of its own: [`migrate`]'s advisory lock lets several nodes start at once on
+/// PostgreSQL, whereas standalone mode is one process that holds a lock file on its data
+/// directory, so nothing else migrates this database concurrently. (SQLite would serialize
+/// two migrators' writes anyway, but not their "which migrations are pending" reads.)
+pub async fn migrate_sqlite(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
+        return Err(DbErr::Custom(
+            "migrate_sqlite needs a SQLite connection; PostgreSQL migrates with `migrate`".into(),
+        ));
+    }
+    Migrator::up(db, None).await
+}
+
+/// Round-trips `SELECT 1` (on either engine); used by health checks.
 pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.execute_unprepared("SELECT 1").await.map(|_| ())
 }

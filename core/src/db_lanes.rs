@@ -57,6 +57,7 @@
 //! ever need pipelining or transactions.
 
 use std::{
+    pin::Pin,
     str::FromStr,
     sync::{
         Arc,
@@ -66,8 +67,9 @@ use std::{
 };
 
 use sea_orm::{
-    ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult,
-    RuntimeErr, Statement,
+    AccessMode, ConnAcquireErr, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, RuntimeErr, Statement,
+    TransactionError, TransactionOptions, TransactionTrait,
 };
 use sea_query_sqlx::SqlxValues;
 use sqlx::{
@@ -482,6 +484,200 @@ impl ConnectionTrait for ConnectionLanes {
     }
 }
 
+/// Lanes run autocommit statements only ("transactions stay on the pool"): every `begin` is
+/// refused. The trait is implemented so that repository functions that need a transaction
+/// on SQLite alone (`verification::submit`) take the lanes unchanged: on PostgreSQL, which is
+/// all the lanes speak, those functions run one statement and never begin.
+#[sea_orm::prelude::async_trait::async_trait]
+impl TransactionTrait for ConnectionLanes {
+    type Transaction = DatabaseTransaction;
+
+    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        Err(no_transactions())
+    }
+
+    async fn begin_with_config(
+        &self,
+        _isolation_level: Option<IsolationLevel>,
+        _access_mode: Option<AccessMode>,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        Err(no_transactions())
+    }
+
+    async fn begin_with_options(
+        &self,
+        _options: TransactionOptions,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        Err(no_transactions())
+    }
+
+    async fn transaction<F, T, E>(&self, _callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        Err(TransactionError::Connection(no_transactions()))
+    }
+
+    async fn transaction_with_config<F, T, E>(
+        &self,
+        _callback: F,
+        _isolation_level: Option<IsolationLevel>,
+        _access_mode: Option<AccessMode>,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        Err(TransactionError::Connection(no_transactions()))
+    }
+}
+
+fn no_transactions() -> DbErr {
+    DbErr::Custom(
+        "connection lanes run autocommit statements; begin transactions on the pool".into(),
+    )
+}
+
+/// Where an API node runs the statements of requests: its lanes on PostgreSQL (production),
+/// or straight on the pool on SQLite (standalone: the database is a file in the same process,
+/// so there is no round trip, and no ping, to save). Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum RequestDb {
+    /// Production mode.
+    Lanes(ConnectionLanes),
+    /// Standalone mode.
+    Pool(DatabaseConnection),
+}
+
+#[sea_orm::prelude::async_trait::async_trait]
+impl ConnectionTrait for RequestDb {
+    fn get_database_backend(&self) -> DbBackend {
+        match self {
+            Self::Lanes(l) => l.get_database_backend(),
+            Self::Pool(p) => p.get_database_backend(),
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Lanes(l) => l.execute_raw(stmt).await,
+            Self::Pool(p) => p.execute_raw(stmt).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Lanes(l) => l.execute_unprepared(sql).await,
+            Self::Pool(p) => p.execute_unprepared(sql).await,
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Self::Lanes(l) => l.query_one_raw(stmt).await,
+            Self::Pool(p) => p.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Self::Lanes(l) => l.query_all_raw(stmt).await,
+            Self::Pool(p) => p.query_all_raw(stmt).await,
+        }
+    }
+
+    fn support_returning(&self) -> bool {
+        match self {
+            Self::Lanes(l) => l.support_returning(),
+            Self::Pool(p) => p.support_returning(),
+        }
+    }
+}
+
+/// Transactions on the pool of a standalone node; the lanes refuse them (see above).
+#[sea_orm::prelude::async_trait::async_trait]
+impl TransactionTrait for RequestDb {
+    type Transaction = DatabaseTransaction;
+
+    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self {
+            Self::Lanes(l) => l.begin().await,
+            Self::Pool(p) => p.begin().await,
+        }
+    }
+
+    async fn begin_with_config(
+        &self,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        match self {
+            Self::Lanes(l) => l.begin_with_config(isolation_level, access_mode).await,
+            Self::Pool(p) => p.begin_with_config(isolation_level, access_mode).await,
+        }
+    }
+
+    async fn begin_with_options(
+        &self,
+        options: TransactionOptions,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        match self {
+            Self::Lanes(l) => l.begin_with_options(options).await,
+            Self::Pool(p) => p.begin_with_options(options).await,
+        }
+    }
+
+    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        match self {
+            Self::Lanes(l) => l.transaction(callback).await,
+            Self::Pool(p) => p.transaction(callback).await,
+        }
+    }
+
+    async fn transaction_with_config<F, T, E>(
+        &self,
+        callback: F,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        match self {
+            Self::Lanes(l) => {
+                l.transaction_with_config(callback, isolation_level, access_mode)
+                    .await
+            }
+            Self::Pool(p) => {
+                p.transaction_with_config(callback, isolation_level, access_mode)
+                    .await
+            }
+        }
+    }
+}
+
 /// How an API node divides `DATABASE_MAX_CONNECTIONS`: a quarter (at least one) for its pool
 /// (authentication misses, the outbox, health), the rest (at least one) for request lanes.
 /// The two add up to `total` for every `total` of at least [`API_MIN_CONNECTIONS`];
@@ -502,8 +698,8 @@ pub const API_MIN_CONNECTIONS: u32 = 2;
 pub struct ApiConnections {
     /// The pool: authentication misses, the outbox, health, transactions.
     pub pool: DatabaseConnection,
-    /// The lanes: the statements of requests (initiate, submit, status).
-    pub lanes: ConnectionLanes,
+    /// The statements of requests (initiate, submit, status): lanes on PostgreSQL.
+    pub lanes: RequestDb,
 }
 
 impl ApiConnections {
@@ -521,8 +717,16 @@ impl ApiConnections {
         let pool = crate::db::connect_sized(config, pool_size).await?;
         Ok(Self {
             pool,
-            lanes: ConnectionLanes::start(config, LaneOptions::new(lanes)),
+            lanes: RequestDb::Lanes(ConnectionLanes::start(config, LaneOptions::new(lanes))),
         })
+    }
+
+    /// Standalone mode: one SQLite pool serves everything.
+    pub fn sqlite(pool: DatabaseConnection) -> Self {
+        Self {
+            lanes: RequestDb::Pool(pool.clone()),
+            pool,
+        }
     }
 
     /// Connections that are never opened: a disconnected pool and one lane that would
@@ -531,7 +735,7 @@ impl ApiConnections {
     pub fn unopened(config: &Config) -> Self {
         Self {
             pool: DatabaseConnection::default(),
-            lanes: ConnectionLanes::start(config, LaneOptions::new(1)),
+            lanes: RequestDb::Lanes(ConnectionLanes::start(config, LaneOptions::new(1))),
         }
     }
 }

@@ -1,14 +1,19 @@
 //! Webhook deliveries and their attempts: one delivery per (event, company), every attempt
 //! recorded, failed deliveries redeliverable.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use serde::Serialize;
 pub use truenumber_entities::webhook_delivery::DeliveryStatus;
+use truenumber_entities::{webhook_attempt, webhook_delivery};
 use uuid::Uuid;
+
+use crate::sql::{self, Twin};
 
 /// A delivery as stored.
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult, Serialize)]
@@ -71,19 +76,27 @@ pub struct EventTarget {
     pub webhook_secret: String,
 }
 
+/// An event (`$1`) with its company's webhook settings; the payload as text (SQLite stores
+/// it as text already).
+pub const EVENT_TARGET: Twin = Twin {
+    postgres: "SELECT e.id AS event_id, e.payload::text AS payload, e.company_id, \
+                c.webhook_url, c.webhook_secret \
+         FROM verification_events e JOIN companies c ON c.company_id = e.company_id \
+         WHERE e.id = $1",
+    sqlite: "SELECT e.id AS event_id, e.payload AS payload, e.company_id, \
+                c.webhook_url, c.webhook_secret \
+         FROM verification_events e JOIN companies c ON c.company_id = e.company_id \
+         WHERE e.id = $1",
+};
+
 /// Loads an event with its company's webhook settings.
 pub async fn event_target(
     db: &impl ConnectionTrait,
     event_id: &str,
 ) -> Result<Option<EventTarget>, DbErr> {
-    EventTarget::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT e.id AS event_id, e.payload::text AS payload, e.company_id, \
-                c.webhook_url, c.webhook_secret \
-         FROM verification_events e JOIN companies c ON c.company_id = e.company_id \
-         WHERE e.id = $1",
-        [event_id.into()],
-    ))
+    EventTarget::find_by_statement(
+        EVENT_TARGET.statement(db.get_database_backend(), [event_id.into()]),
+    )
     .one(db)
     .await
 }
@@ -101,6 +114,13 @@ pub const GET_OR_CREATE_SQL: &str = "WITH ins AS ( \
      SELECT * FROM ins UNION ALL \
      SELECT * FROM webhook_deliveries WHERE event_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)";
 
+/// [`GET_OR_CREATE_SQL`] on SQLite: the insert alone (`$4` now, `$5` a v4 id from Rust, as
+/// PostgreSQL's `gen_random_uuid()`), returning nothing on conflict; [`FIND_BY_EVENT_SQL`]
+/// then reads the existing row.
+pub const CREATE_SQLITE_SQL: &str = "INSERT INTO webhook_deliveries \
+       (event_id, company_id, url, created_at, updated_at, id) VALUES ($1, $2, $3, $4, $4, $5) \
+     ON CONFLICT (event_id, company_id) DO NOTHING RETURNING *";
+
 /// The delivery of an event to a company, created on first sight. A redelivered message
 /// finds the same row, so it never makes a second delivery.
 pub async fn get_or_create(
@@ -109,17 +129,30 @@ pub async fn get_or_create(
     company_id: &str,
     url: &str,
 ) -> Result<Delivery, DbErr> {
-    let row = Delivery::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        GET_OR_CREATE_SQL,
-        [event_id.into(), company_id.into(), url.into()],
-    ))
-    .one(db)
-    .await?;
+    let backend = db.get_database_backend();
+    let statement = match backend {
+        DbBackend::Sqlite => Statement::from_sql_and_values(
+            backend,
+            CREATE_SQLITE_SQL,
+            [
+                event_id.into(),
+                company_id.into(),
+                url.into(),
+                sql::now().into(),
+                Uuid::new_v4().into(),
+            ],
+        ),
+        _ => Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            GET_OR_CREATE_SQL,
+            [event_id.into(), company_id.into(), url.into()],
+        ),
+    };
+    let row = Delivery::find_by_statement(statement).one(db).await?;
     match row {
         Some(d) => Ok(d),
         None => Delivery::find_by_statement(Statement::from_sql_and_values(
-            DbBackend::Postgres,
+            backend,
             FIND_BY_EVENT_SQL,
             [event_id.into()],
         ))
@@ -157,83 +190,167 @@ pub enum NextStep {
     RetryIn(u64),
 }
 
-/// Records an attempt and the delivery's new state in one transaction.
-pub async fn record_attempt(
-    db: &DatabaseConnection,
-    delivery_id: Uuid,
-    r: &AttemptRecord,
-) -> Result<(), DbErr> {
-    let txn = db.begin().await?;
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, error) \
+/// Inserts attempt `$2` of delivery `$1` (`$3` status code, `$4` latency, `$5` error) unless
+/// recorded already; SQLite binds `$6`, now, and `$7`, a v4 id.
+pub const INSERT_ATTEMPT: Twin = Twin {
+    postgres: "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, error) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (delivery_id, attempt) DO NOTHING",
-        [
-            delivery_id.into(),
-            r.attempt.into(),
-            r.status_code.into(),
-            r.latency_ms.into(),
-            r.error.clone().into(),
-        ],
-    ))
-    .await?;
-    let (status, retry_secs) = match r.next {
-        NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
-        NextStep::Failed => (DeliveryStatus::Failed, None),
-        NextStep::RetryIn(s) => (DeliveryStatus::Pending, Some(s as f64)),
-    };
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE webhook_deliveries SET \
+    sqlite: "INSERT INTO webhook_attempts \
+           (delivery_id, attempt, status_code, latency_ms, error, attempted_at, id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (delivery_id, attempt) DO NOTHING",
+};
+
+/// The delivery's state after attempt `$2`: `$1` id, `$3` URL, `$4` status, `$5` status
+/// code, `$6` error. PostgreSQL: `$7` seconds until the next attempt (or `NULL`); SQLite:
+/// `$7` the next attempt's instant (or `NULL`) and `$8` now, both bound from Rust.
+pub const UPDATE_AFTER_ATTEMPT: Twin = Twin {
+    postgres: "UPDATE webhook_deliveries SET \
            attempts = GREATEST(attempts, $2), url = $3, status = $4, \
            last_status_code = $5, last_error = $6, updated_at = now(), \
            next_attempt_at = CASE WHEN $7::float8 IS NULL THEN NULL \
                                   ELSE now() + make_interval(secs => $7::float8) END, \
            completed_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END \
          WHERE id = $1",
-        [
-            delivery_id.into(),
-            r.attempt.into(),
-            r.url.clone().into(),
-            status.into(),
-            r.status_code.into(),
-            r.error.clone().into(),
-            retry_secs.into(),
-        ],
-    ))
-    .await?;
+    sqlite: "UPDATE webhook_deliveries SET \
+           attempts = MAX(attempts, $2), url = $3, status = $4, \
+           last_status_code = $5, last_error = $6, updated_at = $8, \
+           next_attempt_at = $7, \
+           completed_at = CASE WHEN $4 = 'pending' THEN NULL ELSE $8 END \
+         WHERE id = $1",
+};
+
+/// Records an attempt and the delivery's new state in one transaction (on SQLite its first
+/// statement writes, so it holds the write lock from the start).
+pub async fn record_attempt(
+    db: &DatabaseConnection,
+    delivery_id: Uuid,
+    r: &AttemptRecord,
+) -> Result<(), DbErr> {
+    let backend = db.get_database_backend();
+    let now = sql::now();
+    let (status, retry_secs) = match r.next {
+        NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
+        NextStep::Failed => (DeliveryStatus::Failed, None),
+        NextStep::RetryIn(s) => (DeliveryStatus::Pending, Some(s)),
+    };
+    let mut insert: Vec<sea_orm::Value> = vec![
+        delivery_id.into(),
+        r.attempt.into(),
+        r.status_code.into(),
+        r.latency_ms.into(),
+        r.error.clone().into(),
+    ];
+    let mut update: Vec<sea_orm::Value> = vec![
+        delivery_id.into(),
+        r.attempt.into(),
+        r.url.clone().into(),
+        status.into(),
+        r.status_code.into(),
+        r.error.clone().into(),
+    ];
+    if backend == DbBackend::Sqlite {
+        insert.push(now.into());
+        insert.push(Uuid::new_v4().into());
+        update.push(
+            retry_secs
+                .map(|s| after(now, Duration::from_secs(s)))
+                .into(),
+        );
+        update.push(now.into());
+    } else {
+        update.push(retry_secs.map(|s| s as f64).into());
+    }
+    let txn = db.begin().await?;
+    txn.execute_raw(INSERT_ATTEMPT.statement(backend, insert))
+        .await?;
+    txn.execute_raw(UPDATE_AFTER_ATTEMPT.statement(backend, update))
+        .await?;
     txn.commit().await
 }
 
-/// Pending deliveries whose next attempt is more than `grace_secs` overdue (their retry
-/// message was lost with a dying worker): leases them for five minutes and returns
-/// `(event_id, next attempt)` to publish again.
-pub async fn take_overdue(
-    db: &impl ConnectionTrait,
-    grace_secs: f64,
-    batch: u64,
-) -> Result<Vec<(String, u32)>, DbErr> {
-    #[derive(FromQueryResult)]
-    struct Overdue {
-        event_id: String,
-        attempts: i32,
-    }
-    let rows = Overdue::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE webhook_deliveries SET next_attempt_at = now() + interval '5 minutes' \
+/// `now + d`, saturating at the latest representable instant.
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `now - d`, saturating at the earliest representable instant.
+fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// How long [`take_overdue`] leases what it takes.
+pub const OVERDUE_LEASE: Duration = Duration::from_secs(300);
+
+/// Leases up to `$2` pending deliveries whose next attempt is overdue, returning
+/// `(event_id, attempts)`. PostgreSQL: `$1` grace seconds, `$3` lease seconds, rows locked
+/// by another worker skipped. SQLite (one process, writes serialized): `$1` the cutoff
+/// instant, `$3` the lease's end, both bound from Rust.
+pub const TAKE_DUE: Twin = Twin {
+    postgres: "UPDATE webhook_deliveries SET next_attempt_at = now() + make_interval(secs => $3) \
          WHERE id IN ( \
            SELECT id FROM webhook_deliveries \
            WHERE status = 'pending' AND next_attempt_at < now() - make_interval(secs => $1) \
            ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
          RETURNING event_id, attempts",
-        [grace_secs.into(), batch.into()],
-    ))
-    .all(db)
-    .await?;
+    sqlite: "UPDATE webhook_deliveries SET next_attempt_at = $3 \
+         WHERE id IN ( \
+           SELECT id FROM webhook_deliveries \
+           WHERE status = 'pending' AND next_attempt_at < $1 \
+           ORDER BY next_attempt_at LIMIT $2) \
+         RETURNING event_id, attempts",
+};
+
+/// Pending deliveries whose next attempt is more than `grace_secs` overdue (their retry
+/// message was lost, with a dying worker or with standalone's in-process queue at a
+/// restart): leases up to `batch` of them for `lease` (their `next_attempt_at` moves to
+/// now + `lease`, so nobody takes them again meanwhile) and returns
+/// `(event_id, next attempt)` to publish again.
+pub async fn take_due(
+    db: &impl ConnectionTrait,
+    grace_secs: f64,
+    lease: Duration,
+    batch: u64,
+) -> Result<Vec<(String, u32)>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Due {
+        event_id: String,
+        attempts: i32,
+    }
+    let backend = db.get_database_backend();
+    let values: [sea_orm::Value; 3] = match backend {
+        DbBackend::Sqlite => {
+            let now = sql::now();
+            let grace = Duration::try_from_secs_f64(grace_secs.max(0.0)).unwrap_or(Duration::MAX);
+            [
+                before(now, grace).into(),
+                batch.into(),
+                after(now, lease).into(),
+            ]
+        }
+        _ => [grace_secs.into(), batch.into(), lease.as_secs_f64().into()],
+    };
+    let rows = Due::find_by_statement(TAKE_DUE.statement(backend, values))
+        .all(db)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| (r.event_id, u32::try_from(r.attempts).unwrap_or(0) + 1))
         .collect())
+}
+
+/// [`take_due`] with the lease of [`OVERDUE_LEASE`] (five minutes).
+pub async fn take_overdue(
+    db: &impl ConnectionTrait,
+    grace_secs: f64,
+    batch: u64,
+) -> Result<Vec<(String, u32)>, DbErr> {
+    take_due(db, grace_secs, OVERDUE_LEASE, batch).await
 }
 
 /// A company's deliveries, newest first, optionally of one status.
@@ -243,27 +360,41 @@ pub async fn list(
     status: Option<DeliveryStatus>,
     limit: u64,
 ) -> Result<Vec<Delivery>, DbErr> {
-    Delivery::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT * FROM webhook_deliveries WHERE company_id = $1 \
-         AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT $3",
-        [company_id.into(), status.into(), limit.into()],
-    ))
-    .all(db)
-    .await
+    let mut query =
+        webhook_delivery::Entity::find().filter(webhook_delivery::Column::CompanyId.eq(company_id));
+    if let Some(status) = status {
+        query = query.filter(webhook_delivery::Column::Status.eq(status));
+    }
+    query
+        .order_by_desc(webhook_delivery::Column::CreatedAt)
+        .limit(limit)
+        .into_model::<Delivery>()
+        .all(db)
+        .await
 }
 
 /// The attempts of a delivery, in order.
 pub async fn attempts(db: &impl ConnectionTrait, delivery_id: Uuid) -> Result<Vec<Attempt>, DbErr> {
-    Attempt::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT attempt, attempted_at, status_code, latency_ms, error FROM webhook_attempts \
-         WHERE delivery_id = $1 ORDER BY attempt",
-        [delivery_id.into()],
-    ))
-    .all(db)
-    .await
+    webhook_attempt::Entity::find()
+        .filter(webhook_attempt::Column::DeliveryId.eq(delivery_id))
+        .order_by_asc(webhook_attempt::Column::Attempt)
+        .into_model::<Attempt>()
+        .all(db)
+        .await
 }
+
+/// Puts company `$1`'s failed deliveries (all, or only `$2`) back to pending, due at once,
+/// with a fresh retry schedule; SQLite binds `$3`, now.
+pub const REOPEN_FAILED: Twin = Twin {
+    postgres: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
+           next_attempt_at = now(), completed_at = NULL, updated_at = now() \
+         WHERE company_id = $1 AND status = 'failed' AND ($2::uuid IS NULL OR id = $2) \
+         RETURNING event_id, attempts",
+    sqlite: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
+           next_attempt_at = $3, completed_at = NULL, updated_at = $3 \
+         WHERE company_id = $1 AND status = 'failed' AND ($2 IS NULL OR id = $2) \
+         RETURNING event_id, attempts",
+};
 
 /// Puts failed deliveries of a company (one, or all) back to pending with a fresh retry
 /// schedule; returns `(event_id, next attempt)` for each, to publish.
@@ -277,16 +408,14 @@ pub async fn reopen_failed(
         event_id: String,
         attempts: i32,
     }
-    let rows = Reopened::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
-           next_attempt_at = now(), completed_at = NULL, updated_at = now() \
-         WHERE company_id = $1 AND status = 'failed' AND ($2::uuid IS NULL OR id = $2) \
-         RETURNING event_id, attempts",
-        [company_id.into(), delivery_id.into()],
-    ))
-    .all(db)
-    .await?;
+    let backend = db.get_database_backend();
+    let mut values: Vec<sea_orm::Value> = vec![company_id.into(), delivery_id.into()];
+    if backend == DbBackend::Sqlite {
+        values.push(sql::now().into());
+    }
+    let rows = Reopened::find_by_statement(REOPEN_FAILED.statement(backend, values))
+        .all(db)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| (r.event_id, u32::try_from(r.attempts).unwrap_or(0) + 1))

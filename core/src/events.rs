@@ -1,28 +1,23 @@
-//! Verification events: the transactional outbox, the RabbitMQ topology, publishing with
-//! confirms, the relay that republishes what was never confirmed, and the expiry sweep.
+//! Verification events: the transactional outbox, the one path that publishes events to the
+//! queue, and the relay that publishes what was never confirmed.
 //!
-//! Every terminal transition writes its event in the same statement as the status change
-//! ([`EVENTS_FROM_UPD`]). The API publishes new events right after commit without waiting for
-//! the broker; workers relay anything still unpublished a few seconds later, so an event
-//! written while RabbitMQ is down goes out when it returns. Delivery is at least once.
+//! Every terminal transition writes its event together with the status change (PostgreSQL:
+//! in the same statement, [`EVENTS_FROM_UPD`]; SQLite: in the same transaction,
+//! [`insert_event_sqlite`]). The process that made the event hands it to its
+//! [`EventPublisher`] right after commit without waiting for the queue; the relay publishes
+//! anything still unpublished a few seconds later, so an event written while the queue is
+//! down goes out when it returns. Delivery is at least once.
 
 use std::time::Duration;
 
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
-    ExchangeKind,
-    options::{
-        BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    },
-    types::{AMQPValue, FieldTable, LongString, ShortString},
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement};
+use truenumber_entities::verification_session::SessionStatus;
+
+use crate::{
+    queue::{DeliveryMessage, Queue, QueueError, Route},
+    sql::Twin,
 };
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
-    TransactionTrait,
-};
-use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
 /// The one event type (the API document's `event` field).
 pub const EVENT_TYPE: &str = "verification.completed";
@@ -46,395 +41,158 @@ pub const EVENTS_FROM_UPD: &str = "ev AS ( \
     FROM upd \
     RETURNING id AS event_id, verification_id)";
 
-/// The message on the queues: which event to deliver, and which attempt this is.
-/// Versioned, so a newer worker can still read what an older API published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeliveryMessage {
-    /// Format version (1).
-    pub v: u8,
-    /// The event (also the webhook's `webhook-id`).
-    pub event_id: String,
-    /// The attempt this message asks for, from 1.
-    pub attempt: u32,
+/// A session just made terminal: what its event is made of (SQLite writes the event from
+/// Rust; PostgreSQL from the same fields in [`EVENTS_FROM_UPD`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Terminal<'a> {
+    /// The session.
+    pub verification_id: &'a str,
+    /// Its company.
+    pub company_id: &'a str,
+    /// The company's request id.
+    pub request_id: &'a str,
+    /// The number (E.164).
+    pub mobile_number: &'a str,
+    /// The terminal status.
+    pub status: SessionStatus,
+    /// When it was verified.
+    pub verified_at: Option<DateTime<Utc>>,
 }
 
-impl DeliveryMessage {
-    /// The current format version.
-    pub const VERSION: u8 = 1;
-
-    /// The first attempt of an event.
-    pub fn first(event_id: &str) -> Self {
-        Self {
-            v: Self::VERSION,
-            event_id: event_id.to_owned(),
-            attempt: 1,
-        }
-    }
+/// The webhook body of an event, byte for byte as PostgreSQL's `jsonb` prints the payload
+/// [`EVENTS_FROM_UPD`] builds (keys ordered by length, then bytes; `": "` and `", "`), so a
+/// receiver gets the same bytes from either mode.
+pub fn payload_text(t: &Terminal<'_>) -> String {
+    use sea_orm::ActiveEnum as _;
+    let s = |v: &str| serde_json::Value::from(v).to_string();
+    let verified_at = t.verified_at.map_or_else(
+        || "null".to_owned(),
+        |at| s(&at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+    );
+    format!(
+        "{{\"event\": {}, \"status\": {}, \"companyId\": {}, \"requestId\": {}, \
+         \"verifiedAt\": {}, \"mobileNumber\": {}, \"verificationId\": {}}}",
+        s(EVENT_TYPE),
+        s(&t.status.to_value()),
+        s(t.company_id),
+        s(t.request_id),
+        verified_at,
+        s(t.mobile_number),
+        s(t.verification_id),
+    )
 }
 
-/// Names of the exchanges and queues, from `AMQP_QUEUE_PREFIX`.
-#[derive(Debug, Clone)]
-pub struct Topology {
-    prefix: String,
-    retry_delays: Vec<Duration>,
+/// A new event id: `evt_` and 32 hex digits, as PostgreSQL makes them.
+pub fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Routing key of webhook deliveries on the events exchange.
-const WEBHOOK_KEY: &str = "webhook";
-/// After this many deliveries of one message without an ack, RabbitMQ dead-letters it, so a
-/// poison message cannot loop forever.
-const DELIVERY_LIMIT: i64 = 10;
-
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert(ShortString::from(*k), v.clone());
-    }
-    t
-}
-
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
-impl Topology {
-    /// Names under `prefix`; one retry queue per distinct delay of the schedule.
-    pub fn new(prefix: &str, retry_schedule: &[Duration]) -> Self {
-        let mut retry_delays: Vec<Duration> = retry_schedule.to_vec();
-        retry_delays.sort();
-        retry_delays.dedup();
-        Self {
-            prefix: prefix.to_owned(),
-            retry_delays,
-        }
-    }
-
-    /// The direct exchange events are published to.
-    pub fn exchange(&self) -> String {
-        format!("{}.events", self.prefix)
-    }
-
-    /// The quorum queue workers consume.
-    pub fn webhook_queue(&self) -> String {
-        format!("{}.webhooks", self.prefix)
-    }
-
-    /// Where poison and over-delivered messages end up, for inspection.
-    pub fn dead_queue(&self) -> String {
-        format!("{}.dead", self.prefix)
-    }
-
-    fn dead_exchange(&self) -> String {
-        format!("{}.dead", self.prefix)
-    }
-
-    /// The TTL queue that holds a retry for `delay` and then dead-letters it back.
-    pub fn retry_queue(&self, delay: Duration) -> String {
-        format!("{}.retry.{}s", self.prefix, delay.as_secs())
-    }
-
-    /// The smallest retry delay of the schedule that is at least `wanted` (or the largest).
-    pub fn retry_delay_at_least(&self, wanted: Duration) -> Option<Duration> {
-        self.retry_delays
-            .iter()
-            .copied()
-            .find(|d| *d >= wanted)
-            .or_else(|| self.retry_delays.last().copied())
-    }
-
-    /// Every queue name (for tests that clean up after themselves).
-    pub fn all_queues(&self) -> Vec<String> {
-        let mut q = vec![self.webhook_queue(), self.dead_queue()];
-        q.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
-        q
-    }
-
-    /// Declares everything idempotently (whoever connects first creates it).
-    pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
-        let durable_exchange = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        let durable_queue = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        ch.exchange_declare(
-            self.exchange().into(),
-            ExchangeKind::Direct,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.dead_exchange().into(),
-            ExchangeKind::Fanout,
-            durable_exchange,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_declare(
-            self.dead_queue().into(),
-            durable_queue,
-            args(&[("x-queue-type", long("quorum"))]),
-        )
-        .await?;
-        ch.queue_bind(
-            self.dead_queue().into(),
-            self.dead_exchange().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_declare(
-            self.webhook_queue().into(),
-            durable_queue,
-            args(&[
-                ("x-queue-type", long("quorum")),
-                ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
-                ("x-dead-letter-exchange", long(&self.dead_exchange())),
-            ]),
-        )
-        .await?;
-        ch.queue_bind(
-            self.webhook_queue().into(),
-            self.exchange().into(),
-            WEBHOOK_KEY.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        for delay in &self.retry_delays {
-            let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-            ch.queue_declare(
-                self.retry_queue(*delay).into(),
-                durable_queue,
-                args(&[
-                    ("x-queue-type", long("quorum")),
-                    ("x-message-ttl", AMQPValue::LongLongInt(ttl)),
-                    ("x-dead-letter-exchange", long(&self.exchange())),
-                    ("x-dead-letter-routing-key", long(WEBHOOK_KEY)),
-                    // Expired messages move on only once the webhook queue has them.
-                    ("x-dead-letter-strategy", long("at-least-once")),
-                    ("x-overflow", long("reject-publish")),
-                ]),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-}
-
-/// Where a message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// Straight to the webhook queue.
-    Deliver,
-    /// Into the retry queue of this delay; `expiration` (≤ the delay) adds jitter.
-    Retry {
-        /// The schedule step (picks the queue).
-        delay: Duration,
-        /// The message's own TTL.
-        expiration: Duration,
-    },
-}
-
-/// The broker could not take a message.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// Connecting or talking to RabbitMQ failed.
-    #[error("rabbitmq: {0}")]
-    Amqp(#[from] lapin::Error),
-    /// Nothing answered in time.
-    #[error("rabbitmq: timed out")]
-    Timeout,
-    /// The broker nacked the message.
-    #[error("rabbitmq nacked the message")]
-    Nacked,
-    /// The message matched no queue (returned by the broker).
-    #[error("rabbitmq returned the message as unroutable")]
-    Unroutable,
-    /// The message could not be encoded.
-    #[error("encoding: {0}")]
-    Encode(#[from] serde_json::Error),
-}
-
-/// A RabbitMQ connection for publishing with confirms, made on first use and remade after
-/// any failure.
-pub struct Broker {
-    url: String,
-    topology: Topology,
-    timeout: Duration,
-    publisher: Mutex<Option<(Connection, Channel)>>,
-}
-
-impl std::fmt::Debug for Broker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker")
-            .field("topology", &self.topology)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Broker {
-    /// A broker at `url` (`AMQP_URL`); nothing is connected yet.
-    pub fn new(url: &str, topology: Topology, timeout: Duration) -> Self {
-        Self {
-            url: url.to_owned(),
-            topology,
-            timeout,
-            publisher: Mutex::new(None),
-        }
-    }
-
-    /// The names in use.
-    pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
-    async fn bounded<T>(
-        &self,
-        fut: impl std::future::Future<Output = lapin::Result<T>>,
-    ) -> Result<T, BrokerError> {
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| BrokerError::Timeout)?
-            .map_err(BrokerError::from)
-    }
-
-    /// Opens a connection and a channel, and declares the topology.
-    pub async fn open_channel(&self) -> Result<(Connection, Channel), BrokerError> {
-        let props =
-            ConnectionProperties::default().with_connection_name(LongString::from("truenumber"));
-        let conn = self.bounded(Connection::connect(&self.url, props)).await?;
-        let ch = self.bounded(conn.create_channel()).await?;
-        self.bounded(self.topology.declare(&ch)).await?;
-        Ok((conn, ch))
-    }
-
-    async fn publisher_channel(&self) -> Result<Channel, BrokerError> {
-        let mut guard = self.publisher.lock().await;
-        if let Some((conn, ch)) = guard.as_ref()
-            && conn.status().connected()
-            && ch.status().connected()
-        {
-            return Ok(ch.clone());
-        }
-        *guard = None;
-        let (conn, ch) = self.open_channel().await?;
-        self.bounded(ch.confirm_select(ConfirmSelectOptions::default()))
-            .await?;
-        *guard = Some((conn, ch.clone()));
-        Ok(ch)
-    }
-
-    async fn forget_publisher(&self) {
-        if let Some((conn, _)) = self.publisher.lock().await.take() {
-            let _ = conn.close(200, "reconnecting".into()).await;
-        }
-    }
-
-    /// Publishes persistently and waits for the broker's confirm; an unroutable message
-    /// (returned by the broker) or a nack is an error.
-    pub async fn publish(&self, msg: &DeliveryMessage, route: Route) -> Result<(), BrokerError> {
-        let result = self.publish_once(msg, route).await;
-        if result.is_err() {
-            self.forget_publisher().await;
-        }
-        result
-    }
-
-    async fn publish_once(&self, msg: &DeliveryMessage, route: Route) -> Result<(), BrokerError> {
-        let ch = self.publisher_channel().await?;
-        let body = serde_json::to_vec(msg)?;
-        let mut props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(msg.event_id.as_str().into());
-        let (exchange, key) = match route {
-            Route::Deliver => (self.topology.exchange(), WEBHOOK_KEY.to_owned()),
-            Route::Retry { delay, expiration } => {
-                props = props.with_expiration(expiration.as_millis().to_string().as_str().into());
-                (String::new(), self.topology.retry_queue(delay))
-            }
-        };
-        let opts = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = self
-            .bounded(ch.basic_publish(exchange.into(), key.into(), opts, &body, props))
-            .await?;
-        match self.bounded(confirm).await? {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable),
-            Confirmation::Nack(_) => Err(BrokerError::Nacked),
-            Confirmation::NotRequested => Ok(()),
-        }
-    }
-
-    /// Opens a consumer of the webhook queue with `prefetch` unacknowledged messages at most.
-    pub async fn consume(
-        &self,
-        tag: &str,
-        prefetch: u16,
-    ) -> Result<(Connection, Channel, Consumer), BrokerError> {
-        let (conn, ch) = self.open_channel().await?;
-        self.bounded(ch.basic_qos(prefetch, BasicQosOptions::default()))
-            .await?;
-        let consumer = self
-            .bounded(ch.basic_consume(
-                self.topology.webhook_queue().into(),
-                tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ))
-            .await?;
-        Ok((conn, ch, consumer))
-    }
-
-    /// Checks that RabbitMQ answers (the publisher channel is usable).
-    pub async fn ping(&self) -> Result<(), BrokerError> {
-        let result = self.publisher_channel().await.map(|_| ());
-        if result.is_err() {
-            self.forget_publisher().await;
-        }
-        result
-    }
-}
-
-/// Marks an event published.
-pub async fn mark_published(db: &impl ConnectionTrait, event_id: &str) -> Result<(), DbErr> {
+/// SQLite's counterpart of [`EVENTS_FROM_UPD`]: writes the event of one session just made
+/// terminal, inside the caller's transaction; returns the event id.
+pub async fn insert_event_sqlite(
+    db: &impl ConnectionTrait,
+    t: &Terminal<'_>,
+    now: DateTime<Utc>,
+) -> Result<String, DbErr> {
+    use sea_orm::ActiveEnum as _;
+    let id = new_event_id();
     db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE verification_events SET published_at = now() \
-         WHERE id = $1 AND published_at IS NULL",
-        [event_id.into()],
+        DbBackend::Sqlite,
+        "INSERT INTO verification_events \
+           (id, event_type, verification_id, company_id, status, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [
+            id.clone().into(),
+            EVENT_TYPE.into(),
+            t.verification_id.into(),
+            t.company_id.into(),
+            t.status.to_value().into(),
+            payload_text(t).into(),
+            now.into(),
+        ],
     ))
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(id)
 }
 
-/// Marks several events published in one statement.
-pub async fn mark_published_many(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), DbErr> {
+/// Marks events published (`$1`: the ids, comma-separated on PostgreSQL so every batch size
+/// is one prepared statement; a JSON array on SQLite).
+const MARK_PUBLISHED: Twin = Twin {
+    postgres: "UPDATE verification_events SET published_at = now() \
+               WHERE id = ANY(string_to_array($1, ',')) AND published_at IS NULL",
+    sqlite: "UPDATE verification_events SET published_at = $2 \
+             WHERE id IN (SELECT value FROM json_each($1)) AND published_at IS NULL",
+};
+
+/// Gives back a relay's claims on events it could not publish (`$1` the ids, bound as in
+/// [`MARK_PUBLISHED`]), so the next relay pass takes them at once instead of after
+/// [`RELAY_CLAIM`].
+const RELEASE_CLAIMS: Twin = Twin {
+    postgres: "UPDATE verification_events SET relay_claimed_until = NULL \
+               WHERE id = ANY(string_to_array($1, ',')) AND published_at IS NULL",
+    sqlite: "UPDATE verification_events SET relay_claimed_until = NULL \
+             WHERE id IN (SELECT value FROM json_each($1)) AND published_at IS NULL",
+};
+
+/// Event ids as one bound value: comma-separated on PostgreSQL, a JSON array on SQLite.
+fn id_list(backend: DbBackend, ids: &[String]) -> sea_orm::Value {
+    match backend {
+        DbBackend::Sqlite => serde_json::Value::from(ids.to_vec()).to_string().into(),
+        _ => ids.join(",").into(),
+    }
+}
+
+/// Marks events published in one statement.
+pub async fn mark_published(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), DbErr> {
     if ids.is_empty() {
         return Ok(());
     }
-    db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "UPDATE verification_events SET published_at = now() \
-         WHERE id = ANY(string_to_array($1, ',')) AND published_at IS NULL",
-        [ids.join(",").into()],
-    ))
-    .await
-    .map(|_| ())
+    let backend = db.get_database_backend();
+    let mut values = vec![id_list(backend, ids)];
+    if backend == DbBackend::Sqlite {
+        values.push(crate::sql::now().into());
+    }
+    db.execute_raw(MARK_PUBLISHED.statement(backend, values))
+        .await
+        .map(|_| ())
 }
 
-/// Publishes new events in the background for an API node: one task takes event ids from a
-/// bounded queue, publishes them concurrently with confirms, and marks each batch published
-/// in one statement. A full queue or a failed publish only defers the event to the relay.
+/// Publishes events to the queue (concurrently, each confirmed) and marks the confirmed
+/// ones published in one statement: the one publish path, used by the publisher task and by
+/// the relay. Returns the ids that were not published (the queue refused or did not confirm).
+pub async fn publish_and_mark(
+    db: &impl ConnectionTrait,
+    queue: &Queue,
+    ids: &[String],
+) -> Vec<String> {
+    let results = futures::future::join_all(ids.iter().map(|id| async move {
+        let result = queue
+            .publish(&DeliveryMessage::first(id), Route::Deliver)
+            .await;
+        (id, result)
+    }))
+    .await;
+    let mut published = Vec::with_capacity(results.len());
+    let mut left = Vec::new();
+    for (id, result) in results {
+        match result {
+            Ok(()) => published.push(id.clone()),
+            Err(e) => {
+                tracing::debug!(event_id = %id, error = %e, "event left to the relay");
+                left.push(id.clone());
+            }
+        }
+    }
+    if let Err(e) = mark_published(db, &published).await {
+        tracing::warn!(error = %e, "events published but not marked; the relay will publish them again");
+    }
+    left
+}
+
+/// Publishes new events in the background: one task takes event ids from a bounded queue and
+/// publishes them in batches through [`publish_and_mark`]. A full queue or a failed publish
+/// only defers the event to the relay. The API (after submit) and the expiry sweep both hand
+/// their events to it.
 #[derive(Debug, Clone)]
 pub struct EventPublisher {
     tx: tokio::sync::mpsc::Sender<String>,
@@ -445,7 +203,7 @@ impl EventPublisher {
     const BATCH: usize = 256;
 
     /// Starts the publishing task.
-    pub fn start(db: DatabaseConnection, broker: std::sync::Arc<Broker>) -> Self {
+    pub fn start(db: DatabaseConnection, queue: Queue) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(10_000);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -456,28 +214,7 @@ impl EventPublisher {
                         Err(_) => break,
                     }
                 }
-                let results = futures::future::join_all(batch.iter().map(|id| {
-                    let broker = broker.clone();
-                    async move {
-                        let ok = broker
-                            .publish(&DeliveryMessage::first(id), Route::Deliver)
-                            .await;
-                        (id.clone(), ok)
-                    }
-                }))
-                .await;
-                let mut published = Vec::with_capacity(results.len());
-                for (id, result) in results {
-                    match result {
-                        Ok(()) => published.push(id),
-                        Err(e) => {
-                            tracing::debug!(event_id = %id, error = %e, "event deferred to the relay")
-                        }
-                    }
-                }
-                if let Err(e) = mark_published_many(&db, &published).await {
-                    tracing::warn!(error = %e, "events published but not marked; the relay will publish them again");
-                }
+                publish_and_mark(&db, &queue, &batch).await;
             }
         });
         Self { tx }
@@ -491,125 +228,99 @@ impl EventPublisher {
     }
 }
 
-/// Publishes one new event and records it; on failure the relay will publish it later.
-pub async fn publish_event(db: &DatabaseConnection, broker: &Broker, event_id: &str) {
-    match broker
-        .publish(&DeliveryMessage::first(event_id), Route::Deliver)
-        .await
-    {
-        Ok(()) => {
-            if let Err(e) = mark_published(db, event_id).await {
-                tracing::warn!(event_id, error = %e, "event published but not marked; the relay will publish it again");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(event_id, error = %e, "event not published now; the relay will retry");
-        }
-    }
-}
-
 #[derive(Debug, FromQueryResult)]
 struct EventId {
     id: String,
 }
 
+/// The relay's claim: up to `$2` unpublished events at least `$1` seconds old that no other
+/// relay holds, oldest first, each claimed for `$3` seconds. The claim commits at once, so no
+/// row lock is held while the queue is asked; a relay that dies leaves claims that run out.
+const CLAIM_UNPUBLISHED: Twin = Twin {
+    postgres: "UPDATE verification_events SET relay_claimed_until = now() + make_interval(secs => $3) \
+               WHERE id IN ( \
+                 SELECT id FROM verification_events \
+                 WHERE published_at IS NULL AND created_at <= now() - make_interval(secs => $1) \
+                   AND (relay_claimed_until IS NULL OR relay_claimed_until < now()) \
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+               RETURNING id",
+    sqlite: "UPDATE verification_events SET relay_claimed_until = $6 \
+             WHERE id IN ( \
+               SELECT id FROM verification_events \
+               WHERE published_at IS NULL AND created_at <= $4 \
+                 AND (relay_claimed_until IS NULL OR relay_claimed_until < $5) \
+               ORDER BY created_at LIMIT $2) \
+             RETURNING id",
+};
+
+/// How long a relay's claim on an event lasts (longer than publishing a batch can take).
+pub const RELAY_CLAIM: Duration = Duration::from_secs(30);
+
 /// Publishes up to `batch` events older than `min_age` that were never confirmed, oldest
-/// first; rows are locked `SKIP LOCKED`, so several relays share the work. Returns how many
-/// were published.
+/// first. Several relays share the work through short claims ([`CLAIM_UNPUBLISHED`]); no
+/// row is locked while the queue is waited on. Returns how many were published.
 pub async fn relay_unpublished(
     db: &DatabaseConnection,
-    broker: &Broker,
+    queue: &Queue,
     min_age: Duration,
     batch: u64,
-) -> Result<usize, RelayError> {
-    let txn = db.begin().await?;
-    let ids = EventId::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT id FROM verification_events \
-         WHERE published_at IS NULL AND created_at <= now() - make_interval(secs => $1) \
-         ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-        [min_age.as_secs_f64().into(), batch.into()],
-    ))
-    .all(&txn)
-    .await?;
-    let mut published = 0;
-    for EventId { id } in &ids {
-        broker
-            .publish(&DeliveryMessage::first(id), Route::Deliver)
-            .await?;
-        mark_published(&txn, id).await?;
-        published += 1;
+) -> Result<usize, DbErr> {
+    let now = crate::sql::now();
+    let age = chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::zero());
+    let claim = chrono::Duration::from_std(RELAY_CLAIM).unwrap_or(chrono::Duration::zero());
+    let backend = db.get_database_backend();
+    let mut values: Vec<sea_orm::Value> = vec![
+        min_age.as_secs_f64().into(),
+        i64::try_from(batch).unwrap_or(i64::MAX).into(),
+        RELAY_CLAIM.as_secs_f64().into(),
+    ];
+    if backend == DbBackend::Sqlite {
+        values.extend([(now - age).into(), now.into(), (now + claim).into()]);
     }
-    txn.commit().await?;
-    Ok(published)
+    let ids: Vec<String> = EventId::find_by_statement(CLAIM_UNPUBLISHED.statement(backend, values))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let left = publish_and_mark(db, queue, &ids).await;
+    if !left.is_empty() {
+        // Not published (the queue is down, or did not confirm in time): release the claims,
+        // so that the next pass, here or on another worker, retries them without waiting
+        // out the claim.
+        db.execute_raw(RELEASE_CLAIMS.statement(backend, vec![id_list(backend, &left)]))
+            .await?;
+    }
+    Ok(ids.len() - left.len())
 }
 
 /// The relay failed (the events stay unpublished and are tried again).
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// Database.
-    #[error("database: {0}")]
-    Db(#[from] DbErr),
-    /// Broker.
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-}
+pub type RelayError = QueueError;
 
 /// How many events are unpublished, and the age of the oldest (seconds).
 pub async fn outbox_backlog(db: &impl ConnectionTrait) -> Result<(i64, f64), DbErr> {
     #[derive(FromQueryResult)]
     struct Backlog {
         n: i64,
-        oldest: f64,
+        oldest: Option<DateTime<Utc>>,
     }
+    // Portable: the age is computed here, from the oldest row's time.
     let b = Backlog::find_by_statement(Statement::from_string(
-        DbBackend::Postgres,
-        "SELECT count(*) AS n, \
-         COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest \
+        db.get_database_backend(),
+        "SELECT count(*) AS n, min(created_at) AS oldest \
          FROM verification_events WHERE published_at IS NULL",
     ))
     .one(db)
     .await?;
-    Ok(b.map_or((0, 0.0), |b| (b.n, b.oldest)))
-}
-
-#[derive(Debug, FromQueryResult)]
-struct ExpiredEvent {
-    event_id: String,
-}
-
-/// The expiry sweep (`$1` batch size): due sessions through the open-session index
-/// (`completed_at IS NULL`, see migration 3), locked `SKIP LOCKED`, expired with their events.
-pub static EXPIRE_DUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH due AS ( \
-           SELECT id FROM verification_sessions \
-           WHERE completed_at IS NULL AND status = 'pending' AND expires_at <= now() \
-           ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
-         upd AS ( \
-           UPDATE verification_sessions vs SET status = 'expired', completed_at = now() \
-           FROM due WHERE vs.id = due.id AND vs.status = 'pending' \
-           RETURNING vs.*), \
-         {EVENTS_FROM_UPD} \
-         SELECT event_id FROM ev"
-    )
-});
-
-/// Expires up to `batch` pending sessions past their expiry, each with its event, in one
-/// statement. Rows locked by another sweeper are skipped, and a session is only expired if
-/// still pending, so several workers never double-expire. Returns the new event ids.
-pub async fn expire_due_sessions(
-    db: &impl ConnectionTrait,
-    batch: u64,
-) -> Result<Vec<String>, DbErr> {
-    let rows = ExpiredEvent::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        EXPIRE_DUE_SQL.as_str(),
-        [batch.into()],
-    ))
-    .all(db)
-    .await?;
-    Ok(rows.into_iter().map(|r| r.event_id).collect())
+    Ok(b.map_or((0, 0.0), |b| {
+        let age = b.oldest.map_or(0.0, |t| {
+            (crate::sql::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        (b.n, age)
+    }))
 }
 
 #[cfg(test)]
@@ -617,40 +328,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_queues_follow_the_schedule() {
-        let secs = |v: &[u64]| {
-            v.iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect::<Vec<_>>()
+    fn payload_text_matches_jsonb_output() {
+        let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:01.234567Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = Terminal {
+            verification_id: "ver_1",
+            company_id: "acme",
+            request_id: "r\"1",
+            mobile_number: "+447911123456",
+            status: SessionStatus::Verified,
+            verified_at: Some(at),
         };
-        let t = Topology::new("tn", &secs(&[5, 30, 30, 120]));
-        assert_eq!(t.exchange(), "tn.events");
-        assert_eq!(t.webhook_queue(), "tn.webhooks");
-        assert_eq!(t.retry_queue(Duration::from_secs(30)), "tn.retry.30s");
-        assert_eq!(t.all_queues().len(), 2 + 3);
         assert_eq!(
-            t.retry_delay_at_least(Duration::from_secs(0)),
-            Some(Duration::from_secs(5))
+            payload_text(&t),
+            "{\"event\": \"verification.completed\", \"status\": \"verified\", \
+             \"companyId\": \"acme\", \"requestId\": \"r\\\"1\", \
+             \"verifiedAt\": \"2026-11-23T10:00:01.234Z\", \"mobileNumber\": \"+447911123456\", \
+             \"verificationId\": \"ver_1\"}"
         );
-        assert_eq!(
-            t.retry_delay_at_least(Duration::from_secs(31)),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            t.retry_delay_at_least(Duration::from_secs(9999)),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            Topology::new("x", &[]).retry_delay_at_least(Duration::ZERO),
-            None
-        );
-    }
-
-    #[test]
-    fn messages_are_versioned_json() {
-        let m = DeliveryMessage::first("evt_1");
-        let json = serde_json::to_string(&m).unwrap();
-        assert_eq!(json, r#"{"v":1,"eventId":"evt_1","attempt":1}"#);
-        assert_eq!(serde_json::from_str::<DeliveryMessage>(&json).unwrap(), m);
+        let expired = Terminal {
+            status: SessionStatus::Expired,
+            verified_at: None,
+            ..t
+        };
+        assert!(payload_text(&expired).contains("\"verifiedAt\": null"));
+        assert_eq!(new_event_id().len(), 4 + 32);
     }
 }

@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement};
-use truenumber_entities::verification_session::Model as SessionRow;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryFilter,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionSession, TransactionTrait,
+};
+use truenumber_entities::verification_session::{self, Model as SessionRow};
 
-use crate::{phone::MobileNumber, secrets};
+use crate::{phone::MobileNumber, secrets, sql};
 
 /// The lifecycle of a session: the entity's enum itself, so a stored value outside it is a
 /// decode error.
@@ -133,6 +136,16 @@ pub const INITIATE_SQL: &str = "WITH ins AS ( \
      SELECT * FROM verification_sessions \
        WHERE company_id = $3 AND request_id = $4 AND NOT EXISTS (SELECT 1 FROM ins)";
 
+/// [`INITIATE_SQL`] on SQLite, which has no data-modifying CTE: the insert alone, returning
+/// nothing on conflict (the existing row is then read by a second statement). `$1`–`$4` as
+/// there, `$5` the expiry, `$6` now (both bound from Rust, [`sql`] conventions), `$7` a v4
+/// row id (PostgreSQL's default is `gen_random_uuid()`; SQLite's `randomblob(16)` is not v4).
+pub const INITIATE_SQLITE_SQL: &str = "INSERT INTO verification_sessions \
+       (verification_id, mobile_number, company_id, request_id, expires_at, created_at, id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (request_id, company_id) DO NOTHING \
+     RETURNING *";
+
 /// Status: one session by id, scoped to its company (`$1` id, `$2` company). The only index
 /// it can use is the unique `verification_id` (migration 3 explains why that matters).
 pub const FIND_FOR_COMPANY_SQL: &str =
@@ -159,10 +172,24 @@ pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     )
 });
 
+/// [`SUBMIT_SQL`]'s update on SQLite (`$1`–`$4` as there, `$5` now). Its outbox event is
+/// written by [`insert_event_sqlite`] in the same transaction, which this statement opens
+/// with the write (see [`sql`]).
+pub const SUBMIT_SQLITE_SQL: &str = "UPDATE verification_sessions SET \
+       status = CASE WHEN $4 AND mobile_number = $3 THEN 'verified' ELSE 'failed' END, \
+       verified_at = CASE WHEN $4 AND mobile_number = $3 THEN $5 END, \
+       completed_at = $5, \
+       app_user_id = $2 \
+     WHERE verification_id = $1 AND status = 'pending' AND expires_at > $5 \
+       AND EXISTS (SELECT 1 FROM companies c \
+                   WHERE c.company_id = verification_sessions.company_id AND c.is_active) \
+     RETURNING *";
+
 /// Starts a session, or returns the one this `(company, request_id)` already made.
 ///
-/// One statement on the happy path: an insert that yields to an existing row, with the
-/// existing row read in the same round trip.
+/// PostgreSQL: one statement on the happy path, an insert that yields to an existing row,
+/// with the existing row read in the same round trip. SQLite: the insert, and on a replay a
+/// second statement reads the existing row.
 pub async fn initiate(
     db: &impl ConnectionTrait,
     company_id: &str,
@@ -171,21 +198,45 @@ pub async fn initiate(
     ttl: Duration,
 ) -> Result<Initiated, VerificationError> {
     let verification_id = secrets::new_verification_id()?;
-    let ttl_seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-    let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        INITIATE_SQL,
-        [
-            verification_id.clone().into(),
-            mobile_number.as_str().into(),
-            company_id.into(),
-            request_id.into(),
-            (ttl_seconds as f64).into(),
-        ],
-    ))
-    .one(db)
-    .await?;
-    // A conflicting row committed after this statement's snapshot is invisible to it: read again.
+    let statement = match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            let now = sql::now();
+            let expires_at = chrono::Duration::from_std(ttl)
+                .ok()
+                .and_then(|ttl| now.checked_add_signed(ttl))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                INITIATE_SQLITE_SQL,
+                [
+                    verification_id.clone().into(),
+                    mobile_number.as_str().into(),
+                    company_id.into(),
+                    request_id.into(),
+                    expires_at.into(),
+                    now.into(),
+                    uuid::Uuid::new_v4().into(),
+                ],
+            )
+        }
+        _ => {
+            let ttl_seconds = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+            Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                INITIATE_SQL,
+                [
+                    verification_id.clone().into(),
+                    mobile_number.as_str().into(),
+                    company_id.into(),
+                    request_id.into(),
+                    (ttl_seconds as f64).into(),
+                ],
+            )
+        }
+    };
+    let row = SessionRow::find_by_statement(statement).one(db).await?;
+    // A conflicting row committed after this statement's snapshot is invisible to it (and
+    // SQLite's insert returns nothing on conflict): read again.
     let row = match row {
         Some(r) => r,
         None => find_by_request_id(db, company_id, request_id)
@@ -204,21 +255,21 @@ pub async fn initiate(
     })
 }
 
+/// The session a company made with `request_id`, on either engine.
 async fn find_by_request_id(
     db: &impl ConnectionTrait,
     company_id: &str,
     request_id: &str,
 ) -> Result<Option<SessionRow>, DbErr> {
-    SessionRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT * FROM verification_sessions WHERE company_id = $1 AND request_id = $2",
-        [company_id.into(), request_id.into()],
-    ))
-    .one(db)
-    .await
+    verification_session::Entity::find()
+        .filter(verification_session::Column::RequestId.eq(request_id))
+        .filter(verification_session::Column::CompanyId.eq(company_id))
+        .one(db)
+        .await
 }
 
-/// A company's session by id; another company's id is simply not found.
+/// A company's session by id; another company's id is simply not found. The statement
+/// ([`FIND_FOR_COMPANY_SQL`]) is plain SQL that both engines run as written.
 pub async fn find_for_company(
     db: &impl ConnectionTrait,
     company_id: &str,
@@ -229,7 +280,7 @@ pub async fn find_for_company(
     }
     Ok(
         SessionRow::find_by_statement(Statement::from_sql_and_values(
-            DbBackend::Postgres,
+            db.get_database_backend(),
             FIND_FOR_COMPANY_SQL,
             [verification_id.into(), company_id.into()],
         ))
@@ -265,8 +316,12 @@ pub struct Completed {
 /// outbox event: `verified` when the confirmed number (and the token's bound number, if any)
 /// equals the session's, else `failed`. Of any number of concurrent submits exactly one
 /// matches `status = 'pending'`; the others find the session completed.
+///
+/// PostgreSQL: one statement ([`SUBMIT_SQL`]), no transaction is begun (so `db` may be the
+/// API's connection lanes). SQLite: a short transaction, [`SUBMIT_SQLITE_SQL`] then
+/// [`insert_event_sqlite`].
 pub async fn submit(
-    db: &impl ConnectionTrait,
+    db: &(impl ConnectionTrait + TransactionTrait),
     s: Submission<'_>,
 ) -> Result<Completed, VerificationError> {
     if s.verification_id.len() > 64 {
@@ -276,6 +331,9 @@ pub async fn submit(
     let token_agrees = s
         .token_number
         .is_none_or(|n| n == s.confirmed_number.as_str());
+    if db.get_database_backend() == DbBackend::Sqlite {
+        return submit_sqlite(db, &s, token_agrees).await;
+    }
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -303,15 +361,54 @@ pub async fn submit(
     .one(db)
     .await?
     .ok_or(VerificationError::SessionNotFound)?;
-    Err(match why.status {
-        s @ (SessionStatus::Verified | SessionStatus::Failed) => {
-            VerificationError::AlreadyCompleted(s)
-        }
-        SessionStatus::Expired => VerificationError::SessionExpired,
-        SessionStatus::Pending if why.expired => VerificationError::SessionExpired,
-        // Pending, unexpired: the company was inactive when the update ran.
-        SessionStatus::Pending => VerificationError::CompanyInactive,
-    })
+    Err(why.error())
+}
+
+/// [`submit`] on SQLite: the update and its outbox event in one transaction, begun
+/// `IMMEDIATE` so it holds the write lock from the start; "now" is bound from Rust, and the
+/// same instant decides why nothing changed.
+async fn submit_sqlite(
+    db: &impl TransactionTrait,
+    s: &Submission<'_>,
+    token_agrees: bool,
+) -> Result<Completed, VerificationError> {
+    let now = sql::now();
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await?;
+    let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        SUBMIT_SQLITE_SQL,
+        [
+            s.verification_id.into(),
+            s.app_user_id.into(),
+            s.confirmed_number.as_str().into(),
+            token_agrees.into(),
+            now.into(),
+        ],
+    ))
+    .one(&txn)
+    .await?;
+    if let Some(row) = row {
+        let session = VerificationSession::from(row);
+        let event_id = crate::events::insert_event_sqlite(&txn, &session.terminal(), now).await?;
+        txn.commit().await?;
+        return Ok(Completed { session, event_id });
+    }
+    let why = verification_session::Entity::find()
+        .filter(verification_session::Column::VerificationId.eq(s.verification_id))
+        .one(&txn)
+        .await?;
+    txn.rollback().await?;
+    let why = why.ok_or(VerificationError::SessionNotFound)?;
+    Err(WhyNotSubmitted {
+        status: why.status,
+        expired: why.expires_at <= now,
+    }
+    .error())
 }
 
 /// Why a submit changed nothing: the session's stored status and whether it is past expiry
@@ -323,6 +420,34 @@ const WHY_NOT_SUBMITTED_SQL: &str = "SELECT vs.status, vs.expires_at <= now() AS
 struct WhyNotSubmitted {
     status: SessionStatus,
     expired: bool,
+}
+
+impl WhyNotSubmitted {
+    fn error(&self) -> VerificationError {
+        match self.status {
+            s @ (SessionStatus::Verified | SessionStatus::Failed) => {
+                VerificationError::AlreadyCompleted(s)
+            }
+            SessionStatus::Expired => VerificationError::SessionExpired,
+            SessionStatus::Pending if self.expired => VerificationError::SessionExpired,
+            // Pending, unexpired: the company was inactive when the update ran.
+            SessionStatus::Pending => VerificationError::CompanyInactive,
+        }
+    }
+}
+
+impl VerificationSession {
+    /// What the outbox event of this session (just made terminal) is made of.
+    pub fn terminal(&self) -> crate::events::Terminal<'_> {
+        crate::events::Terminal {
+            verification_id: &self.verification_id,
+            company_id: &self.company_id,
+            request_id: &self.request_id,
+            mobile_number: &self.mobile_number,
+            status: self.stored_status,
+            verified_at: self.verified_at,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Set when the broker confirmed it; `None` while the relay still has to publish it.
     pub published_at: Option<DateTimeUtc>,
+    /// Until when a relay holds this unpublished event (migration 5); `None` or past: free.
+    pub relay_claimed_until: Option<DateTimeUtc>,
 }
 
 /// The terminal status an event reports, as its `status` column stores it (its CHECK

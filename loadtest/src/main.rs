@@ -295,7 +295,14 @@ async fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     truenumber_core::telemetry::install_crypto_provider();
-    let config = Config::from_env().context("loadtest reads DATABASE_URL and JWT_SECRET")?;
+    // Against a standalone node (TN_LOADTEST_STANDALONE=1), the company is made in its SQLite
+    // file in DATA_DIR (WAL lets this process in beside the node).
+    let config = if std::env::var("TN_LOADTEST_STANDALONE").is_ok_and(|v| v == "1") {
+        Config::standalone_from_lookup(|n| std::env::var(n).ok())
+            .context("loadtest reads DATA_DIR and JWT_SECRET")?
+    } else {
+        Config::from_env().context("loadtest reads DATABASE_URL and JWT_SECRET")?
+    };
     let dbc = db::connect(&config).await?;
     let company = format!("loadtest_{}", uuid::Uuid::new_v4().simple());
     let created = companies::create_company(&dbc, &company, "Load test", None).await?;

@@ -10,15 +10,24 @@ pub struct Migration;
 const UP: &str = "ALTER TABLE api_keys ADD COLUMN secret_check TEXT";
 const DOWN: &str = "ALTER TABLE api_keys DROP COLUMN secret_check";
 
+/// [`UP`] for SQLite: the same statement.
+const UP_SQLITE: &str = UP;
+/// [`DOWN`] for SQLite: the same statement (SQLite drops columns since 3.35).
+const DOWN_SQLITE: &str = DOWN;
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    /// In a transaction on both engines (PostgreSQL's default; SQLite's DDL is transactional
+    /// too, so a failed step leaves nothing half-done).
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
+        crate::execute_for_backend(manager, UP, UP_SQLITE).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
+        crate::execute_for_backend(manager, DOWN, DOWN_SQLITE).await
     }
 }

@@ -22,7 +22,7 @@ pub async fn run_json(config: &Config, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn company_lifecycle_through_the_cli() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let cfg = app.config.clone();
     let id = unique("comp");
 
@@ -129,7 +129,16 @@ async fn company_lifecycle_through_the_cli() {
     .await;
     let new_key = rotated["apiKey"].as_str().unwrap().to_owned();
     assert_ne!(new_key, key);
-    let fresh_node = TestApp::spawn_config(cfg.clone()).await;
+    // A node with no key cache: another node on the database, or (standalone, one node per
+    // DATA_DIR) the same node restarted.
+    let fresh_holder;
+    let fresh_node: &TestApp = if crate::helpers::standalone() {
+        app.restart().await;
+        &app
+    } else {
+        fresh_holder = TestApp::spawn_config(cfg.clone()).await;
+        &fresh_holder
+    };
     assert_error(
         fresh_node.status(&key, "ver_x").await,
         401,

@@ -9,7 +9,11 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use truenumber_api::state::AppState;
 use truenumber_core::{
-    app_token::AppTokenKeys, companies, config::Config, db, db_lanes::ApiConnections,
+    app_token::AppTokenKeys,
+    companies,
+    config::{Config, Mode},
+    db,
+    db_lanes::ApiConnections,
 };
 
 /// The JWT secret every test app uses.
@@ -20,8 +24,35 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The environment of a test app before overrides.
+/// The harness parameter: `TN_TEST_MODE=standalone` runs the HTTP tests against a standalone
+/// node (SQLite in a fresh `DATA_DIR`, the in-process limiter and queue, the worker's loops in
+/// the same process); unset, against production mode (PostgreSQL, Redis, RabbitMQ).
+pub fn standalone() -> bool {
+    std::env::var("TN_TEST_MODE").is_ok_and(|m| m == "standalone")
+}
+
+/// The configuration of `env` in the mode under test.
+pub fn config_from(env: &HashMap<String, String>) -> Config {
+    if standalone() {
+        Config::standalone_from_lookup(|name| env.get(name).cloned()).expect("test config")
+    } else {
+        Config::from_map(env).expect("test config")
+    }
+}
+
+/// The environment of a test app before overrides (in the mode under test).
 pub fn base_env() -> HashMap<String, String> {
+    let mut env = production_env();
+    if standalone() {
+        env.remove("DATABASE_URL");
+        let dir = std::env::temp_dir().join(unique("tn_test"));
+        env.insert("DATA_DIR".to_owned(), dir.display().to_string());
+    }
+    env
+}
+
+/// The environment of a production-mode test app (a fresh database, key and queue prefixes).
+pub fn production_env() -> HashMap<String, String> {
     let db_name = unique("tn_test");
     HashMap::from([
         (
@@ -79,7 +110,18 @@ pub struct TestApp {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    standalone: Option<truenumber_api::standalone::Running>,
     _queues: QueueCleanup,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The data of a standalone app lives as long as the test (files still open by its
+        // tasks are unlinked, which Unix allows).
+        if self.config.mode == Mode::Standalone {
+            let _ = std::fs::remove_dir_all(&self.config.data_dir);
+        }
+    }
 }
 
 impl TestApp {
@@ -92,8 +134,7 @@ impl TestApp {
     pub async fn spawn_with(tweak: impl FnOnce(&mut HashMap<String, String>)) -> Self {
         let mut env = base_env();
         tweak(&mut env);
-        let config = Config::from_map(&env).expect("test config");
-        Self::spawn_config(config).await
+        Self::spawn_config(config_from(&env)).await
     }
 
     /// An app on a given configuration (a second node shares the first one's database).
@@ -104,6 +145,9 @@ impl TestApp {
             let mut logged = config.clone();
             logged.log_level = level;
             truenumber_core::telemetry::init(&logged, true);
+        }
+        if config.mode == Mode::Standalone {
+            return Self::spawn_standalone(config).await;
         }
         db::migrate(&config).await.expect("migrate");
         // The app's own connections, within its budget; assertions share its pool.
@@ -138,11 +182,62 @@ impl TestApp {
             client,
             shutdown: Some(tx),
             server: Some(server),
+            standalone: None,
         }
+    }
+
+    async fn spawn_standalone(config: Config) -> Self {
+        let running = truenumber_api::standalone::start(
+            config.clone(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .expect("standalone start");
+        let scheme = if config.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .danger_accept_invalid_certs(config.tls_cert_file.is_some())
+            .build()
+            .expect("client");
+        Self {
+            base: format!("{scheme}://{}", running.addr),
+            _queues: QueueCleanup::none(),
+            db: running.db.clone(),
+            config,
+            client,
+            shutdown: None,
+            server: None,
+            standalone: Some(running),
+        }
+    }
+
+    /// Standalone only: stops the node and starts a new one on the same `DATA_DIR` (a fresh
+    /// process state: empty caches, same data).
+    pub async fn restart(&mut self) {
+        let running = self.standalone.take().expect("a standalone app");
+        running.stop().await.expect("standalone stop");
+        let again = Self::spawn_standalone(self.config.clone()).await;
+        self.base = again.base.clone();
+        self.db = again.db.clone();
+        self.standalone = again.standalone_handover();
+    }
+
+    fn standalone_handover(mut self) -> Option<truenumber_api::standalone::Running> {
+        // The data dir stays: it is the restarted app's.
+        self.config.mode = Mode::Production;
+        self.standalone.take()
     }
 
     /// Stops serving and waits for in-flight requests.
     pub async fn stop(mut self) {
+        if let Some(running) = self.standalone.take() {
+            running.stop().await.expect("standalone stop");
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -353,9 +448,20 @@ pub struct QueueCleanup {
 }
 
 impl QueueCleanup {
+    /// Nothing to delete (standalone mode has no broker).
+    pub fn none() -> Self {
+        Self {
+            amqp_url: String::new(),
+            queues: Vec::new(),
+        }
+    }
+
     /// The queues a configuration's prefix makes.
     pub fn for_config(config: &Config) -> Self {
-        let topology = truenumber_core::events::Topology::new(
+        if config.mode == Mode::Standalone {
+            return Self::none();
+        }
+        let topology = truenumber_core::queue::Topology::new(
             &config.amqp_queue_prefix,
             &config.webhook_retry_schedule,
         );
@@ -368,6 +474,9 @@ impl QueueCleanup {
 
 impl Drop for QueueCleanup {
     fn drop(&mut self) {
+        if self.queues.is_empty() {
+            return;
+        }
         let url = self.amqp_url.clone();
         let queues = std::mem::take(&mut self.queues);
         // Drop cannot await; a short-lived thread with its own runtime can.
@@ -414,8 +523,17 @@ pub struct TestWorker {
 }
 
 impl TestWorker {
-    /// Starts a worker on `config` (its database must be migrated).
+    /// Starts a worker on `config` (its database must be migrated). In standalone mode the
+    /// app already runs the worker's loops: this is a handle that does nothing.
     pub async fn spawn(config: &Config) -> Self {
+        if config.mode == Mode::Standalone {
+            return Self {
+                shutdown: None,
+                handle: None,
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                _queues: QueueCleanup::none(),
+            };
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel();
         let handle = tokio::spawn(truenumber_worker::run(

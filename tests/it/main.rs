@@ -15,6 +15,7 @@ mod openapi;
 mod query_plans;
 mod rate_limit;
 mod shutdown;
+mod standalone;
 mod verification;
 mod webhooks;
 mod worker;

@@ -160,14 +160,28 @@ async fn metrics_move_when_requests_are_made() {
         value(&after, "truenumber_dependency_up{kind=\"database\"}"),
         1.0
     );
+    // Standalone names its in-process limiter and queue, and serves the worker's metrics on
+    // the API's own /metrics (one process).
+    let (limiter_kind, queue_kind) = if crate::helpers::standalone() {
+        ("rateLimiter", "queue")
+    } else {
+        ("redis", "rabbitmq")
+    };
     assert_eq!(
-        value(&after, "truenumber_dependency_up{kind=\"redis\"}"),
+        value(
+            &after,
+            &format!("truenumber_dependency_up{{kind=\"{limiter_kind}\"}}")
+        ),
         1.0
     );
     assert!(after.contains("truenumber_outbox_backlog "));
 
     receiver.wait_for(1, Duration::from_secs(20)).await;
-    let worker_metrics = format!("http://127.0.0.1:{}/metrics", worker.addr.port());
+    let worker_metrics = if crate::helpers::standalone() {
+        api.clone()
+    } else {
+        format!("http://127.0.0.1:{}/metrics", worker.addr.port())
+    };
     let w = crate::helpers::eventually(Duration::from_secs(10), || {
         let (client, url) = (app.client.clone(), worker_metrics.clone());
         async move {
@@ -178,7 +192,10 @@ async fn metrics_move_when_requests_are_made() {
     .await;
     assert!(value(&w, "truenumber_sweeps_total") >= 1.0);
     assert_eq!(
-        value(&w, "truenumber_dependency_up{kind=\"rabbitmq\"}"),
+        value(
+            &w,
+            &format!("truenumber_dependency_up{{kind=\"{queue_kind}\"}}")
+        ),
         1.0
     );
     worker.stop().await;

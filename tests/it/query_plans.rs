@@ -9,7 +9,7 @@
 //! this), with generic plans forced, at several table sizes and without ANALYZE.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
-use truenumber_core::{config::Config, db, deliveries, events, verification};
+use truenumber_core::{config::Config, db, deliveries, sweeps, verification};
 
 use crate::helpers::base_env;
 
@@ -161,7 +161,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
 
     // The sweep reads due sessions through the open-session index once there are enough rows
     // for an index to pay (a tiny table is read whole, which is as cheap).
-    let plan = generic_plan(&db, &events::EXPIRE_DUE_SQL, "500").await;
+    let plan = generic_plan(&db, &sweeps::EXPIRE_DUE_SQL, "500").await;
     assert_uses(
         &plan,
         "expiry sweep",

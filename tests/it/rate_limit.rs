@@ -181,14 +181,15 @@ async fn the_window_slides() {
 async fn two_nodes_share_one_budget_exactly() {
     let first = TestApp::spawn_with(|env| {
         env.insert("RATE_LIMIT_INITIATE_PER_HOUR".into(), "50".into());
-        // 300 requests at once against two debug-build nodes on two cores can starve a
-        // future past the default 1 s; this test is about exactness, not timeouts.
+        // 150 requests at once against two debug-build (in CI, coverage-instrumented) nodes
+        // on two cores can starve a future past the default 1 s; this test is about
+        // exactness, not timeouts. (300 at once once outlasted the 5 s admission wait in CI.)
         env.insert("REDIS_TIMEOUT_MS".into(), "10000".into());
     })
     .await;
     let second = TestApp::spawn_config(first.config.clone()).await;
     let c = first.create_company(&unique("c")).await;
-    let bodies: Vec<Value> = (0..300).map(|_| initiate_body(&c.id)).collect();
+    let bodies: Vec<Value> = (0..150).map(|_| initiate_body(&c.id)).collect();
     let requests = bodies.iter().enumerate().map(|(i, body)| {
         let node = if i % 2 == 0 { &first } else { &second };
         node.initiate(&c.api_key, body)
@@ -200,10 +201,10 @@ async fn two_nodes_share_one_budget_exactly() {
         match r.status().as_u16() {
             200 => ok += 1,
             429 => limited += 1,
-            s => panic!("unexpected {s}"),
+            s => panic!("unexpected {s}: {}", r.text().await.unwrap_or_default()),
         }
     }
-    assert_eq!((ok, limited), (50, 250));
+    assert_eq!((ok, limited), (50, 100));
 }
 
 #[tokio::test]

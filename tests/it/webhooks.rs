@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 use truenumber_core::{
     deliveries::{self, DeliveryStatus},
     events,
+    queue::{self, Broker, Queue, Topology},
+    sweeps,
 };
 use truenumber_entities::{
     verification_event::{self, EventStatus},
@@ -446,7 +448,7 @@ async fn two_sweepers_expire_each_session_exactly_once() {
     let sweep = |db: sea_orm::DatabaseConnection| async move {
         let mut mine = Vec::new();
         loop {
-            let batch = events::expire_due_sessions(&db, 7).await.unwrap();
+            let batch = sweeps::expire_due_sessions(&db, 7).await.unwrap();
             if batch.is_empty() {
                 return mine;
             }
@@ -494,11 +496,11 @@ async fn redelivered_messages_make_no_second_delivery_and_poison_is_dead_lettere
     final_delivery(&app, &c.id, &event_id).await;
 
     // The same message again (as after a worker crash before its ack), twice.
-    let topology = events::Topology::new(
+    let topology = queue::Topology::new(
         &app.config.amqp_queue_prefix,
         &app.config.webhook_retry_schedule,
     );
-    let broker = events::Broker::new(
+    let broker = queue::Broker::new(
         app.config.amqp_url.expose(),
         topology.clone(),
         Duration::from_secs(5),
@@ -506,8 +508,8 @@ async fn redelivered_messages_make_no_second_delivery_and_poison_is_dead_lettere
     for _ in 0..2 {
         broker
             .publish(
-                &events::DeliveryMessage::first(&event_id),
-                events::Route::Deliver,
+                &queue::DeliveryMessage::first(&event_id),
+                queue::Route::Deliver,
             )
             .await
             .unwrap();
@@ -515,15 +517,15 @@ async fn redelivered_messages_make_no_second_delivery_and_poison_is_dead_lettere
     // A message no queue takes is returned by the broker, and that is a failure.
     let unroutable = broker
         .publish(
-            &events::DeliveryMessage::first(&event_id),
-            events::Route::Retry {
+            &queue::DeliveryMessage::first(&event_id),
+            queue::Route::Retry {
                 delay: Duration::from_secs(12_345),
                 expiration: Duration::from_secs(1),
             },
         )
         .await;
     assert!(
-        matches!(unroutable, Err(events::BrokerError::Unroutable)),
+        matches!(unroutable, Err(queue::BrokerError::Unroutable)),
         "{unroutable:?}"
     );
     // A poison message.
@@ -589,6 +591,27 @@ async fn events_written_while_rabbitmq_is_unreachable_are_relayed() {
     assert_eq!(health["checks"]["rabbitmq"]["status"], "down");
     let (backlog, _) = events::outbox_backlog(&app.db).await.unwrap();
     assert_eq!(backlog, 1);
+    // A relay that cannot reach RabbitMQ publishes nothing and gives its claim back, so the
+    // next relay (the worker's, below) need not wait out the claim.
+    let unreachable = Queue::RabbitMq(std::sync::Arc::new(Broker::new(
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+        Topology::new(
+            &app.config.amqp_queue_prefix,
+            &app.config.webhook_retry_schedule,
+        ),
+        Duration::from_secs(2),
+    )));
+    let relayed = events::relay_unpublished(&app.db, &unreachable, Duration::ZERO, 10)
+        .await
+        .unwrap();
+    assert_eq!(relayed, 0);
+    let event = verification_event::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.relay_claimed_until, None);
+    assert_eq!(event.published_at, None);
 
     let mut worker_config = app.config.clone();
     worker_config.amqp_url = crate::helpers::base_env().get("AMQP_URL").map_or_else(

@@ -5,13 +5,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rand::RngExt;
 use reqwest::{StatusCode, header::HeaderMap};
 use sea_orm::DatabaseConnection;
 use truenumber_core::{
     deliveries::{self, AttemptRecord, DeliveryStatus, NextStep},
-    events::{Broker, DeliveryMessage, Route},
     metrics::Metrics,
+    queue::{DeliveryMessage, Queue},
 };
 
 use crate::{
@@ -48,7 +47,7 @@ pub struct Retryable(pub String);
 #[derive(Clone)]
 pub struct Deliverer {
     db: DatabaseConnection,
-    broker: Arc<Broker>,
+    queue: Queue,
     http: reqwest::Client,
     allow_private: bool,
     schedule: Vec<Duration>,
@@ -74,7 +73,7 @@ impl Deliverer {
     /// the SSRF-guarded resolver.
     pub fn new(
         db: DatabaseConnection,
-        broker: Arc<Broker>,
+        queue: Queue,
         timeout: Duration,
         allow_private: bool,
         schedule: Vec<Duration>,
@@ -90,7 +89,7 @@ impl Deliverer {
             .build()?;
         Ok(Self {
             db,
-            broker,
+            queue,
             http,
             allow_private,
             schedule,
@@ -173,7 +172,11 @@ impl Deliverer {
                 event_id: target.event_id.clone(),
                 attempt: msg.attempt.saturating_add(1),
             };
-            if let Err(e) = self.schedule_retry(&retry, Duration::from_secs(secs)).await {
+            if let Err(e) = self
+                .queue
+                .publish_retry(&retry, Duration::from_secs(secs))
+                .await
+            {
                 // The attempt is recorded with its next_attempt_at; the overdue sweep
                 // publishes the retry if this message is lost.
                 tracing::warn!(event_id = %target.event_id, error = %e, "could not schedule retry");
@@ -185,30 +188,6 @@ impl Deliverer {
             attempt, status = ?record.status_code, error = record.error.as_deref(), latency_ms,
             next = ?next, "webhook attempt");
         Ok(Outcome::Attempted(next))
-    }
-
-    /// Publishes a retry into the TTL queue of the smallest schedule delay that covers `wanted`,
-    /// with a jittered expiration (80–100% of that delay, never less than `wanted`).
-    async fn schedule_retry(
-        &self,
-        msg: &DeliveryMessage,
-        wanted: Duration,
-    ) -> Result<(), truenumber_core::events::BrokerError> {
-        let topology = self.broker.topology();
-        let Some(queue_delay) = topology.retry_delay_at_least(wanted) else {
-            return self.broker.publish(msg, Route::Deliver).await;
-        };
-        let factor = rand::rng().random_range(0.8..=1.0);
-        let jittered = queue_delay.mul_f64(factor).max(wanted.min(queue_delay));
-        self.broker
-            .publish(
-                msg,
-                Route::Retry {
-                    delay: queue_delay,
-                    expiration: jittered.max(Duration::from_millis(1)),
-                },
-            )
-            .await
     }
 
     async fn send(&self, url: &str, event_id: &str, payload: &str, secret: &str) -> Response {

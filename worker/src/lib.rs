@@ -23,8 +23,10 @@ use tokio::sync::watch;
 use truenumber_core::{
     config::Config,
     db, deliveries,
-    events::{self, Broker, DeliveryMessage, Route as QueueRoute, Topology},
+    events::{self, EventPublisher},
     metrics::Metrics,
+    queue::{Broker, DeliveryMessage, InProcessQueue, Queue, Route as QueueRoute, Topology},
+    sweeps,
 };
 
 use crate::delivery::Deliverer;
@@ -35,14 +37,16 @@ const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
 /// How often overdue deliveries are looked for, and how overdue they must be.
 const OVERDUE_INTERVAL: Duration = Duration::from_secs(15);
 const OVERDUE_GRACE_SECS: f64 = 60.0;
+/// How often standalone mode hands due deliveries (first attempts and retries) to its consumer.
+const DISPATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Shared state of a worker.
 #[derive(Clone, Debug)]
 pub struct WorkerState {
     /// PostgreSQL pool.
     pub db: DatabaseConnection,
-    /// RabbitMQ.
-    pub broker: Arc<Broker>,
+    /// The queue (RabbitMQ).
+    pub queue: Queue,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -53,7 +57,7 @@ pub struct WorkerState {
 async fn metrics_endpoint(Data(state): Data<&WorkerState>) -> Response {
     let (database, rabbitmq) = tokio::join!(
         tokio::time::timeout(Duration::from_secs(2), db::ping(&state.db)),
-        tokio::time::timeout(Duration::from_secs(2), state.broker.ping())
+        tokio::time::timeout(Duration::from_secs(2), state.queue.ping())
     );
     state
         .metrics
@@ -86,7 +90,7 @@ async fn health(Data(state): Data<&WorkerState>) -> Response {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         json!({"status": if ok { "up" } else { "down" }, "latencyMs": latency_ms})
     }
-    let (database, rabbitmq) = tokio::join!(timed(db::ping(&state.db)), timed(state.broker.ping()));
+    let (database, rabbitmq) = tokio::join!(timed(db::ping(&state.db)), timed(state.queue.ping()));
     let healthy = database["status"] == "up" && rabbitmq["status"] == "up";
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
@@ -106,7 +110,7 @@ async fn health(Data(state): Data<&WorkerState>) -> Response {
 async fn ready(Data(state): Data<&WorkerState>) -> Response {
     let (database, rabbitmq) = tokio::join!(
         tokio::time::timeout(Duration::from_secs(2), db::ping(&state.db)),
-        tokio::time::timeout(Duration::from_secs(2), state.broker.ping())
+        tokio::time::timeout(Duration::from_secs(2), state.queue.ping())
     );
     let up = |ok: bool| if ok { "up" } else { "down" };
     let (db_ok, mq_ok) = (
@@ -142,10 +146,11 @@ pub async fn run(
         topology,
         Duration::from_secs(5),
     ));
+    let queue = Queue::RabbitMq(broker.clone());
     let metrics = Arc::new(Metrics::new());
     let deliverer = Deliverer::new(
         db.clone(),
-        broker.clone(),
+        queue.clone(),
         config.webhook_timeout,
         config.webhook_allow_private_networks,
         config.webhook_retry_schedule.clone(),
@@ -172,9 +177,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = WorkerState {
         db: db.clone(),
-        broker: broker.clone(),
+        queue: queue.clone(),
         metrics: metrics.clone(),
     };
+    let publisher = EventPublisher::start(db.clone(), queue.clone());
     let tasks = vec![
         tokio::spawn(consume_loop(
             broker.clone(),
@@ -184,13 +190,13 @@ pub async fn run(
         )),
         tokio::spawn(relay_loop(
             db.clone(),
-            broker.clone(),
+            queue.clone(),
             metrics.clone(),
             stop_rx.clone(),
         )),
         tokio::spawn(sweep_loop(
             db.clone(),
-            broker.clone(),
+            publisher,
             metrics.clone(),
             config.sweep_interval,
             stop_rx.clone(),
@@ -225,6 +231,106 @@ pub async fn run(
     let _ = db.close().await;
     tracing::info!("truenumber-worker stopped");
     Ok(())
+}
+
+/// Standalone mode: the worker's loops inside the API's process, on its SQLite database and
+/// in-process queue: the consumer (deliveries with retries), the dispatcher of due deliveries,
+/// the relay and the expiry sweep. They return once `stop` turns true, after in-flight
+/// deliveries finish. `publisher` is the process's one event publisher (the API's).
+pub async fn spawn_in_process(
+    config: &Config,
+    db: DatabaseConnection,
+    queue: InProcessQueue,
+    publisher: EventPublisher,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let receiver = queue
+        .take_receiver()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the in-process queue already has its consumer"))?;
+    let deliverer = Deliverer::new(
+        db.clone(),
+        Queue::InProcess(queue.clone()),
+        config.webhook_timeout,
+        config.webhook_allow_private_networks,
+        config.webhook_retry_schedule.clone(),
+        metrics.clone(),
+    )?;
+    Ok(vec![
+        tokio::spawn(consume_in_process(
+            receiver,
+            deliverer,
+            config.worker_concurrency,
+            stop.clone(),
+        )),
+        tokio::spawn(dispatch_loop(queue.clone(), stop.clone())),
+        tokio::spawn(relay_loop(
+            db.clone(),
+            Queue::InProcess(queue),
+            metrics.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(sweep_loop(
+            db,
+            publisher,
+            metrics,
+            config.sweep_interval,
+            stop,
+        )),
+    ])
+}
+
+/// Delivers what the in-process queue hands over, `concurrency` at a time. Nothing needs
+/// acknowledging: a delivery's state is in its row, and one that could not be processed (the
+/// database failed) comes due again when its claim runs out.
+async fn consume_in_process(
+    mut receiver: tokio::sync::mpsc::Receiver<DeliveryMessage>,
+    deliverer: Deliverer,
+    concurrency: u16,
+    stop: watch::Receiver<bool>,
+) {
+    let mut stop_stream = stop.clone();
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+        .take_until(Box::pin(async move { stopped(&mut stop_stream).await }))
+        .for_each_concurrent(usize::from(concurrency), |msg| {
+            let deliverer = deliverer.clone();
+            async move {
+                match deliverer.handle(&msg).await {
+                    Ok(outcome) => {
+                        tracing::debug!(event_id = %msg.event_id, ?outcome, "message handled");
+                    }
+                    Err(e) => tracing::warn!(event_id = %msg.event_id, error = %e,
+                        "delivery postponed; it comes due again when its claim runs out"),
+                }
+            }
+        })
+        .await;
+}
+
+/// Hands due deliveries (retries, and anything a crash or a full channel left behind) to the
+/// in-process consumer. The first pass runs at once, so retries that fell due while the
+/// process was down go out right after start.
+async fn dispatch_loop(queue: InProcessQueue, mut stop: watch::Receiver<bool>) {
+    const BATCH: u64 = 200;
+    loop {
+        loop {
+            match queue.dispatch_due(BATCH, Duration::from_secs(5)).await {
+                Ok(n) if n as u64 == BATCH => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dispatching due deliveries failed");
+                    break;
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+        if sleep_or_stop(DISPATCH_INTERVAL, &mut stop).await {
+            return;
+        }
+    }
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -332,13 +438,13 @@ async fn process(deliverer: &Deliverer, broker: &Broker, d: lapin::message::Deli
 
 async fn relay_loop(
     db: DatabaseConnection,
-    broker: Arc<Broker>,
+    queue: Queue,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         loop {
-            match events::relay_unpublished(&db, &broker, RELAY_MIN_AGE, 200).await {
+            match events::relay_unpublished(&db, &queue, RELAY_MIN_AGE, 200).await {
                 Ok(200) => {
                     metrics.relayed(200);
                     continue;
@@ -364,14 +470,14 @@ async fn relay_loop(
 
 async fn sweep_loop(
     db: DatabaseConnection,
-    broker: Arc<Broker>,
+    publisher: EventPublisher,
     metrics: Arc<Metrics>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         loop {
-            match events::expire_due_sessions(&db, 500).await {
+            match sweeps::expire_due_sessions(&db, 500).await {
                 Ok(ids) => {
                     let n = ids.len();
                     metrics.sweep(n as u64);
@@ -379,7 +485,7 @@ async fn sweep_loop(
                         tracing::info!(expired = n, "expired overdue sessions");
                     }
                     for id in ids {
-                        events::publish_event(&db, &broker, &id).await;
+                        publisher.publish_soon(id);
                     }
                     if n < 500 {
                         break;

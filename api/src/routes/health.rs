@@ -8,7 +8,7 @@ use poem::{
     web::{Data, Json},
 };
 use serde_json::{Value, json};
-use truenumber_core::{db, events};
+use truenumber_core::{db, events, queue::QueueBackend, rate_limit::LimiterBackend};
 
 use crate::state::AppState;
 
@@ -61,16 +61,26 @@ where
     Check { up, latency_ms }
 }
 
+/// Each dependency by name: `database`, `redis` and `rabbitmq` in production mode;
+/// `database`, `rateLimiter` and `queue` (both in-process) in standalone mode.
 async fn dependency_checks(state: &AppState) -> Vec<(&'static str, Check)> {
-    let (database, redis, rabbitmq) = tokio::join!(
+    let limiter_name = match state.limiter.backend() {
+        LimiterBackend::Redis => "redis",
+        LimiterBackend::InProcess => "rateLimiter",
+    };
+    let queue_name = match state.queue.backend() {
+        QueueBackend::RabbitMq => "rabbitmq",
+        QueueBackend::InProcess => "queue",
+    };
+    let (database, limiter, queue) = tokio::join!(
         check("database", db::ping(&state.db)),
-        check("redis", state.limiter.ping()),
-        check("rabbitmq", state.broker.ping())
+        check(limiter_name, state.limiter.ping()),
+        check(queue_name, state.queue.ping())
     );
     vec![
         ("database", database),
-        ("redis", redis),
-        ("rabbitmq", rabbitmq),
+        (limiter_name, limiter),
+        (queue_name, queue),
     ]
 }
 

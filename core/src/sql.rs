@@ -1,0 +1,64 @@
+//! Statements that differ between the two engines, side by side.
+//!
+//! Production mode runs on PostgreSQL; standalone mode on SQLite. Queries that sea-orm and
+//! sea-query build portably are written with them. Where one backend-specific statement is the
+//! point (a state transition and its outbox row in one round trip, `SKIP LOCKED` claims), the
+//! PostgreSQL statement and its SQLite counterpart are written as one [`Twin`], next to each
+//! other, so a reader sees both and a change to one is made to the other.
+//!
+//! # SQLite conventions (standalone)
+//! - **Time** is stored as RFC 3339 text in UTC, exactly as sqlx encodes a `DateTime<Utc>`
+//!   (`2026-11-23T10:00:00.123456789+00:00`); such values order correctly as text. SQLite's
+//!   own `datetime('now')` writes another format, so a SQLite statement never asks SQLite for
+//!   the time: "now" and every instant derived from it (`now + ttl`) are bound from Rust
+//!   ([`now`]). One process owns the database, so its clock is the only clock. Column
+//!   defaults use [`SQLITE_NOW_DEFAULT`], which writes the same format.
+//! - **UUIDs** are 16-byte blobs (sqlx's encoding); **booleans** 0/1; **JSON** is text.
+//! - Parameters are `$1`, `$2`, … in both dialects (sqlx binds SQLite's `$N` by number).
+//! - SQLite has no data-modifying CTEs: a PostgreSQL single statement becomes a short
+//!   transaction whose first statement writes (so it takes the write lock at once and never
+//!   has to upgrade a read lock, the one case SQLite's busy timeout cannot wait out).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DbBackend, Statement, Value};
+
+/// A column default in SQLite DDL that writes the current time in the format above.
+pub const SQLITE_NOW_DEFAULT: &str = "(strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))";
+
+/// One statement in both dialects.
+#[derive(Debug, Clone, Copy)]
+pub struct Twin {
+    /// PostgreSQL (production mode).
+    pub postgres: &'static str,
+    /// SQLite (standalone mode).
+    pub sqlite: &'static str,
+}
+
+impl Twin {
+    /// The statement for `backend` with its values.
+    pub fn statement(
+        &self,
+        backend: DbBackend,
+        values: impl IntoIterator<Item = Value>,
+    ) -> Statement {
+        match backend {
+            DbBackend::Sqlite => Statement::from_sql_and_values(backend, self.sqlite, values),
+            _ => Statement::from_sql_and_values(DbBackend::Postgres, self.postgres, values),
+        }
+    }
+}
+
+/// The current time, to bind where a SQLite statement needs "now".
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// "Now" inside a statement built with sea-query: PostgreSQL's `now()` (the database's
+/// clock, as its hand-written statements use), or on SQLite the current time bound from Rust
+/// ([`now`]), never SQLite's own.
+pub fn now_expr(backend: DbBackend) -> sea_orm::sea_query::Expr {
+    match backend {
+        DbBackend::Sqlite => sea_orm::sea_query::Expr::value(now()),
+        _ => sea_orm::sea_query::Expr::cust("now()"),
+    }
+}
