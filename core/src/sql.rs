@@ -48,9 +48,10 @@ impl Twin {
     }
 }
 
-/// The current time, to bind where a SQLite statement needs "now".
+/// The current time, to bind where a SQLite statement needs "now": in microseconds, the
+/// precision of PostgreSQL's `timestamptz`, so both modes store and show the same instants.
 pub fn now() -> DateTime<Utc> {
-    Utc::now()
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
 }
 
 /// "Now" inside a statement built with sea-query: PostgreSQL's `now()` (the database's
@@ -60,5 +61,17 @@ pub fn now_expr(backend: DbBackend) -> sea_orm::sea_query::Expr {
     match backend {
         DbBackend::Sqlite => sea_orm::sea_query::Expr::value(now()),
         _ => sea_orm::sea_query::Expr::cust("now()"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Timelike;
+
+    #[test]
+    fn now_has_microsecond_precision_like_postgresql() {
+        for _ in 0..100 {
+            assert_eq!(super::now().nanosecond() % 1_000, 0);
+        }
     }
 }
