@@ -132,6 +132,16 @@ pub enum CompanyCommand {
         #[arg(long)]
         status_per_hour: Option<u32>,
     },
+    /// Set a company's own retention window (1-3650 days), or omit --days to use
+    /// DATA_RETENTION_DAYS again.
+    SetRetention {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// Completed sessions older than this many days are deleted.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
+    },
     /// Deactivate a company: its keys are refused with COMPANY_INACTIVE.
     Deactivate {
         /// The company.
@@ -447,6 +457,13 @@ async fn company(
                     "rateLimitInitiatePerHour": initiate_per_hour,
                     "rateLimitStatusPerHour": status_per_hour,
                 }),
+            )
+        }
+        CompanyCommand::SetRetention { company_id, days } => {
+            companies::set_retention_days(db, &company_id, days).await?;
+            print(
+                out,
+                &json!({"companyId": company_id, "dataRetentionDays": days}),
             )
         }
         CompanyCommand::Deactivate { company_id } => {

@@ -43,6 +43,17 @@ pub fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(),
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
+/// For an optional field of a request body (`#[serde(default, deserialize_with =
+/// "json_body::not_null")]`): absent is `None`, and `null` is refused like any other value of
+/// the wrong type, as the document (which never says `nullable`) promises.
+pub fn not_null<'de, D, T>(de: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(de).map(Some)
+}
+
 impl<T: Type> Payload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json";
 
@@ -74,7 +85,9 @@ impl<T: Type + DeserializeOwned + Validate + Send> ParsePayload for JsonBody<T> 
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> Result<Self> {
         let data = Vec::<u8>::from_request(request, body).await?;
-        if data.iter().all(u8::is_ascii_whitespace) {
+        // Every request body is an object: serde would also read a struct from an array
+        // (`[null, null]`), which no schema of ours allows.
+        if data.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(invalid(
                 "Invalid request: the body must be a JSON object".into(),
             ));

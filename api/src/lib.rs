@@ -1,6 +1,7 @@
 //! The TrueNumber HTTP API: routes, authentication, the error shape, operator commands.
 
 pub mod cli;
+pub mod cursor;
 pub mod error;
 pub mod json_body;
 pub mod middleware;
@@ -26,7 +27,10 @@ use truenumber_core::config::Config;
 
 use crate::{
     middleware::{HttpsPolicy, RequestMiddleware, RouteTable},
-    routes::{health, verification::VerificationApi},
+    routes::{
+        company::CompanyApi, deliveries::DeliveriesApi, health, verification::VerificationApi,
+        verifications::VerificationsApi,
+    },
     state::AppState,
 };
 
@@ -34,10 +38,23 @@ use crate::{
 pub const API_PREFIX: &str = "/api/v1";
 
 /// The OpenAPI service for a state (its `servers` entry comes from `API_BASE_URL`).
-pub fn openapi_service(state: AppState) -> OpenApiService<VerificationApi, ()> {
+pub fn openapi_service(
+    state: AppState,
+) -> OpenApiService<(VerificationApi, VerificationsApi, CompanyApi, DeliveriesApi), ()> {
     let server = format!("{}{API_PREFIX}", state.config.api_base_url);
     OpenApiService::new(
-        VerificationApi { state },
+        (
+            VerificationApi {
+                state: state.clone(),
+            },
+            VerificationsApi {
+                state: state.clone(),
+            },
+            CompanyApi {
+                state: state.clone(),
+            },
+            DeliveriesApi { state },
+        ),
         "TrueNumber API",
         env!("CARGO_PKG_VERSION"),
     )

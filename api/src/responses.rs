@@ -80,13 +80,18 @@ fn json_content(schema: MetaSchemaRef) -> Vec<MetaMediaType> {
     }]
 }
 
-/// A success body and what its 200 means (the response's description in the document).
+/// A success body and what its response means (the description in the document).
 pub trait SuccessBody: Type + ToJSON + Send {
-    /// The 200 response's description.
+    /// The response's description.
     const DESCRIPTION: &'static str;
+    /// Its status: 200 unless the operation creates something (201) or accepts work (202).
+    const STATUS: u16 = 200;
+    /// Whether the operation counts against a rate limit before it succeeds (the verification
+    /// endpoints), so the rate-limit headers may be on it.
+    const RATE_LIMITED: bool = true;
 }
 
-/// `200` with a JSON body. Every operation counts against a rate limit before it succeeds.
+/// A success with a JSON body, its status and headers as [`SuccessBody`] says.
 #[derive(Debug)]
 pub struct Success<T>(pub T);
 
@@ -95,10 +100,10 @@ impl<T: SuccessBody> ApiResponse for Success<T> {
         MetaResponses {
             responses: vec![MetaResponse {
                 description: T::DESCRIPTION,
-                status: Some(200),
+                status: Some(T::STATUS),
                 status_range: None,
                 content: json_content(T::schema_ref()),
-                headers: headers(200, true),
+                headers: headers(T::STATUS, T::RATE_LIMITED),
             }],
         }
     }
@@ -110,7 +115,34 @@ impl<T: SuccessBody> ApiResponse for Success<T> {
 
 impl<T: SuccessBody> IntoResponse for Success<T> {
     fn into_response(self) -> Response {
-        Json(self.0).into_response()
+        let status = poem::http::StatusCode::from_u16(T::STATUS).unwrap_or_default();
+        Json(self.0).with_status(status).into_response()
+    }
+}
+
+/// `204 No Content`: done, nothing to say (deletions). Not rate-limited.
+#[derive(Debug)]
+pub struct NoContent;
+
+impl ApiResponse for NoContent {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "Done.",
+                status: Some(204),
+                status_range: None,
+                content: vec![],
+                headers: headers(204, false),
+            }],
+        }
+    }
+
+    fn register(_: &mut Registry) {}
+}
+
+impl IntoResponse for NoContent {
+    fn into_response(self) -> Response {
+        poem::http::StatusCode::NO_CONTENT.into_response()
     }
 }
 

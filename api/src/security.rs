@@ -3,7 +3,11 @@
 
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
-use truenumber_core::{app_token::AppClaims, auth::AuthenticatedCompany, error_code::ErrorCode};
+use truenumber_core::{
+    app_token::AppClaims,
+    auth::{AuthenticatedCompany, Scope},
+    error_code::ErrorCode,
+};
 
 use crate::{error::ApiError, request_context, state::AppState};
 
@@ -17,7 +21,7 @@ fn state(req: &Request) -> poem::Result<&AppState> {
 #[oai(
     rename = "ApiKey",
     ty = "bearer",
-    bearer_format = "tn_<keyId>_<secret>",
+    bearer_format = "tn_live_<keyId>_<secret>",
     checker = "check_api_key"
 )]
 pub struct CompanyAuth(pub AuthenticatedCompany);
@@ -30,6 +34,19 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<Authentica
         .map_err(ApiError::from)?;
     request_context::record_company(&company.company_id);
     Ok(company)
+}
+
+/// Refuses a key that lacks `scope` (403 `INSUFFICIENT_SCOPE`); every operation behind an API
+/// key calls this first, before its rate limit.
+pub fn require_scope(company: &AuthenticatedCompany, scope: Scope) -> Result<(), ApiError> {
+    if company.scopes.allows(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InsufficientScope,
+            format!("This API key lacks the `{}` scope", scope.as_str()),
+        ))
+    }
 }
 
 /// The TrueNumber app's token: `Authorization: Bearer <JWT>` (HS256, `exp` and `sub` required).

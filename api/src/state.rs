@@ -82,11 +82,7 @@ impl AppState {
             publisher: EventPublisher::start(db.clone(), queue.clone()),
             queue,
             limiter,
-            auth: ApiKeyAuthenticator::new(
-                db.clone(),
-                config.api_key_cache_ttl,
-                metrics.api_key_hashes(),
-            ),
+            auth: ApiKeyAuthenticator::new(db.clone(), config.api_key_cache_ttl, metrics.auth()),
             lanes,
             app_tokens: AppTokenKeys::new(&config.jwt_secret),
             config: Arc::new(config),

@@ -66,6 +66,24 @@ impl ParseFromJSON for Timestamp {
     }
 }
 
+impl poem_openapi::types::ParseFromParameter for Timestamp {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        DateTime::parse_from_rfc3339(value)
+            .map(|t| Self(t.with_timezone(&Utc)))
+            .map_err(|e| ParseError::custom(format!("not an RFC 3339 date-time: {e}")))
+    }
+}
+
+/// Request bodies are read with serde (`JsonBody`): an RFC 3339 string with any offset.
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| Self(t.with_timezone(&Utc)))
+            .map_err(|e| serde::de::Error::custom(format!("not an RFC 3339 date-time: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

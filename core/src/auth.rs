@@ -17,14 +17,84 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter,
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, FromQueryResult, QueryFilter,
     sea_query::{self, Alias, Expr, Func, Query},
 };
 use sha2::{Digest, Sha256};
-use truenumber_entities::{api_key, company};
+use truenumber_entities::{
+    api_key::{self, KeyMode},
+    company,
+};
 
 use crate::{secrets, sql};
+
+/// `lastUsedAt` moves at most once per key per this interval (PRODUCT.md: "at most one write
+/// per key per minute"), however many requests and nodes use the key.
+pub const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
+
+/// What an operation needs a key to be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Initiate, status, and the verifications' list, summary and erase.
+    Verifications,
+    /// Everything under `/company`: the company's own settings, keys and deliveries.
+    Management,
+}
+
+impl Scope {
+    /// The scope's name, as the API writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Verifications => "verifications",
+            Self::Management => "management",
+        }
+    }
+}
+
+/// The scopes a key carries (at least one: the schema refuses a key with none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes {
+    /// [`Scope::Verifications`].
+    pub verifications: bool,
+    /// [`Scope::Management`].
+    pub management: bool,
+}
+
+impl Scopes {
+    /// Both scopes: what `company create`, the operator's `rotate-key` and keys of the first
+    /// form (`tn_<keyId>_<secret>`) have.
+    pub const ALL: Self = Self {
+        verifications: true,
+        management: true,
+    };
+
+    /// The scopes named in `list` (duplicates are harmless); `None` for an empty list.
+    pub fn from_list(list: &[Scope]) -> Option<Self> {
+        let scopes = Self {
+            verifications: list.contains(&Scope::Verifications),
+            management: list.contains(&Scope::Management),
+        };
+        (scopes.verifications || scopes.management).then_some(scopes)
+    }
+
+    /// Whether `scope` is among them.
+    pub const fn allows(self, scope: Scope) -> bool {
+        match scope {
+            Scope::Verifications => self.verifications,
+            Scope::Management => self.management,
+        }
+    }
+
+    /// Them, in a fixed order.
+    pub fn list(self) -> Vec<Scope> {
+        [Scope::Verifications, Scope::Management]
+            .into_iter()
+            .filter(|s| self.allows(*s))
+            .collect()
+    }
+}
 
 /// The company behind a verified API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +103,13 @@ pub struct AuthenticatedCompany {
     pub company_id: String,
     /// Lookup id of the key used (for logs; not secret).
     pub key_id: String,
+    /// The key's mode: which data it sees.
+    pub mode: KeyMode,
+    /// What the key may call.
+    pub scopes: Scopes,
+    /// When the key stops working, if it was rolled. Checked on every request, cached or not,
+    /// so a rolled key stops at its instant on every node.
+    pub expires_at: Option<DateTime<Utc>>,
     /// Whether the company may use the API.
     pub is_active: bool,
     /// Per-company override of the initiate limit.
@@ -44,7 +121,7 @@ pub struct AuthenticatedCompany {
 /// Why authentication failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// Missing, malformed, unknown, wrong or revoked key (one answer for all).
+    /// Missing, malformed, unknown, wrong, revoked or expired key (one answer for all).
     #[error("invalid API key")]
     InvalidKey,
     /// The key is good but its company is deactivated.
@@ -63,6 +140,10 @@ struct KeyRow {
     key_hash: String,
     secret_check: Option<String>,
     revoked: bool,
+    mode: KeyMode,
+    scope_verifications: bool,
+    scope_management: bool,
+    expires_at: Option<DateTime<Utc>>,
     company_id: String,
     is_active: bool,
     rate_limit_initiate_per_hour: Option<i32>,
@@ -76,12 +157,26 @@ type Verdicts = moka::future::Cache<[u8; 32], Option<AuthenticatedCompany>>;
 /// known key id needs no database round trip either.
 type KeyRows = moka::future::Cache<String, Option<Arc<KeyRow>>>;
 
+/// Keys whose `last_used_at` this node wrote (or found fresh) within
+/// [`LAST_USED_RESOLUTION`].
+type Touched = moka::future::Cache<String, ()>;
+
 /// Authenticates API keys against `api_keys`, caching verdicts for a short TTL.
 #[derive(Clone)]
 pub struct ApiKeyAuthenticator {
     db: DatabaseConnection,
     cache: Option<(Verdicts, KeyRows)>,
-    hashes: prometheus_client::metrics::counter::Counter,
+    touched: Touched,
+    metrics: AuthMetrics,
+}
+
+/// What the authenticator counts.
+#[derive(Debug, Clone, Default)]
+pub struct AuthMetrics {
+    /// argon2 verifications run.
+    pub hashes: prometheus_client::metrics::counter::Counter,
+    /// `last_used_at` writes that changed a row (at most one per key per minute).
+    pub last_used_writes: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for ApiKeyAuthenticator {
@@ -93,18 +188,15 @@ impl std::fmt::Debug for ApiKeyAuthenticator {
 }
 
 impl ApiKeyAuthenticator {
-    /// An authenticator whose verdicts live `ttl` (zero disables the cache); every argon2
-    /// verification it runs is counted in `hashes`.
-    pub fn new(
-        db: DatabaseConnection,
-        ttl: Duration,
-        hashes: prometheus_client::metrics::counter::Counter,
-    ) -> Self {
+    /// An authenticator whose verdicts live `ttl` (zero disables the cache), counting what
+    /// it does in `metrics`.
+    pub fn new(db: DatabaseConnection, ttl: Duration, metrics: AuthMetrics) -> Self {
         let cache = (!ttl.is_zero()).then(|| {
             (
                 moka::future::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(ttl)
+                    .support_invalidation_closures()
                     .build(),
                 moka::future::Cache::builder()
                     .max_capacity(10_000)
@@ -112,7 +204,16 @@ impl ApiKeyAuthenticator {
                     .build(),
             )
         });
-        Self { db, cache, hashes }
+        let touched = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(LAST_USED_RESOLUTION)
+            .build();
+        Self {
+            db,
+            cache,
+            touched,
+            metrics,
+        }
     }
 
     /// Authenticates a bearer token. Refused keys are cached too, so a wrong key with a real
@@ -134,11 +235,53 @@ impl ApiKeyAuthenticator {
             None => self.verify_uncached(token).await?,
         };
         let company = verdict.ok_or(AuthError::InvalidKey)?;
-        if company.is_active {
-            Ok(company)
-        } else {
-            Err(AuthError::CompanyInactive)
+        if company.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(AuthError::InvalidKey);
         }
+        if !company.is_active {
+            return Err(AuthError::CompanyInactive);
+        }
+        self.record_use(&company.key_id).await;
+        Ok(company)
+    }
+
+    /// Moves the key's `last_used_at` if this node has not done so (or seen it fresh) within
+    /// [`LAST_USED_RESOLUTION`]. The update itself only matches a row whose `last_used_at` is
+    /// older than that, so several nodes together still write it at most once per interval.
+    /// It runs in the background: a request never waits for it, and its failure is only
+    /// logged.
+    async fn record_use(&self, key_id: &str) {
+        let entry = self.touched.entry_by_ref(key_id).or_insert(()).await;
+        if !entry.is_fresh() {
+            return;
+        }
+        let (db, key_id, writes) = (
+            self.db.clone(),
+            key_id.to_owned(),
+            self.metrics.last_used_writes.clone(),
+        );
+        tokio::spawn(async move {
+            let now = sql::now();
+            let stale_before = now
+                - chrono::Duration::from_std(LAST_USED_RESOLUTION)
+                    .unwrap_or(chrono::Duration::zero());
+            match api_key::Entity::update_many()
+                .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
+                .filter(api_key::Column::LookupId.eq(&key_id))
+                .filter(
+                    Condition::any()
+                        .add(api_key::Column::LastUsedAt.is_null())
+                        .add(api_key::Column::LastUsedAt.lt(stale_before)),
+                )
+                .exec(&db)
+                .await
+            {
+                Ok(res) => {
+                    writes.inc_by(res.rows_affected);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not record API key use"),
+            }
+        });
     }
 
     /// Forgets every cached verdict (after revocations in tests and tools).
@@ -149,13 +292,34 @@ impl ApiKeyAuthenticator {
         }
     }
 
+    /// Forgets what this node cached about one key (after it was revoked or rolled here);
+    /// other nodes see the change within the cache TTL.
+    pub async fn forget_key(&self, key_id: &str) {
+        if let Some((verdicts, rows)) = &self.cache {
+            let id = key_id.to_owned();
+            // Only fails when the cache was built without invalidation closures, which `new`
+            // always enables; fall back to forgetting everything rather than nothing.
+            if verdicts
+                .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|c| c.key_id == id))
+                .is_err()
+            {
+                verdicts.invalidate_all();
+            }
+            rows.invalidate(key_id).await;
+        }
+    }
+
     /// `Ok(None)` is a refusal worth caching (unknown or revoked key id, a secret that passed
     /// the check value but not argon2); `Err(InvalidKey)` one that is not (a failed check).
     async fn verify_uncached(
         &self,
         token: &str,
     ) -> Result<Option<AuthenticatedCompany>, AuthError> {
-        let Some(lookup_id) = secrets::api_key_lookup_id(token) else {
+        let Some(secrets::KeyParts {
+            mode: prefix_mode,
+            lookup_id,
+        }) = secrets::api_key_parts(token)
+        else {
             return Ok(None);
         };
         let row = match &self.cache {
@@ -170,7 +334,10 @@ impl ApiKeyAuthenticator {
                 })?,
             None => self.fetch_row(lookup_id).await?.map(Arc::new),
         };
-        let Some(row) = row.filter(|r| !r.revoked) else {
+        // A key of the first form (no mode in its prefix) is a live key.
+        let Some(row) =
+            row.filter(|r| !r.revoked && r.mode == prefix_mode.unwrap_or(KeyMode::Live))
+        else {
             return Ok(None);
         };
         if let Some(check) = &row.secret_check
@@ -178,7 +345,7 @@ impl ApiKeyAuthenticator {
         {
             return Err(AuthError::InvalidKey);
         }
-        self.hashes.inc();
+        self.metrics.hashes.inc();
         let (token_owned, hash) = (token.to_owned(), row.key_hash.clone());
         let matches =
             tokio::task::spawn_blocking(move || secrets::verify_api_key(&token_owned, &hash))
@@ -188,36 +355,39 @@ impl ApiKeyAuthenticator {
         if !matches {
             return Ok(None);
         }
-        // Best effort: a failure here must not refuse a good key.
-        if let Err(e) = api_key::Entity::update_many()
-            .col_expr(
-                api_key::Column::LastUsedAt,
-                sql::now_expr(self.db.get_database_backend()),
-            )
-            .col_expr(
-                api_key::Column::SecretCheck,
-                Func::coalesce([
-                    Expr::col(api_key::Column::SecretCheck),
-                    Expr::value(secrets::secret_check(token)),
-                ])
-                .into(),
-            )
-            .filter(api_key::Column::LookupId.eq(lookup_id))
-            .exec(&self.db)
-            .await
-        {
-            tracing::warn!(error = %e, "could not record API key use");
-        }
-        if row.secret_check.is_none()
-            && let Some((_, rows)) = &self.cache
-        {
-            // The update above gave this older key its check value: read it afresh next time.
-            rows.invalidate(lookup_id).await;
+        if row.secret_check.is_none() {
+            // A key older than check values gets its own now. Best effort: a failure here
+            // must not refuse a good key.
+            if let Err(e) = api_key::Entity::update_many()
+                .col_expr(
+                    api_key::Column::SecretCheck,
+                    Func::coalesce([
+                        Expr::col(api_key::Column::SecretCheck),
+                        Expr::value(secrets::secret_check(token)),
+                    ])
+                    .into(),
+                )
+                .filter(api_key::Column::LookupId.eq(lookup_id))
+                .exec(&self.db)
+                .await
+            {
+                tracing::warn!(error = %e, "could not record an API key's check value");
+            }
+            if let Some((_, rows)) = &self.cache {
+                // Read the row afresh next time, with its check value.
+                rows.invalidate(lookup_id).await;
+            }
         }
         let to_u32 = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok());
         Ok(Some(AuthenticatedCompany {
             company_id: row.company_id.clone(),
             key_id: lookup_id.to_owned(),
+            mode: row.mode,
+            scopes: Scopes {
+                verifications: row.scope_verifications,
+                management: row.scope_management,
+            },
+            expires_at: row.expires_at,
             is_active: row.is_active,
             rate_limit_initiate_per_hour: to_u32(row.rate_limit_initiate_per_hour),
             rate_limit_status_per_hour: to_u32(row.rate_limit_status_per_hour),
@@ -225,12 +395,16 @@ impl ApiKeyAuthenticator {
     }
 
     /// The key with its company: `key_hash`, `secret_check`, `revoked_at IS NOT NULL AS
-    /// revoked`, and the company's `company_id`, `is_active` and rate-limit overrides.
+    /// revoked`, its mode, scopes and expiry, and the company's `company_id`, `is_active` and rate-limit overrides.
     async fn fetch_row(&self, lookup_id: &str) -> Result<Option<KeyRow>, AuthError> {
         let (k, c) = (api_key::Entity, company::Entity);
         let query = Query::select()
             .column((k, api_key::Column::KeyHash))
             .column((k, api_key::Column::SecretCheck))
+            .column((k, api_key::Column::Mode))
+            .column((k, api_key::Column::ScopeVerifications))
+            .column((k, api_key::Column::ScopeManagement))
+            .column((k, api_key::Column::ExpiresAt))
             .expr_as(
                 sea_query::ExprTrait::is_not_null(Expr::col((k, api_key::Column::RevokedAt))),
                 Alias::new("revoked"),

@@ -4,15 +4,19 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    SqlErr, TransactionTrait,
     sea_query::{Expr, Func},
 };
 use serde::Serialize;
-use truenumber_entities::{api_key, company};
+use truenumber_entities::{
+    api_key::{self, KeyMode},
+    company,
+};
 use uuid::Uuid;
 
 use crate::{
+    auth::{Scope, Scopes},
     config::Secret,
     secrets::{self, KeyError},
     sql,
@@ -30,6 +34,9 @@ pub enum CompanyError {
     /// No such key for this company.
     #[error("API key `{0}` not found for this company")]
     KeyNotFound(String),
+    /// The key is revoked, so it cannot be rolled.
+    #[error("API key `{0}` is revoked")]
+    KeyRevoked(String),
     /// A value the operator gave is unusable; the message says which.
     #[error("{0}")]
     Invalid(String),
@@ -56,18 +63,86 @@ pub struct CreatedCompany {
 }
 
 /// A key as listed: never its hash or secret.
-#[derive(Debug, Clone, Serialize, FromQueryResult)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeySummary {
     /// Public lookup id (also the middle part of the key).
     pub key_id: String,
+    /// Live or test.
+    #[serde(serialize_with = "serialize_mode")]
+    pub mode: KeyMode,
+    /// What it may call.
+    #[serde(serialize_with = "serialize_scopes")]
+    pub scopes: Scopes,
+    /// The company's name for it.
+    pub label: Option<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
-    /// Last verified against its hash.
+    /// Last used (moved at most once per minute).
     pub last_used_at: Option<DateTime<Utc>>,
+    /// When it stops working, if it was rolled.
+    pub expires_at: Option<DateTime<Utc>>,
     /// Revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
 }
+
+impl From<api_key::Model> for ApiKeySummary {
+    fn from(k: api_key::Model) -> Self {
+        Self {
+            key_id: k.lookup_id,
+            mode: k.mode,
+            scopes: Scopes {
+                verifications: k.scope_verifications,
+                management: k.scope_management,
+            },
+            label: k.label,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+fn serialize_mode<S: serde::Serializer>(mode: &KeyMode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mode.as_str())
+}
+
+fn serialize_scopes<S: serde::Serializer>(scopes: &Scopes, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(scopes.list().into_iter().map(Scope::as_str))
+}
+
+/// What a new key is: its mode, scopes and label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Live or test.
+    pub mode: KeyMode,
+    /// What it may call.
+    pub scopes: Scopes,
+    /// The company's name for it (1–255 visible characters).
+    pub label: Option<String>,
+}
+
+impl KeySpec {
+    /// A live key with both scopes and no label: what the operator commands issue.
+    pub const LIVE_ALL: Self = Self {
+        mode: KeyMode::Live,
+        scopes: Scopes::ALL,
+        label: None,
+    };
+}
+
+/// A key just made: the key itself (shown once) and its listing.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// The whole key.
+    pub key: Secret,
+    /// As listed.
+    pub summary: ApiKeySummary,
+}
+
+/// The longest a rolled key may keep working (7 days, as PRODUCT.md allows).
+pub const MAX_ROLL_OVERLAP: std::time::Duration = std::time::Duration::from_secs(604_800);
 
 /// A company as listed.
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +160,8 @@ pub struct CompanySummary {
     pub rate_limit_initiate_per_hour: Option<i32>,
     /// Per-company override of the status limit.
     pub rate_limit_status_per_hour: Option<i32>,
+    /// Per-company retention window in days (`None`: `DATA_RETENTION_DAYS`).
+    pub data_retention_days: Option<i32>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Its keys.
@@ -164,9 +241,7 @@ pub async fn create_company(
     }
     let webhook_url = webhook_url.map(validate_webhook_url).transpose()?;
     let webhook_secret = secrets::new_webhook_secret()?;
-    let key = tokio::task::spawn_blocking(secrets::new_api_key)
-        .await
-        .map_err(|e| CompanyError::Invalid(format!("key generation task failed: {e}")))??;
+    let key = make_key(KeyMode::Live).await?;
 
     let txn = db.begin().await?;
     let inserted = company::ActiveModel {
@@ -175,6 +250,9 @@ pub async fn create_company(
         name: Set(name.to_owned()),
         webhook_url: Set(webhook_url),
         webhook_secret: Set(webhook_secret),
+        previous_webhook_secret: Set(None),
+        previous_webhook_secret_expires_at: Set(None),
+        data_retention_days: Set(None),
         ..Default::default()
     }
     .insert(&txn)
@@ -186,7 +264,7 @@ pub async fn create_company(
         }
         Err(e) => return Err(e.into()),
     };
-    insert_key(&txn, company_id, &key).await?;
+    insert_key(&txn, company_id, &key, &KeySpec::LIVE_ALL, None).await?;
     txn.commit().await?;
     Ok(CreatedCompany {
         company,
@@ -195,22 +273,38 @@ pub async fn create_company(
     })
 }
 
+/// A new key of `mode`, hashed off the async threads (argon2 takes ~18 ms of CPU).
+async fn make_key(mode: KeyMode) -> Result<secrets::NewApiKey, CompanyError> {
+    tokio::task::spawn_blocking(move || secrets::new_api_key(mode))
+        .await
+        .map_err(|e| CompanyError::Invalid(format!("key generation task failed: {e}")))?
+        .map_err(CompanyError::from)
+}
+
 async fn insert_key(
     conn: &impl ConnectionTrait,
     company_id: &str,
     key: &secrets::NewApiKey,
-) -> Result<(), DbErr> {
-    api_key::Entity::insert(api_key::ActiveModel {
+    spec: &KeySpec,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<api_key::Model, DbErr> {
+    api_key::ActiveModel {
         id: Set(Uuid::new_v4()),
         company_id: Set(company_id.to_owned()),
         lookup_id: Set(key.lookup_id.clone()),
         key_hash: Set(key.hash.clone()),
         secret_check: Set(Some(key.check.clone())),
-        ..Default::default()
-    })
-    .exec_without_returning(conn)
+        created_at: Set(sql::now()),
+        last_used_at: Set(None),
+        revoked_at: Set(None),
+        mode: Set(spec.mode),
+        scope_verifications: Set(spec.scopes.verifications),
+        scope_management: Set(spec.scopes.management),
+        label: Set(spec.label.clone()),
+        expires_at: Set(expires_at),
+    }
+    .insert(conn)
     .await
-    .map(|_| ())
 }
 
 /// Finds a company by its public id.
@@ -231,30 +325,28 @@ pub async fn list_companies(db: &DatabaseConnection) -> Result<Vec<CompanySummar
         .order_by_asc(company::Column::CompanyId)
         .all(db)
         .await?;
-    let keys = api_key::Entity::find()
+    let mut keys: std::collections::HashMap<String, Vec<ApiKeySummary>> = Default::default();
+    for k in api_key::Entity::find()
         .order_by_asc(api_key::Column::CreatedAt)
         .order_by_asc(api_key::Column::LookupId)
         .all(db)
-        .await?;
+        .await?
+    {
+        keys.entry(k.company_id.clone())
+            .or_default()
+            .push(ApiKeySummary::from(k));
+    }
     Ok(companies
         .into_iter()
         .map(|c| CompanySummary {
-            api_keys: keys
-                .iter()
-                .filter(|k| k.company_id == c.company_id)
-                .map(|k| ApiKeySummary {
-                    key_id: k.lookup_id.clone(),
-                    created_at: k.created_at,
-                    last_used_at: k.last_used_at,
-                    revoked_at: k.revoked_at,
-                })
-                .collect(),
+            api_keys: keys.remove(&c.company_id).unwrap_or_default(),
             company_id: c.company_id,
             name: c.name,
             webhook_url: c.webhook_url,
             is_active: c.is_active,
             rate_limit_initiate_per_hour: c.rate_limit_initiate_per_hour,
             rate_limit_status_per_hour: c.rate_limit_status_per_hour,
+            data_retention_days: c.data_retention_days,
             created_at: c.created_at,
         })
         .collect())
@@ -266,9 +358,7 @@ pub async fn rotate_key(
     company_id: &str,
     revoke_existing: bool,
 ) -> Result<(Secret, String), CompanyError> {
-    let key = tokio::task::spawn_blocking(secrets::new_api_key)
-        .await
-        .map_err(|e| CompanyError::Invalid(format!("key generation task failed: {e}")))??;
+    let key = make_key(KeyMode::Live).await?;
     let txn = db.begin().await?;
     if find_company(&txn, company_id).await?.is_none() {
         return Err(CompanyError::NotFound(company_id.to_owned()));
@@ -284,9 +374,129 @@ pub async fn rotate_key(
             .exec(&txn)
             .await?;
     }
-    insert_key(&txn, company_id, &key).await?;
+    insert_key(&txn, company_id, &key, &KeySpec::LIVE_ALL, None).await?;
     txn.commit().await?;
     Ok((key.key, key.lookup_id))
+}
+
+/// A company's keys, oldest first (revoked and expired ones included, for the record).
+pub async fn list_keys(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+) -> Result<Vec<ApiKeySummary>, DbErr> {
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::CompanyId.eq(company_id))
+        .order_by_asc(api_key::Column::CreatedAt)
+        .order_by_asc(api_key::Column::LookupId)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(ApiKeySummary::from)
+        .collect())
+}
+
+/// Checks a key label: 1–255 bytes, with a visible character and no control, format or bidi
+/// characters (it is shown in listings and dashboards).
+pub fn validate_label(label: &str) -> Result<(), CompanyError> {
+    if label.len() > 255 {
+        return Err(CompanyError::Invalid(
+            "label must be at most 255 bytes".into(),
+        ));
+    }
+    crate::text::check_identifier(label)
+        .map_err(|why| CompanyError::Invalid(format!("label {why}")))
+}
+
+/// Issues a new key for an existing company.
+pub async fn create_key(
+    db: &DatabaseConnection,
+    company_id: &str,
+    spec: &KeySpec,
+) -> Result<IssuedKey, CompanyError> {
+    if let Some(label) = &spec.label {
+        validate_label(label)?;
+    }
+    let key = make_key(spec.mode).await?;
+    let txn = db.begin().await?;
+    if find_company(&txn, company_id).await?.is_none() {
+        return Err(CompanyError::NotFound(company_id.to_owned()));
+    }
+    let row = insert_key(&txn, company_id, &key, spec, None).await?;
+    txn.commit().await?;
+    Ok(IssuedKey {
+        key: key.key,
+        summary: row.into(),
+    })
+}
+
+/// Rolls a key: a new key with the same mode, scopes and label, while the old one keeps
+/// working for `overlap` (at most [`MAX_ROLL_OVERLAP`]; zero stops it now). An old key that
+/// already expires sooner keeps its earlier expiry. Returns the new key and the old key's
+/// listing as it now stands.
+pub async fn roll_key(
+    db: &DatabaseConnection,
+    company_id: &str,
+    key_id: &str,
+    overlap: std::time::Duration,
+) -> Result<(IssuedKey, ApiKeySummary), CompanyError> {
+    if overlap > MAX_ROLL_OVERLAP {
+        return Err(CompanyError::Invalid(
+            "expiresInSeconds must be 0-604800".into(),
+        ));
+    }
+    let overlap = chrono::Duration::from_std(overlap)
+        .map_err(|_| CompanyError::Invalid("expiresInSeconds must be 0-604800".into()))?;
+    let find = || {
+        api_key::Entity::find()
+            .filter(api_key::Column::CompanyId.eq(company_id))
+            .filter(api_key::Column::LookupId.eq(key_id))
+    };
+    // Read first (outside the transaction) to know the mode before paying for argon2.
+    let old = find()
+        .one(db)
+        .await?
+        .ok_or_else(|| CompanyError::KeyNotFound(key_id.to_owned()))?;
+    let key = make_key(old.mode).await?;
+    let txn = db.begin().await?;
+    // The row again, inside the transaction: a revoke or roll that committed meanwhile counts.
+    let old = find()
+        .one(&txn)
+        .await?
+        .ok_or_else(|| CompanyError::KeyNotFound(key_id.to_owned()))?;
+    if old.revoked_at.is_some() {
+        return Err(CompanyError::KeyRevoked(key_id.to_owned()));
+    }
+    let now = sql::now();
+    let ends = now + overlap;
+    let expires_at = old.expires_at.map_or(ends, |at| at.min(ends));
+    if old.expires_at.is_some_and(|at| at <= now) {
+        // An expired key is as dead as a revoked one.
+        return Err(CompanyError::KeyRevoked(key_id.to_owned()));
+    }
+    let spec = KeySpec {
+        mode: old.mode,
+        scopes: Scopes {
+            verifications: old.scope_verifications,
+            management: old.scope_management,
+        },
+        label: old.label.clone(),
+    };
+    api_key::Entity::update_many()
+        .col_expr(api_key::Column::ExpiresAt, Expr::value(expires_at))
+        .filter(api_key::Column::Id.eq(old.id))
+        .exec(&txn)
+        .await?;
+    let new = insert_key(&txn, company_id, &key, &spec, None).await?;
+    txn.commit().await?;
+    let mut old = ApiKeySummary::from(old);
+    old.expires_at = Some(expires_at);
+    Ok((
+        IssuedKey {
+            key: key.key,
+            summary: new.into(),
+        },
+        old,
+    ))
 }
 
 /// Revokes one key of a company. Revoking an already revoked key is not an error.
@@ -328,6 +538,37 @@ pub async fn set_webhook(
     not_found_if_zero(res.rows_affected, company_id)
 }
 
+/// Replaces the webhook secret with a new one; the old one keeps signing for `overlap`
+/// (zero: not at all). A rotation during an overlap drops the older previous secret at once:
+/// only the secret being replaced is kept. Returns the new secret and when the previous one
+/// stops signing. One statement, so two rotations at once cannot interleave.
+pub async fn rotate_webhook_secret(
+    db: &DatabaseConnection,
+    company_id: &str,
+    overlap: std::time::Duration,
+) -> Result<(Secret, DateTime<Utc>), CompanyError> {
+    let overlap = chrono::Duration::from_std(overlap)
+        .map_err(|_| CompanyError::Invalid("overlap out of range".into()))?;
+    let secret = secrets::new_webhook_secret()?;
+    let until = sql::now() + overlap;
+    // SET's right-hand sides read the row as it was, on both engines: the previous secret is
+    // the one being replaced.
+    let res = update_company(db, company_id)
+        .col_expr(
+            company::Column::PreviousWebhookSecret,
+            Expr::col(company::Column::WebhookSecret),
+        )
+        .col_expr(
+            company::Column::PreviousWebhookSecretExpiresAt,
+            Expr::value(until),
+        )
+        .col_expr(company::Column::WebhookSecret, Expr::value(secret.clone()))
+        .exec(db)
+        .await?;
+    not_found_if_zero(res.rows_affected, company_id)?;
+    Ok((Secret::new(secret), until))
+}
+
 /// Activates or deactivates a company.
 pub async fn set_active(
     db: &DatabaseConnection,
@@ -336,6 +577,27 @@ pub async fn set_active(
 ) -> Result<(), CompanyError> {
     let res = update_company(db, company_id)
         .col_expr(company::Column::IsActive, Expr::value(active))
+        .exec(db)
+        .await?;
+    not_found_if_zero(res.rows_affected, company_id)
+}
+
+/// Sets (or, with `None`, clears back to `DATA_RETENTION_DAYS`) a company's retention window.
+pub async fn set_retention_days(
+    db: &DatabaseConnection,
+    company_id: &str,
+    days: Option<u32>,
+) -> Result<(), CompanyError> {
+    let days = days
+        .map(|d| {
+            i32::try_from(d)
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| CompanyError::Invalid("retention must be 1-3650 days".into()))
+        })
+        .transpose()?;
+    let res = update_company(db, company_id)
+        .col_expr(company::Column::DataRetentionDays, Expr::value(days))
         .exec(db)
         .await?;
     not_found_if_zero(res.rows_affected, company_id)

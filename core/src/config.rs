@@ -139,6 +139,11 @@ pub struct Config {
     pub api_base_url: String,
     /// `WEBHOOK_TIMEOUT`: seconds per webhook delivery attempt.
     pub webhook_timeout: Duration,
+    /// `WEBHOOK_SECRET_OVERLAP_SECONDS`: how long a rotated-out webhook secret still signs.
+    pub webhook_secret_overlap: Duration,
+    /// `DATA_RETENTION_DAYS`: completed sessions older than this are deleted (a company row
+    /// may override it).
+    pub data_retention_days: u32,
     /// `LOG_LEVEL`: tracing filter (`info`, `debug`, `truenumber_api=debug,info`, …).
     pub log_level: String,
     /// `LOG_FORMAT`: `json` (default) or `pretty`.
@@ -484,6 +489,12 @@ impl Config {
                 .trim_end_matches('/')
                 .to_owned(),
             webhook_timeout: Duration::from_secs(r.parse("WEBHOOK_TIMEOUT", 30, (1, 300))?),
+            webhook_secret_overlap: Duration::from_secs(r.parse(
+                "WEBHOOK_SECRET_OVERLAP_SECONDS",
+                86_400,
+                (0, 2_592_000),
+            )?),
+            data_retention_days: r.parse("DATA_RETENTION_DAYS", 30, (1, 3650))?,
             log_level: r.string("LOG_LEVEL", "info"),
             log_format,
             verification_ttl: Duration::from_secs(r.parse(
@@ -571,6 +582,8 @@ mod tests {
         assert_eq!(c.rate_limit_status_per_hour, 1000);
         assert_eq!(c.rate_limit_submit_per_minute, 10);
         assert_eq!(c.webhook_timeout, Duration::from_secs(30));
+        assert_eq!(c.webhook_secret_overlap, Duration::from_secs(86_400));
+        assert_eq!(c.data_retention_days, 30);
         assert_eq!(c.max_body_bytes, 16_384);
         assert_eq!(c.webhook_retry_schedule.len(), 11);
         assert_eq!(c.deep_link_base, "truenumberapp://verify");

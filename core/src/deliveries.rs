@@ -74,17 +74,40 @@ pub struct EventTarget {
     pub webhook_url: Option<String>,
     /// Its `whsec_` secret.
     pub webhook_secret: String,
+    /// The secret a rotation replaced, which still signs until
+    /// `previous_webhook_secret_expires_at`.
+    pub previous_webhook_secret: Option<String>,
+    /// When the previous secret stops signing.
+    pub previous_webhook_secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl EventTarget {
+    /// The secrets that sign a delivery made at `now`: the current one, and during a
+    /// rotation's overlap the previous one too.
+    pub fn signing_secrets(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<&str> {
+        let mut secrets = vec![self.webhook_secret.as_str()];
+        if let (Some(previous), Some(until)) = (
+            &self.previous_webhook_secret,
+            self.previous_webhook_secret_expires_at,
+        ) && until > now
+        {
+            secrets.push(previous);
+        }
+        secrets
+    }
 }
 
 /// An event (`$1`) with its company's webhook settings; the payload as text (SQLite stores
 /// it as text already).
 pub const EVENT_TARGET: Twin = Twin {
     postgres: "SELECT e.id AS event_id, e.payload::text AS payload, e.company_id, \
-                c.webhook_url, c.webhook_secret \
+                c.webhook_url, c.webhook_secret, c.previous_webhook_secret, \
+                c.previous_webhook_secret_expires_at \
          FROM verification_events e JOIN companies c ON c.company_id = e.company_id \
          WHERE e.id = $1",
     sqlite: "SELECT e.id AS event_id, e.payload AS payload, e.company_id, \
-                c.webhook_url, c.webhook_secret \
+                c.webhook_url, c.webhook_secret, c.previous_webhook_secret, \
+                c.previous_webhook_secret_expires_at \
          FROM verification_events e JOIN companies c ON c.company_id = e.company_id \
          WHERE e.id = $1",
 };
@@ -420,4 +443,201 @@ pub async fn reopen_failed(
         .into_iter()
         .map(|r| (r.event_id, u32::try_from(r.attempts).unwrap_or(0) + 1))
         .collect())
+}
+
+/// Where a page of a listing starts: after the row with this `(created_at, id)`, newest
+/// first (keyset pagination: stable while new rows arrive, never skipping or repeating).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageAfter {
+    /// The last row's creation time.
+    pub created_at: DateTime<Utc>,
+    /// The last row's id (ties on `created_at` are ordered by it).
+    pub id: Uuid,
+}
+
+/// A delivery with what its event says (for the company's own listing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryView {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// The event's type (`verification.completed`).
+    pub event_type: String,
+    /// The session it reports on.
+    pub verification_id: String,
+}
+
+async fn with_events(
+    db: &impl ConnectionTrait,
+    rows: Vec<Delivery>,
+) -> Result<Vec<DeliveryView>, DbErr> {
+    use truenumber_entities::verification_event;
+    let ids: Vec<String> = rows.iter().map(|d| d.event_id.clone()).collect();
+    let events: std::collections::HashMap<String, (String, String)> =
+        verification_event::Entity::find()
+            .filter(verification_event::Column::Id.is_in(ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, (e.event_type, e.verification_id)))
+            .collect();
+    Ok(rows
+        .into_iter()
+        .map(|d| {
+            let (event_type, verification_id) =
+                events.get(&d.event_id).cloned().unwrap_or_default();
+            DeliveryView {
+                delivery: d,
+                event_type,
+                verification_id,
+            }
+        })
+        .collect())
+}
+
+/// One page of a company's deliveries, newest first, optionally of one status, starting
+/// after `after`. Asks for `limit` rows; a full page means there may be more.
+pub async fn list_page(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    status: Option<DeliveryStatus>,
+    limit: u64,
+    after: Option<PageAfter>,
+) -> Result<Vec<DeliveryView>, DbErr> {
+    use sea_orm::Condition;
+    use webhook_delivery::Column;
+    let mut query = webhook_delivery::Entity::find().filter(Column::CompanyId.eq(company_id));
+    if let Some(status) = status {
+        query = query.filter(Column::Status.eq(status));
+    }
+    if let Some(after) = after {
+        query = query.filter(
+            Condition::any()
+                .add(Column::CreatedAt.lt(after.created_at))
+                .add(
+                    Condition::all()
+                        .add(Column::CreatedAt.eq(after.created_at))
+                        .add(Column::Id.lt(after.id)),
+                ),
+        );
+    }
+    let rows = query
+        .order_by_desc(Column::CreatedAt)
+        .order_by_desc(Column::Id)
+        .limit(limit)
+        .into_model::<Delivery>()
+        .all(db)
+        .await?;
+    with_events(db, rows).await
+}
+
+/// One delivery of a company (`None` for another company's, exactly as for an unknown id).
+pub async fn find_for_company(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    delivery_id: Uuid,
+) -> Result<Option<DeliveryView>, DbErr> {
+    let row = webhook_delivery::Entity::find()
+        .filter(webhook_delivery::Column::Id.eq(delivery_id))
+        .filter(webhook_delivery::Column::CompanyId.eq(company_id))
+        .into_model::<Delivery>()
+        .one(db)
+        .await?;
+    Ok(with_events(db, row.into_iter().collect()).await?.pop())
+}
+
+/// Reopens one finished delivery (succeeded or failed) of company `$1`, id `$2`, due at
+/// once with a fresh schedule; a pending one is left alone. SQLite binds `$3`, now.
+pub const REOPEN_ONE: Twin = Twin {
+    postgres: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
+           next_attempt_at = now(), completed_at = NULL, updated_at = now() \
+         WHERE company_id = $1 AND id = $2 AND status <> 'pending' \
+         RETURNING event_id, attempts",
+    sqlite: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
+           next_attempt_at = $3, completed_at = NULL, updated_at = $3 \
+         WHERE company_id = $1 AND id = $2 AND status <> 'pending' \
+         RETURNING event_id, attempts",
+};
+
+/// Reopens company `$1`'s failed deliveries created in `[$2, $3)`, due at once with a fresh
+/// schedule. SQLite binds `$4`, now.
+pub const REOPEN_FAILED_WINDOW: Twin = Twin {
+    postgres: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
+           next_attempt_at = now(), completed_at = NULL, updated_at = now() \
+         WHERE company_id = $1 AND status = 'failed' AND created_at >= $2 AND created_at < $3 \
+         RETURNING event_id, attempts",
+    sqlite: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
+           next_attempt_at = $4, completed_at = NULL, updated_at = $4 \
+         WHERE company_id = $1 AND status = 'failed' AND created_at >= $2 AND created_at < $3 \
+         RETURNING event_id, attempts",
+};
+
+async fn reopen(
+    db: &impl ConnectionTrait,
+    twin: Twin,
+    mut values: Vec<sea_orm::Value>,
+) -> Result<Vec<(String, u32)>, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Reopened {
+        event_id: String,
+        attempts: i32,
+    }
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Sqlite {
+        values.push(sql::now().into());
+    }
+    let rows = Reopened::find_by_statement(twin.statement(backend, values))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.event_id, u32::try_from(r.attempts).unwrap_or(0) + 1))
+        .collect())
+}
+
+/// Why a delivery could not be redelivered.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeliverError {
+    /// No such delivery for this company.
+    #[error("delivery not found")]
+    NotFound,
+    /// It is still pending: its schedule is running.
+    #[error("delivery still in progress")]
+    InProgress,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Redelivers one finished delivery of a company: pending again, due now, with a fresh
+/// schedule and the same event (so the same `webhook-id`). Returns `(event_id, attempt)`
+/// to publish.
+pub async fn redeliver_one(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    delivery_id: Uuid,
+) -> Result<(String, u32), RedeliverError> {
+    let reopened = reopen(db, REOPEN_ONE, vec![company_id.into(), delivery_id.into()]).await?;
+    if let Some(first) = reopened.into_iter().next() {
+        return Ok(first);
+    }
+    match find_for_company(db, company_id, delivery_id).await? {
+        Some(_) => Err(RedeliverError::InProgress),
+        None => Err(RedeliverError::NotFound),
+    }
+}
+
+/// Redelivers every failed delivery of a company created in `[since, until)`; returns
+/// `(event_id, attempt)` of each, to publish.
+pub async fn recover_failed(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<(String, u32)>, DbErr> {
+    reopen(
+        db,
+        REOPEN_FAILED_WINDOW,
+        vec![company_id.into(), since.into(), until.into()],
+    )
+    .await
 }

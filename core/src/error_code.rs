@@ -11,6 +11,8 @@ pub enum ErrorCode {
     InvalidNumber,
     /// 400: the confirmed number does not match the session's; the session is now `failed`.
     NumberMismatch,
+    /// 400: a webhook URL that is malformed or points where webhooks may not go (SSRF).
+    InvalidWebhookUrl,
     /// 401: missing, malformed, unknown or revoked credentials.
     Unauthorized,
     /// 403: the app token belongs to another app user.
@@ -19,18 +21,30 @@ pub enum ErrorCode {
     CompanyInactive,
     /// 403: the request did not arrive over HTTPS and `REQUIRE_HTTPS` is on.
     HttpsRequired,
+    /// 403: the API key lacks the scope the operation needs.
+    InsufficientScope,
     /// 404: the company is not registered (or not the caller's).
     CompanyNotFound,
     /// 404: no such verification session for this caller.
     SessionNotFound,
     /// 404: no such route.
     NotFound,
+    /// 404: no such API key of the caller's company.
+    ApiKeyNotFound,
+    /// 404: no such webhook delivery of the caller's company.
+    DeliveryNotFound,
     /// 405: the route exists but not with this method.
     MethodNotAllowed,
     /// 409: the `requestId` was already used with a different number.
     DuplicateRequest,
     /// 409: the session is already verified or failed.
     SessionAlreadyCompleted,
+    /// 409: the API key is revoked or expired, so it cannot be rolled.
+    ApiKeyRevoked,
+    /// 409: the company already holds the most usable API keys allowed.
+    ApiKeyLimitReached,
+    /// 409: the webhook delivery is still pending; it cannot be redelivered yet.
+    DeliveryInProgress,
     /// 410: the session is past `expiresAt`.
     SessionExpired,
     /// 408: the body did not arrive within `HTTP_BODY_TIMEOUT_SECONDS`.
@@ -47,20 +61,27 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::InvalidRequest,
         Self::InvalidNumber,
         Self::NumberMismatch,
+        Self::InvalidWebhookUrl,
         Self::Unauthorized,
         Self::Forbidden,
         Self::CompanyInactive,
         Self::HttpsRequired,
+        Self::InsufficientScope,
         Self::CompanyNotFound,
         Self::SessionNotFound,
         Self::NotFound,
+        Self::ApiKeyNotFound,
+        Self::DeliveryNotFound,
         Self::MethodNotAllowed,
         Self::DuplicateRequest,
         Self::SessionAlreadyCompleted,
+        Self::ApiKeyRevoked,
+        Self::ApiKeyLimitReached,
+        Self::DeliveryInProgress,
         Self::SessionExpired,
         Self::RequestTimeout,
         Self::PayloadTooLarge,
@@ -75,16 +96,23 @@ impl ErrorCode {
             Self::InvalidRequest => "INVALID_REQUEST",
             Self::InvalidNumber => "INVALID_NUMBER",
             Self::NumberMismatch => "NUMBER_MISMATCH",
+            Self::InvalidWebhookUrl => "INVALID_WEBHOOK_URL",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Forbidden => "FORBIDDEN",
             Self::CompanyInactive => "COMPANY_INACTIVE",
             Self::HttpsRequired => "HTTPS_REQUIRED",
+            Self::InsufficientScope => "INSUFFICIENT_SCOPE",
             Self::CompanyNotFound => "COMPANY_NOT_FOUND",
             Self::SessionNotFound => "SESSION_NOT_FOUND",
             Self::NotFound => "NOT_FOUND",
+            Self::ApiKeyNotFound => "API_KEY_NOT_FOUND",
+            Self::DeliveryNotFound => "DELIVERY_NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::DuplicateRequest => "DUPLICATE_REQUEST",
             Self::SessionAlreadyCompleted => "SESSION_ALREADY_COMPLETED",
+            Self::ApiKeyRevoked => "API_KEY_REVOKED",
+            Self::ApiKeyLimitReached => "API_KEY_LIMIT_REACHED",
+            Self::DeliveryInProgress => "DELIVERY_IN_PROGRESS",
             Self::SessionExpired => "SESSION_EXPIRED",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
@@ -97,12 +125,26 @@ impl ErrorCode {
     /// The HTTP status that carries this code.
     pub const fn http_status(self) -> u16 {
         match self {
-            Self::InvalidRequest | Self::InvalidNumber | Self::NumberMismatch => 400,
+            Self::InvalidRequest
+            | Self::InvalidNumber
+            | Self::NumberMismatch
+            | Self::InvalidWebhookUrl => 400,
             Self::Unauthorized => 401,
-            Self::Forbidden | Self::CompanyInactive | Self::HttpsRequired => 403,
-            Self::CompanyNotFound | Self::SessionNotFound | Self::NotFound => 404,
+            Self::Forbidden
+            | Self::CompanyInactive
+            | Self::HttpsRequired
+            | Self::InsufficientScope => 403,
+            Self::CompanyNotFound
+            | Self::SessionNotFound
+            | Self::NotFound
+            | Self::ApiKeyNotFound
+            | Self::DeliveryNotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::DuplicateRequest | Self::SessionAlreadyCompleted => 409,
+            Self::DuplicateRequest
+            | Self::SessionAlreadyCompleted
+            | Self::ApiKeyRevoked
+            | Self::ApiKeyLimitReached
+            | Self::DeliveryInProgress => 409,
             Self::SessionExpired => 410,
             Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
@@ -153,16 +195,23 @@ mod tests {
                 ("INVALID_REQUEST", 400),
                 ("INVALID_NUMBER", 400),
                 ("NUMBER_MISMATCH", 400),
+                ("INVALID_WEBHOOK_URL", 400),
                 ("UNAUTHORIZED", 401),
                 ("FORBIDDEN", 403),
                 ("COMPANY_INACTIVE", 403),
                 ("HTTPS_REQUIRED", 403),
+                ("INSUFFICIENT_SCOPE", 403),
                 ("COMPANY_NOT_FOUND", 404),
                 ("SESSION_NOT_FOUND", 404),
                 ("NOT_FOUND", 404),
+                ("API_KEY_NOT_FOUND", 404),
+                ("DELIVERY_NOT_FOUND", 404),
                 ("METHOD_NOT_ALLOWED", 405),
                 ("DUPLICATE_REQUEST", 409),
                 ("SESSION_ALREADY_COMPLETED", 409),
+                ("API_KEY_REVOKED", 409),
+                ("API_KEY_LIMIT_REACHED", 409),
+                ("DELIVERY_IN_PROGRESS", 409),
                 ("SESSION_EXPIRED", 410),
                 ("REQUEST_TIMEOUT", 408),
                 ("PAYLOAD_TOO_LARGE", 413),

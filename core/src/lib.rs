@@ -16,6 +16,7 @@ pub mod probe;
 pub mod queue;
 pub mod rate_limit;
 pub mod secrets;
+pub mod sessions;
 pub mod sql;
 pub mod sweeps;
 pub mod telemetry;

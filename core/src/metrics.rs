@@ -66,6 +66,7 @@ pub struct Metrics {
     sessions_expired: Counter,
     events_relayed: Counter,
     api_key_hashes: Counter,
+    api_key_last_used_writes: Counter,
     dependency_up: Family<KindLabel, Gauge>,
 }
 
@@ -93,6 +94,7 @@ impl Metrics {
             sessions_expired: Counter::default(),
             events_relayed: Counter::default(),
             api_key_hashes: Counter::default(),
+            api_key_last_used_writes: Counter::default(),
             dependency_up: Family::default(),
             registry: Registry::default(),
         };
@@ -156,6 +158,11 @@ impl Metrics {
             "api_key_hashes",
             "argon2 verifications of API keys (cache misses whose secret passed its check value)",
             m.api_key_hashes.clone(),
+        );
+        registry.register(
+            "api_key_last_used_writes",
+            "Writes of an API key's lastUsedAt (at most one per key per minute, across nodes)",
+            m.api_key_last_used_writes.clone(),
         );
         registry.register(
             "dependency_up",
@@ -227,9 +234,13 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    /// The counter of argon2 verifications, for the API-key authenticator.
-    pub fn api_key_hashes(&self) -> Counter {
-        self.api_key_hashes.clone()
+    /// The counters of the API-key authenticator: argon2 verifications and `lastUsedAt`
+    /// writes.
+    pub fn auth(&self) -> crate::auth::AuthMetrics {
+        crate::auth::AuthMetrics {
+            hashes: self.api_key_hashes.clone(),
+            last_used_writes: self.api_key_last_used_writes.clone(),
+        }
     }
 
     /// The text exposition.

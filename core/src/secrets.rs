@@ -9,6 +9,7 @@ use argon2::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::{TryRng, rngs::SysRng};
+use truenumber_entities::api_key::KeyMode;
 
 /// The OS random source failed (practically never; surfaced as a 500).
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +44,7 @@ pub const API_KEY_PREFIX: &str = "tn_";
 /// A newly made API key: the full key (shown once) and what is stored.
 #[derive(Debug)]
 pub struct NewApiKey {
-    /// `tn_<lookup id>_<secret>`: given to the company once, never stored.
+    /// `tn_<mode>_<lookup id>_<secret>`: given to the company once, never stored.
     pub key: crate::config::Secret,
     /// The public part, stored in clear and shown in listings.
     pub lookup_id: String,
@@ -53,11 +54,12 @@ pub struct NewApiKey {
     pub check: String,
 }
 
-/// Makes a key: a 64-bit lookup id (hex) and a 256-bit secret.
-pub fn new_api_key() -> Result<NewApiKey, KeyError> {
+/// Makes a key of `mode` (`tn_live_…` or `tn_test_…`): a 64-bit lookup id (hex) and a 256-bit
+/// secret.
+pub fn new_api_key(mode: KeyMode) -> Result<NewApiKey, KeyError> {
     let lookup_id = hex_lower(&random_bytes::<8>()?);
     let secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
-    let key = format!("{API_KEY_PREFIX}{lookup_id}_{secret}");
+    let key = format!("{API_KEY_PREFIX}{}_{lookup_id}_{secret}", mode.as_str());
     let hash = hash_api_key(&key)?;
     let check = secret_check(&key);
     Ok(NewApiKey {
@@ -116,17 +118,36 @@ pub fn verify_api_key(key: &str, stored_hash: &str) -> Result<bool, KeyError> {
         .is_ok())
 }
 
-/// The lookup id of a well-formed key, or `None` for anything that cannot be one of ours
-/// (so a malformed bearer token is refused without touching the database).
-pub fn api_key_lookup_id(key: &str) -> Option<&str> {
+/// What the shape of a presented key says before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyParts<'a> {
+    /// The mode its prefix names (`tn_live_`, `tn_test_`), or `None` for a key of the first
+    /// form, `tn_<keyId>_<secret>`, which works as a live key.
+    pub mode: Option<KeyMode>,
+    /// The lookup id.
+    pub lookup_id: &'a str,
+}
+
+/// The parts of a well-formed key, or `None` for anything that cannot be one of ours (so a
+/// malformed bearer token is refused without touching the database).
+pub fn api_key_parts(key: &str) -> Option<KeyParts<'_>> {
     let rest = key.strip_prefix(API_KEY_PREFIX)?;
+    // A lookup id is hex, so `live_`/`test_` never begins a key of the first form.
+    let (mode, rest) = match rest.split_at_checked(5) {
+        Some(("live_", tail)) => (Some(KeyMode::Live), tail),
+        Some(("test_", tail)) => (Some(KeyMode::Test), tail),
+        _ => (None, rest),
+    };
     let (lookup, secret) = rest.split_once('_')?;
     let lookup_ok = lookup.len() == 16 && lookup.bytes().all(|b| b.is_ascii_hexdigit());
     let secret_ok = secret.len() == 43
         && secret
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    (lookup_ok && secret_ok).then_some(lookup)
+    (lookup_ok && secret_ok).then_some(KeyParts {
+        mode,
+        lookup_id: lookup,
+    })
 }
 
 #[cfg(test)]
@@ -149,13 +170,25 @@ mod tests {
 
     #[test]
     fn api_keys_round_trip_and_reject_others() {
-        let k = new_api_key().unwrap();
+        let k = new_api_key(KeyMode::Live).unwrap();
         let key = k.key.expose();
-        assert!(key.starts_with("tn_"));
-        assert_eq!(api_key_lookup_id(key), Some(k.lookup_id.as_str()));
+        assert!(key.starts_with("tn_live_"));
+        assert_eq!(
+            api_key_parts(key),
+            Some(KeyParts {
+                mode: Some(KeyMode::Live),
+                lookup_id: k.lookup_id.as_str()
+            })
+        );
+        let t = new_api_key(KeyMode::Test).unwrap();
+        assert!(t.key.expose().starts_with("tn_test_"));
+        assert_eq!(
+            api_key_parts(t.key.expose()).map(|p| p.mode),
+            Some(Some(KeyMode::Test))
+        );
         assert!(k.hash.starts_with("$argon2id$"));
         assert!(verify_api_key(key, &k.hash).unwrap());
-        let other = new_api_key().unwrap();
+        let other = new_api_key(KeyMode::Live).unwrap();
         assert!(!verify_api_key(other.key.expose(), &k.hash).unwrap());
         assert!(verify_api_key(key, "not a hash").is_err());
         assert_eq!(k.check.len(), 8);
@@ -174,12 +207,26 @@ mod tests {
             "tn_0123456789abcdeg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             "tn_0123456789abcdef_short",
             "tn_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "tn_prod_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "tn_live__AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "tn_live_0123456789abcdef",
         ] {
-            assert_eq!(api_key_lookup_id(bad), None, "{bad}");
+            assert_eq!(api_key_parts(bad), None, "{bad}");
         }
+        // The first form: a live key without the mode in its prefix.
         assert_eq!(
-            api_key_lookup_id("tn_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-            Some("0123456789abcdef")
+            api_key_parts("tn_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            Some(KeyParts {
+                mode: None,
+                lookup_id: "0123456789abcdef"
+            })
+        );
+        assert_eq!(
+            api_key_parts("tn_test_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            Some(KeyParts {
+                mode: Some(KeyMode::Test),
+                lookup_id: "0123456789abcdef"
+            })
         );
     }
 

@@ -1,5 +1,6 @@
-//! The expiry sweep: pending sessions past their expiry become `expired`, each with its
-//! outbox event, whichever engine holds them.
+//! The sweeps: pending sessions past their expiry become `expired`, each with its outbox
+//! event; completed sessions older than their company's retention window are deleted with
+//! their events, deliveries and attempts. Both on either engine.
 
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, TransactionTrait};
 use truenumber_entities::verification_session::Model as SessionRow;
@@ -81,4 +82,121 @@ pub async fn expire_due_sessions(
     }
     txn.commit().await?;
     Ok(ids)
+}
+
+/// Deletes up to `$3` of company `$1`'s sessions completed before `$2`, oldest first, with
+/// their events and the events' deliveries (attempts cascade), and returns how many sessions
+/// went. One statement; rows locked `SKIP LOCKED` so several workers share the work; the
+/// foreign key from deliveries to events is checked at the statement's end, after both
+/// deletes. Its SQLite counterpart is [`RETENTION_DELETE_SQLITE`].
+pub const RETENTION_DELETE_SQL: &str = "WITH doomed AS ( \
+           SELECT id, verification_id FROM verification_sessions \
+           WHERE company_id = $1 AND completed_at IS NOT NULL AND completed_at < $2 \
+           ORDER BY completed_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
+         doomed_events AS ( \
+           SELECT e.id FROM verification_events e JOIN doomed d \
+             ON e.verification_id = d.verification_id), \
+         gone_deliveries AS ( \
+           DELETE FROM webhook_deliveries w USING doomed_events de \
+           WHERE w.event_id = de.id RETURNING w.id), \
+         gone_events AS ( \
+           DELETE FROM verification_events e USING doomed_events de \
+           WHERE e.id = de.id RETURNING e.id), \
+         gone AS ( \
+           DELETE FROM verification_sessions s USING doomed d WHERE s.id = d.id RETURNING s.id) \
+         SELECT (SELECT COUNT(*) FROM gone) AS sessions, \
+                (SELECT COUNT(*) FROM gone_events) AS events, \
+                (SELECT COUNT(*) FROM gone_deliveries) AS deliveries";
+
+/// [`RETENTION_DELETE_SQL`] on SQLite: three deletes of the same batch (the subquery below,
+/// same `$1`–`$3`) in one transaction. The first writes, so the transaction holds the write
+/// lock from its start and the batch cannot change between them; the sessions go last, so
+/// the batch is still found by the first two.
+pub static RETENTION_DELETE_SQLITE: std::sync::LazyLock<[String; 3]> =
+    std::sync::LazyLock::new(|| {
+        let doomed = "SELECT verification_id FROM verification_sessions \
+             WHERE company_id = $1 AND completed_at IS NOT NULL AND completed_at < $2 \
+             ORDER BY completed_at LIMIT $3";
+        [
+            format!(
+                "DELETE FROM webhook_deliveries WHERE event_id IN ( \
+                   SELECT id FROM verification_events WHERE verification_id IN ({doomed}))"
+            ),
+            format!("DELETE FROM verification_events WHERE verification_id IN ({doomed})"),
+            format!("DELETE FROM verification_sessions WHERE verification_id IN ({doomed})"),
+        ]
+    });
+
+/// Applies the retention policy: for each company, its sessions completed more than its
+/// window ago (its own `data_retention_days`, else `default_days`) are deleted, `batch` at a
+/// time, with their events, deliveries and attempts. Returns the number of sessions deleted.
+pub async fn apply_retention(
+    db: &DatabaseConnection,
+    default_days: u32,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    use sea_orm::{EntityTrait, QuerySelect};
+    use truenumber_entities::company;
+    let companies: Vec<(String, Option<i32>)> = company::Entity::find()
+        .select_only()
+        .column(company::Column::CompanyId)
+        .column(company::Column::DataRetentionDays)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+    let mut total = 0;
+    for (company_id, days) in companies {
+        let days = days
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(default_days);
+        let cutoff = crate::sql::now() - chrono::Duration::days(i64::from(days));
+        loop {
+            let gone = delete_batch(db, &company_id, cutoff, batch).await?;
+            total += gone;
+            if gone < u64::try_from(batch).unwrap_or(u64::MAX) {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
+async fn delete_batch(
+    db: &DatabaseConnection,
+    company_id: &str,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    batch: i64,
+) -> Result<u64, DbErr> {
+    #[derive(FromQueryResult)]
+    struct Gone {
+        sessions: i64,
+    }
+    let values = || -> [sea_orm::Value; 3] { [company_id.into(), cutoff.into(), batch.into()] };
+    if db.get_database_backend() != DbBackend::Sqlite {
+        let gone = Gone::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            RETENTION_DELETE_SQL,
+            values(),
+        ))
+        .one(db)
+        .await?;
+        return Ok(gone.map_or(0, |g| u64::try_from(g.sessions).unwrap_or(0)));
+    }
+    use sea_orm::ConnectionTrait;
+    let txn = db.begin().await?;
+    let mut gone = 0;
+    for sql in RETENTION_DELETE_SQLITE.iter() {
+        gone = txn
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sql.as_str(),
+                values(),
+            ))
+            .await?
+            .rows_affected();
+    }
+    txn.commit().await?;
+    // The last statement's count: the sessions.
+    Ok(gone)
 }

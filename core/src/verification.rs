@@ -146,10 +146,13 @@ pub const INITIATE_SQLITE_SQL: &str = "INSERT INTO verification_sessions \
      ON CONFLICT (request_id, company_id) DO NOTHING \
      RETURNING *";
 
-/// Status: one session by id, scoped to its company (`$1` id, `$2` company). The only index
-/// it can use is the unique `verification_id` (migration 3 explains why that matters).
+/// Status: one session by id (`$1`). It names no other column, so the only index it can use
+/// is the unique `verification_id`, whatever other indexes exist: a `company_id` predicate
+/// here would let a cached generic plan walk the company's listing index instead (migration 3
+/// explains why that matters; `tests/it/query_plans.rs` checks it). [`find_for_company`]
+/// scopes the row to its company.
 pub const FIND_FOR_COMPANY_SQL: &str =
-    "SELECT * FROM verification_sessions WHERE verification_id = $1 AND company_id = $2";
+    "SELECT * FROM verification_sessions WHERE verification_id = $1";
 
 /// Submit: the conditional update of a pending, unexpired session of an active company and its
 /// outbox event, in one statement (`$1` id, `$2` app user, `$3` confirmed number, `$4` whether
@@ -268,8 +271,9 @@ async fn find_by_request_id(
         .await
 }
 
-/// A company's session by id; another company's id is simply not found. The statement
-/// ([`FIND_FOR_COMPANY_SQL`]) is plain SQL that both engines run as written.
+/// A company's session by id; another company's id is simply not found, exactly as an
+/// unknown one. The statement ([`FIND_FOR_COMPANY_SQL`]) is plain SQL that both engines run
+/// as written.
 pub async fn find_for_company(
     db: &impl ConnectionTrait,
     company_id: &str,
@@ -282,10 +286,11 @@ pub async fn find_for_company(
         SessionRow::find_by_statement(Statement::from_sql_and_values(
             db.get_database_backend(),
             FIND_FOR_COMPANY_SQL,
-            [verification_id.into(), company_id.into()],
+            [verification_id.into()],
         ))
         .one(db)
         .await?
+        .filter(|row| row.company_id == company_id)
         .map(Into::into),
     )
 }

@@ -125,7 +125,8 @@ async fn migrations_apply_revert_and_reapply_with_the_pragmas_set() {
     assert_eq!(
         indexes,
         "api_keys_company_id_idx,verification_events_one_per_session,\
-         verification_events_unpublished_idx,verification_sessions_open_expiry_idx,\
+         verification_events_unpublished_idx,verification_sessions_company_completed_idx,\
+         verification_sessions_company_created_idx,verification_sessions_open_expiry_idx,\
          verification_sessions_request_company_key,webhook_deliveries_company_idx,\
          webhook_deliveries_overdue_idx"
     );

@@ -26,6 +26,38 @@ pub struct Model {
     pub last_used_at: Option<DateTimeUtc>,
     /// Set when revoked; a revoked key never authenticates again.
     pub revoked_at: Option<DateTimeUtc>,
+    /// Live or test data.
+    pub mode: KeyMode,
+    /// May call the verification endpoints (initiate, status, list, summary, erase).
+    pub scope_verifications: bool,
+    /// May call the company's self-service endpoints (everything under `/company`).
+    pub scope_management: bool,
+    /// The company's own name for the key.
+    pub label: Option<String>,
+    /// After this instant the key is refused (set when it is rolled); `None`: no expiry.
+    pub expires_at: Option<DateTimeUtc>,
+}
+
+/// Which data a key works on, as the `mode` column stores it (its CHECK admits exactly these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(8))")]
+pub enum KeyMode {
+    /// Real verifications.
+    #[sea_orm(string_value = "live")]
+    Live,
+    /// Test mode's sessions (keys `tn_test_…`).
+    #[sea_orm(string_value = "test")]
+    Test,
+}
+
+impl KeyMode {
+    /// The stored text, which is also the key prefix's middle part (`tn_live_…`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Test => "test",
+        }
+    }
 }
 
 /// Relations are expressed in queries; none are declared.

@@ -28,6 +28,26 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Last changed.
     pub updated_at: DateTimeUtc,
+    /// The secret a rotation replaced; it still signs until
+    /// `previous_webhook_secret_expires_at`.
+    pub previous_webhook_secret: Option<String>,
+    /// When the previous secret stops signing.
+    pub previous_webhook_secret_expires_at: Option<DateTimeUtc>,
+    /// This company's retention window in days (1–3650); `None`: `DATA_RETENTION_DAYS`.
+    pub data_retention_days: Option<i32>,
+}
+
+impl Model {
+    /// The previous secret if it still signs at `now`.
+    pub fn previous_secret_at(&self, now: DateTimeUtc) -> Option<&str> {
+        match (
+            &self.previous_webhook_secret,
+            self.previous_webhook_secret_expires_at,
+        ) {
+            (Some(secret), Some(until)) if until > now => Some(secret),
+            _ => None,
+        }
+    }
 }
 
 /// Relations are expressed in queries; none are declared.

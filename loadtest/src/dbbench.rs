@@ -152,7 +152,7 @@ impl Executor {
                 let rows = match hot {
                     Hot::Status => {
                         let stmt = client.prepare_cached(FIND_FOR_COMPANY_SQL).await?;
-                        client.query_opt(&stmt, &[&id, &"bench"]).await?
+                        client.query_opt(&stmt, &[&id]).await?
                     }
                     Hot::Initiate => {
                         let stmt = client.prepare_cached(INITIATE_SQL).await?;
@@ -176,7 +176,7 @@ fn statement(hot: Hot, id: String, request: String) -> Statement {
         Hot::Status => Statement::from_sql_and_values(
             DbBackend::Postgres,
             FIND_FOR_COMPANY_SQL,
-            [Value::from(id), "bench".into()],
+            [Value::from(id)],
         ),
         Hot::Initiate => Statement::from_sql_and_values(
             DbBackend::Postgres,

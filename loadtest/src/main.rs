@@ -82,7 +82,7 @@ fn write_pgbench_scripts(dir: &std::path::Path) -> anyhow::Result<()> {
     use truenumber_core::verification::{FIND_FOR_COMPANY_SQL, INITIATE_SQL};
     let status = format!(
         "\\set id random(1, 100000)\n{}",
-        pgbench_statement(FIND_FOR_COMPANY_SQL, &["'ver_' || :id", "'bench'"])
+        pgbench_statement(FIND_FOR_COMPANY_SQL, &["'ver_' || :id"])
     );
     // One random variable per execution: `$4` occurs twice and must be the same value.
     let initiate = format!(

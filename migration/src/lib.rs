@@ -18,6 +18,9 @@ mod m20261122_000002_events_and_webhooks;
 mod m20261123_000003_unambiguous_point_lookups;
 mod m20261123_000004_api_key_secret_check;
 mod m20261123_000005_relay_lease;
+mod m20261206_000006_api_key_modes_and_scopes;
+mod m20261206_000007_webhook_secret_overlap;
+mod m20261206_000008_retention_and_listings;
 
 /// The SQLite column default that writes the current time as RFC 3339 UTC text, as written
 /// literally in the SQLite twins above (frozen with them). A copy of
@@ -55,6 +58,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_unambiguous_point_lookups::Migration),
             Box::new(m20261123_000004_api_key_secret_check::Migration),
             Box::new(m20261123_000005_relay_lease::Migration),
+            Box::new(m20261206_000006_api_key_modes_and_scopes::Migration),
+            Box::new(m20261206_000007_webhook_secret_overlap::Migration),
+            Box::new(m20261206_000008_retention_and_listings::Migration),
         ]
     }
 }

@@ -7,19 +7,49 @@ import sys
 import uuid
 
 from true_number_api_client import AuthenticatedClient
+from true_number_api_client.api.company import (
+    create_api_key,
+    delete_webhook,
+    get_company,
+    list_api_keys,
+    revoke_api_key,
+    roll_api_key,
+    rotate_webhook_secret,
+    set_webhook,
+)
+from true_number_api_client.api.company import get_delivery, list_deliveries, recover_deliveries
 from true_number_api_client.api.verification import (
+    erase_verification,
+    list_verifications,
+    summarise_verifications,
     get_verification_status,
     initiate_verification,
     submit_verification,
 )
 from true_number_api_client.models import (
+    ApiKeyList,
+    ApiKeyMode,
+    ApiKeyScope,
+    CompanyProfile,
+    CreateApiKeyRequest,
     Error,
+    IssuedApiKey,
+    RolledApiKey,
+    RollApiKeyRequest,
+    RecoverRequest,
+    Recovery,
+    RotatedWebhookSecret,
+    WebhookDeliveryList,
+    SetWebhookRequest,
+    WebhookEndpoint,
     ErrorStatus,
     InitiateVerificationRequest,
     InitiateVerificationResponse,
     SubmitVerificationRequest,
     SubmitVerificationResponse,
+    VerificationList,
     VerificationStatus,
+    VerificationSummary,
     VerificationStatusResponse,
 )
 from true_number_api_client.types import UNSET
@@ -87,4 +117,72 @@ check(replay.parsed.status == ErrorStatus.FAILED, 'its status is "failed"')
 missing = get_verification_status.sync_detailed(client=company, verification_id="ver_unknown")
 check(missing.status_code == 404 and isinstance(missing.parsed, Error), "an unknown id is a typed 404")
 check(missing.parsed.status == ErrorStatus.ERROR, 'its status is "error"')
-print("client flow: initiate -> submit -> status through the generated client: all ok")
+
+# The company's verifications: listed and summarised (one is erased at the end).
+listed_sessions = list_verifications.sync_detailed(client=company, limit=5, status=VerificationStatus.VERIFIED)
+check(isinstance(listed_sessions.parsed, VerificationList), "the verification list parses")
+check(session.verification_id in [v.verification_id for v in listed_sessions.parsed.data], "the verified session is listed")
+summary = summarise_verifications.sync_detailed(client=company)
+check(isinstance(summary.parsed, VerificationSummary), "the summary parses")
+check(summary.parsed.verified >= 1 and summary.parsed.conversion_rate is not None, "it counts the verified session")
+
+# Self-service: the profile, and an API key's life (create, use, roll, revoke).
+profile = get_company.sync_detailed(client=company)
+check(isinstance(profile.parsed, CompanyProfile), "the company profile parses")
+check(profile.parsed.company_id == COMPANY, "it is our company")
+check(profile.parsed.webhook_url is UNSET, "webhookUrl is absent when none is set")
+
+made = create_api_key.sync_detailed(
+    client=company,
+    body=CreateApiKeyRequest(scopes=[ApiKeyScope.VERIFICATIONS], label="client flow"),
+)
+check(made.status_code == 201 and isinstance(made.parsed, IssuedApiKey), "a new key is a typed 201")
+check(made.parsed.api_key.startswith("tn_live_"), "the key is a live key")
+check(made.parsed.scopes == [ApiKeyScope.VERIFICATIONS] and made.parsed.mode == ApiKeyMode.LIVE, "with the scope asked for")
+narrow = AuthenticatedClient(base_url=BASE, token=made.parsed.api_key, raise_on_unexpected_status=True)
+check(get_verification_status.sync_detailed(client=narrow, verification_id=session.verification_id).status_code == 200,
+      "the new key reads a status")
+refused = get_company.sync_detailed(client=narrow)
+check(refused.status_code == 403 and refused.parsed.code == "INSUFFICIENT_SCOPE", "but not the company: INSUFFICIENT_SCOPE")
+
+listed = list_api_keys.sync_detailed(client=company)
+check(isinstance(listed.parsed, ApiKeyList), "the key list parses")
+check(made.parsed.key_id in [k.key_id for k in listed.parsed.data], "the new key is listed")
+
+rolled = roll_api_key.sync_detailed(made.parsed.key_id, client=company, body=RollApiKeyRequest(expires_in_seconds=0))
+check(rolled.status_code == 201 and isinstance(rolled.parsed, RolledApiKey), "a roll is a typed 201")
+check(isinstance(rolled.parsed.previous_key_expires_at, datetime.datetime), "previousKeyExpiresAt is a date-time")
+gone = get_verification_status.sync_detailed(client=narrow, verification_id=session.verification_id)
+check(gone.status_code == 401, "the rolled key stopped at once (expiresInSeconds 0)")
+revoked = revoke_api_key.sync_detailed(rolled.parsed.key_id, client=company)
+check(revoked.status_code == 204, "revoking the new key answers 204")
+
+# The webhook endpoint and its secret.
+refused = set_webhook.sync_detailed(client=company, body=SetWebhookRequest(url="http://169.254.169.254/latest"))
+check(refused.status_code == 400 and refused.parsed.code == "INVALID_WEBHOOK_URL", "a metadata-service URL is refused")
+endpoint = set_webhook.sync_detailed(client=company, body=SetWebhookRequest(url="https://93.184.216.34/truenumber"))
+check(isinstance(endpoint.parsed, WebhookEndpoint), "a public webhook URL is set")
+check(get_company.sync_detailed(client=company).parsed.webhook_url == endpoint.parsed.webhook_url, "and shown")
+rotated = rotate_webhook_secret.sync_detailed(client=company)
+check(isinstance(rotated.parsed, RotatedWebhookSecret), "a secret rotation parses")
+check(rotated.parsed.webhook_secret.startswith("whsec_"), "the new secret is a whsec_ secret")
+check(isinstance(rotated.parsed.previous_secret_expires_at, datetime.datetime), "previousSecretExpiresAt is a date-time")
+check(delete_webhook.sync_detailed(client=company).status_code == 204, "the webhook URL is removed")
+
+# Deliveries (no worker runs here, so there are none yet; the shapes are what is checked).
+deliveries = list_deliveries.sync_detailed(client=company, limit=10)
+check(isinstance(deliveries.parsed, WebhookDeliveryList), "the delivery list parses")
+check(deliveries.parsed.next_cursor is None, "nextCursor is null on the last page")
+unknown = get_delivery.sync_detailed(str(uuid.uuid4()), client=company)
+check(unknown.status_code == 404 and unknown.parsed.code == "DELIVERY_NOT_FOUND", "an unknown delivery is a typed 404")
+since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+recovered = recover_deliveries.sync_detailed(client=company, body=RecoverRequest(since=since))
+check(recovered.status_code == 202 and isinstance(recovered.parsed, Recovery), "recover is a typed 202")
+check(recovered.parsed.count == 0, "with nothing failed, nothing is recovered")
+
+# Last, as it ends the session the flow used: erasing it.
+erased = erase_verification.sync_detailed(session.verification_id, client=company)
+check(erased.status_code == 204, "erasing a session answers 204")
+gone_session = get_verification_status.sync_detailed(client=company, verification_id=session.verification_id)
+check(gone_session.status_code == 404, "an erased session is a 404")
+print("client flow: initiate -> submit -> status and self-service through the generated client: all ok")

@@ -112,7 +112,9 @@ async fn company_lifecycle_through_the_cli() {
     assert_eq!(ours["name"], "ACME Ltd");
     assert_eq!(ours["webhookUrl"], "https://acme.example/hooks");
     assert_eq!(ours["isActive"], true);
-    let key_id = truenumber_core::secrets::api_key_lookup_id(&key).unwrap();
+    let key_id = truenumber_core::secrets::api_key_parts(&key)
+        .map(|p| p.lookup_id)
+        .unwrap();
     assert_eq!(ours["apiKeys"][0]["keyId"], key_id);
 
     // rotate-key --revoke-existing: the old key stops working (after the verdict cache).

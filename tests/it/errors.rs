@@ -29,7 +29,8 @@ async fn malformed_bodies_name_what_is_wrong() {
     for (body, fragment) in [
         ("{bad".to_owned(), "key must be a string"),
         ("".to_owned(), "must be a JSON object"),
-        ("[1,2]".to_owned(), "invalid type"),
+        ("[1,2]".to_owned(), "must be a JSON object"),
+        ("\"text\"".to_owned(), "must be a JSON object"),
         (
             format!(
                 r#"{{"mobileNumber":"+447911123456","companyId":"{}"}}"#,

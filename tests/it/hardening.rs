@@ -179,11 +179,16 @@ async fn hashes(app: &TestApp) -> u64 {
     api_key_hashes(&app.get_text("/metrics").await)
 }
 
-/// `tn_<key id of `key`>_<a random 43-character secret>`.
+/// `tn_live_<key id of `key`>_<a random 43-character secret>`.
 fn same_id_other_secret(key: &str) -> String {
-    let id = truenumber_core::secrets::api_key_lookup_id(key).unwrap();
+    let id = truenumber_core::secrets::api_key_parts(key)
+        .map(|p| p.lookup_id)
+        .unwrap();
     let secret = truenumber_core::secrets::new_verification_id().unwrap()[4..].to_owned();
-    format!("tn_{id}_{}", format!("{secret}{secret}")[..43].to_owned())
+    format!(
+        "tn_live_{id}_{}",
+        format!("{secret}{secret}")[..43].to_owned()
+    )
 }
 
 #[tokio::test]
@@ -209,11 +214,13 @@ async fn a_known_key_id_with_wrong_secrets_never_runs_argon2() {
 
     // A key made before check values existed is hashed as before until its next good use,
     // which records its check value; from then on wrong secrets cost no hash either.
-    let key_id = truenumber_core::secrets::api_key_lookup_id(&c.api_key)
+    let key_id = truenumber_core::secrets::api_key_parts(&c.api_key)
+        .map(|p| p.lookup_id)
         .unwrap()
         .to_owned();
     let legacy = app.create_company(&unique("legacy")).await;
-    let legacy_id = truenumber_core::secrets::api_key_lookup_id(&legacy.api_key)
+    let legacy_id = truenumber_core::secrets::api_key_parts(&legacy.api_key)
+        .map(|p| p.lookup_id)
         .unwrap()
         .to_owned();
     use sea_orm::ConnectionTrait;

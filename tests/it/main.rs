@@ -4,6 +4,7 @@
 
 mod chaos;
 mod cli;
+mod company;
 mod db_lanes;
 mod entities;
 mod errors;
@@ -17,5 +18,6 @@ mod rate_limit;
 mod shutdown;
 mod standalone;
 mod verification;
+mod verifications;
 mod webhooks;
 mod worker;

@@ -92,12 +92,17 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
         grow(&db, have + 1, rows).await;
         have = rows;
 
-        let plan = generic_plan(&db, verification::FIND_FOR_COMPANY_SQL, "'ver_1', 'plans'").await;
+        let plan = generic_plan(&db, verification::FIND_FOR_COMPANY_SQL, "'ver_1'").await;
         assert_uses(
             &plan,
             "status",
             "verification_sessions_verification_id_key",
-            &["request_company_key", "open_expiry_idx", "Seq Scan"],
+            &[
+                "request_company_key",
+                "open_expiry_idx",
+                "company_created_idx",
+                "Seq Scan",
+            ],
             rows,
         );
 
@@ -129,7 +134,11 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
             &plan,
             "initiate (idempotent read)",
             "verification_sessions_request_company_key",
-            &["open_expiry_idx", "Seq Scan on verification_sessions"],
+            &[
+                "open_expiry_idx",
+                "company_created_idx",
+                "Seq Scan on verification_sessions",
+            ],
             rows,
         );
 
@@ -158,6 +167,62 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
             rows,
         );
     }
+
+    // A company's listing walks its own sessions newest first through the listing index, with
+    // or without a cursor.
+    for after in [
+        None,
+        Some(truenumber_core::deliveries::PageAfter {
+            created_at: chrono::Utc::now(),
+            id: uuid::Uuid::nil(),
+        }),
+    ] {
+        use sea_orm::QueryTrait;
+        let stmt = truenumber_core::sessions::list_query(
+            "plans",
+            &Default::default(),
+            21,
+            after,
+            chrono::Utc::now(),
+        )
+        .build(sea_orm::DbBackend::Postgres);
+        let args: Vec<String> = stmt
+            .values
+            .iter()
+            .flat_map(|v| v.0.iter())
+            .map(|v| match v {
+                sea_orm::Value::String(Some(s)) => format!("'{s}'"),
+                sea_orm::Value::ChronoDateTimeUtc(Some(t)) => format!("'{}'", t.to_rfc3339()),
+                sea_orm::Value::Uuid(Some(u)) => format!("'{u}'"),
+                sea_orm::Value::BigUnsigned(Some(n)) => n.to_string(),
+                other => panic!("no literal for {other:?}"),
+            })
+            .collect();
+        let plan = generic_plan(&db, &stmt.sql, &args.join(", ")).await;
+        assert_uses(
+            &plan,
+            "verification listing",
+            "verification_sessions_company_created_idx",
+            &["Seq Scan on verification_sessions"],
+            have,
+        );
+    }
+
+    // The retention sweep reads a company's completed sessions oldest first through its own
+    // index, never the whole table.
+    let plan = generic_plan(
+        &db,
+        sweeps::RETENTION_DELETE_SQL,
+        "'plans', now() - interval '1 day', 500",
+    )
+    .await;
+    assert_uses(
+        &plan,
+        "retention sweep",
+        "verification_sessions_company_completed_idx",
+        &["Seq Scan on verification_sessions"],
+        have,
+    );
 
     // The sweep reads due sessions through the open-session index once there are enough rows
     // for an index to pay (a tiny table is read whole, which is as cheap).

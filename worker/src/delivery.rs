@@ -124,7 +124,7 @@ impl Deliverer {
                 &url,
                 &target.event_id,
                 &target.payload,
-                &target.webhook_secret,
+                &target.signing_secrets(chrono::Utc::now()),
             )
             .await;
         let elapsed = started.elapsed();
@@ -190,7 +190,9 @@ impl Deliverer {
         Ok(Outcome::Attempted(next))
     }
 
-    async fn send(&self, url: &str, event_id: &str, payload: &str, secret: &str) -> Response {
+    /// One attempt, signed with every secret in `secrets` (the current one first; two during a
+    /// rotation's overlap, space-separated in `webhook-signature` as Standard Webhooks allows).
+    async fn send(&self, url: &str, event_id: &str, payload: &str, secrets: &[&str]) -> Response {
         let fail = |error: String| Response {
             status: None,
             retry_after: None,
@@ -203,12 +205,15 @@ impl Deliverer {
         if let Err(e) = check_url(&parsed, self.allow_private) {
             return fail(format!("refused: {e}"));
         }
-        let signer = match WebhookSigner::new(secret) {
-            Ok(s) => s,
-            Err(e) => return fail(format!("refused: {e}")),
-        };
         let timestamp = chrono::Utc::now().timestamp();
-        let signature = signer.sign(event_id, timestamp, payload.as_bytes());
+        let mut signatures = Vec::with_capacity(secrets.len());
+        for secret in secrets {
+            match WebhookSigner::new(secret) {
+                Ok(signer) => signatures.push(signer.sign(event_id, timestamp, payload.as_bytes())),
+                Err(e) => return fail(format!("refused: {e}")),
+            }
+        }
+        let signature = signatures.join(" ");
         let result = self
             .http
             .post(parsed)

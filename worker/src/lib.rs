@@ -39,6 +39,12 @@ const OVERDUE_INTERVAL: Duration = Duration::from_secs(15);
 const OVERDUE_GRACE_SECS: f64 = 60.0;
 /// How often standalone mode hands due deliveries (first attempts and retries) to its consumer.
 const DISPATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the retention sweep runs (deleting a day-old boundary's worth of sessions late by
+/// a minute changes nothing; each run is one index probe per company when there is nothing to
+/// delete).
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Sessions deleted per statement by the retention sweep: a bounded transaction.
+const RETENTION_BATCH: u64 = 500;
 
 /// Shared state of a worker.
 #[derive(Clone, Debug)]
@@ -202,6 +208,11 @@ pub async fn run(
             stop_rx.clone(),
         )),
         tokio::spawn(overdue_loop(db.clone(), broker.clone(), stop_rx.clone())),
+        tokio::spawn(retention_loop(
+            db.clone(),
+            config.data_retention_days,
+            stop_rx.clone(),
+        )),
     ];
     tracing::info!(%addr, health = %format!("http://{addr}/health"), "truenumber-worker running");
 
@@ -235,7 +246,7 @@ pub async fn run(
 
 /// Standalone mode: the worker's loops inside the API's process, on its SQLite database and
 /// in-process queue: the consumer (deliveries with retries), the dispatcher of due deliveries,
-/// the relay and the expiry sweep. They return once `stop` turns true, after in-flight
+/// the relay, the expiry sweep and the retention sweep. They return once `stop` turns true, after in-flight
 /// deliveries finish. `publisher` is the process's one event publisher (the API's).
 pub async fn spawn_in_process(
     config: &Config,
@@ -269,6 +280,11 @@ pub async fn spawn_in_process(
             db.clone(),
             Queue::InProcess(queue),
             metrics.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(retention_loop(
+            db.clone(),
+            config.data_retention_days,
             stop.clone(),
         )),
         tokio::spawn(sweep_loop(
@@ -498,6 +514,25 @@ async fn sweep_loop(
             }
         }
         if sleep_or_stop(every, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Deletes completed sessions past their company's retention window, with their events and
+/// deliveries, every [`RETENTION_INTERVAL`]. Logs counts only, never a number.
+async fn retention_loop(
+    db: DatabaseConnection,
+    default_days: u32,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match sweeps::apply_retention(&db, default_days, RETENTION_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention: completed sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+        }
+        if sleep_or_stop(RETENTION_INTERVAL, &mut stop).await {
             return;
         }
     }

@@ -56,6 +56,9 @@ pub enum TargetRefused {
     /// No host.
     #[error("webhook URL has no host")]
     NoHost,
+    /// Not a URL at all.
+    #[error("webhook URL is not a URL: {0}")]
+    Invalid(String),
     /// A forbidden address (given literally or resolved).
     #[error(
         "webhook target {0} is a loopback, private, link-local or otherwise non-public address"
@@ -79,6 +82,36 @@ pub fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), TargetRe
         }
         Some(_) => Ok(()),
     }
+}
+
+/// The check of a webhook URL when a company registers it (self-service): what
+/// [`check_url`] checks, and, for a host name, every address it resolves to now (any forbidden
+/// one refuses it, a stricter rule than delivery's, which only drops those). A name that does
+/// not resolve, or not within `dns_timeout`, passes: DNS can change, and every delivery checks
+/// again after its own resolution.
+pub async fn check_registration(
+    url: &str,
+    allow_private: bool,
+    dns_timeout: std::time::Duration,
+) -> Result<(), TargetRefused> {
+    let url = reqwest::Url::parse(url).map_err(|e| TargetRefused::Invalid(e.to_string()))?;
+    let url = &url;
+    check_url(url, allow_private)?;
+    if allow_private {
+        return Ok(());
+    }
+    let Some(url::Host::Domain(host)) = url.host() else {
+        return Ok(());
+    };
+    let lookup = tokio::net::lookup_host((host, url.port_or_known_default().unwrap_or(443)));
+    if let Ok(Ok(addrs)) = tokio::time::timeout(dns_timeout, lookup).await {
+        for addr in addrs {
+            if is_forbidden(addr.ip()) {
+                return Err(TargetRefused::Forbidden(addr.ip()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A resolver that drops forbidden addresses and fails when none is left, so the HTTP client

@@ -1,7 +1,10 @@
 //! HTTP routes: the versioned API (documented in OpenAPI) and the operational probes.
 
+pub mod company;
+pub mod deliveries;
 pub mod health;
 pub mod verification;
+pub mod verifications;
 
 use poem_openapi::Tags;
 
@@ -10,4 +13,6 @@ use poem_openapi::Tags;
 pub enum ApiTags {
     /// Start, confirm and read mobile-number verifications.
     Verification,
+    /// Your company's own settings and API keys (scope `management`).
+    Company,
 }

@@ -7,6 +7,7 @@ use chrono::Utc;
 use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
 use truenumber_core::{
+    auth::Scope,
     error_code::ErrorCode,
     phone::parse_mobile_number,
     verification::{self, SessionStatus, Submission, VerificationError},
@@ -18,7 +19,7 @@ use crate::{
     rate_limit::{Limit, WhenUnavailable, enforce},
     responses::{ErrorDoc, Failure, OperationErrors, Success, SuccessBody},
     routes::ApiTags,
-    security::{AppAuth, CompanyAuth},
+    security::{AppAuth, CompanyAuth, require_scope},
     state::AppState,
     timestamp::Timestamp,
 };
@@ -95,8 +96,14 @@ impl OperationErrors for InitiateErrors {
             400,
             "`INVALID_REQUEST` (malformed body, a field out of bounds) or `INVALID_NUMBER`.",
         ),
-        ErrorDoc::before_limiter(401, "`UNAUTHORIZED`: missing, invalid or revoked API key."),
-        ErrorDoc::before_limiter(403, "`COMPANY_INACTIVE`."),
+        ErrorDoc::before_limiter(
+            401,
+            "`UNAUTHORIZED`: missing, invalid, revoked or expired API key.",
+        ),
+        ErrorDoc::before_limiter(
+            403,
+            "`COMPANY_INACTIVE`, or `INSUFFICIENT_SCOPE`: the key lacks the `verifications` scope.",
+        ),
         ErrorDoc::after_limiter(
             404,
             "`COMPANY_NOT_FOUND`: `companyId` is not the company of this API key.",
@@ -211,6 +218,17 @@ pub enum VerificationStatus {
     Expired,
 }
 
+impl From<VerificationStatus> for SessionStatus {
+    fn from(s: VerificationStatus) -> Self {
+        match s {
+            VerificationStatus::Pending => Self::Pending,
+            VerificationStatus::Verified => Self::Verified,
+            VerificationStatus::Failed => Self::Failed,
+            VerificationStatus::Expired => Self::Expired,
+        }
+    }
+}
+
 impl From<SessionStatus> for VerificationStatus {
     fn from(s: SessionStatus) -> Self {
         match s {
@@ -243,6 +261,22 @@ pub struct VerificationStatusResponse {
     pub request_id: String,
 }
 
+impl VerificationStatusResponse {
+    /// The session as the API shows it at `now` (a pending session past its expiry reads
+    /// `expired`).
+    pub fn at(session: verification::VerificationSession, now: chrono::DateTime<Utc>) -> Self {
+        Self {
+            status: session.status_at(now).into(),
+            verified_at: session.verified_at.map(Timestamp::from),
+            created_at: session.created_at.into(),
+            expires_at: session.expires_at.into(),
+            verification_id: session.verification_id,
+            mobile_number: session.mobile_number,
+            request_id: session.request_id,
+        }
+    }
+}
+
 impl SuccessBody for VerificationStatusResponse {
     const DESCRIPTION: &'static str = "The session.";
 }
@@ -254,8 +288,14 @@ pub struct StatusErrors;
 impl OperationErrors for StatusErrors {
     const STATUSES: &'static [ErrorDoc] = &[
         ErrorDoc::before_limiter(400, "`INVALID_REQUEST`: `verificationId` out of bounds."),
-        ErrorDoc::before_limiter(401, "`UNAUTHORIZED`: missing, invalid or revoked API key."),
-        ErrorDoc::before_limiter(403, "`COMPANY_INACTIVE`."),
+        ErrorDoc::before_limiter(
+            401,
+            "`UNAUTHORIZED`: missing, invalid, revoked or expired API key.",
+        ),
+        ErrorDoc::before_limiter(
+            403,
+            "`COMPANY_INACTIVE`, or `INSUFFICIENT_SCOPE`: the key lacks the `verifications` scope.",
+        ),
         ErrorDoc::after_limiter(
             404,
             "`SESSION_NOT_FOUND` (also for another company's session).",
@@ -289,6 +329,7 @@ impl VerificationApi {
         CompanyAuth(company): CompanyAuth,
         JsonBody(req): JsonBody<InitiateVerificationRequest>,
     ) -> Result<Success<InitiateVerificationResponse>, Failure<InitiateErrors>> {
+        require_scope(&company, Scope::Verifications)?;
         let config = &self.state.config;
         let limit = Limit {
             name: "initiate",
@@ -418,6 +459,7 @@ impl VerificationApi {
         #[oai(name = "verificationId", validator(min_length = 1, max_length = 64))]
         verification_id: Path<String>,
     ) -> Result<Success<VerificationStatusResponse>, Failure<StatusErrors>> {
+        require_scope(&company, Scope::Verifications)?;
         let limit = Limit {
             name: "status",
             subject: &company.company_id,
@@ -437,14 +479,6 @@ impl VerificationApi {
         .ok_or_else(|| {
             ApiError::new(ErrorCode::SessionNotFound, "Verification session not found")
         })?;
-        Ok(Success(VerificationStatusResponse {
-            status: session.status_at(Utc::now()).into(),
-            verified_at: session.verified_at.map(Timestamp::from),
-            created_at: session.created_at.into(),
-            expires_at: session.expires_at.into(),
-            verification_id: session.verification_id,
-            mobile_number: session.mobile_number,
-            request_id: session.request_id,
-        }))
+        Ok(Success(VerificationStatusResponse::at(session, Utc::now())))
     }
 }
