@@ -426,23 +426,12 @@ pub async fn reopen_failed(
     company_id: &str,
     delivery_id: Option<Uuid>,
 ) -> Result<Vec<(String, u32)>, DbErr> {
-    #[derive(FromQueryResult)]
-    struct Reopened {
-        event_id: String,
-        attempts: i32,
-    }
-    let backend = db.get_database_backend();
-    let mut values: Vec<sea_orm::Value> = vec![company_id.into(), delivery_id.into()];
-    if backend == DbBackend::Sqlite {
-        values.push(sql::now().into());
-    }
-    let rows = Reopened::find_by_statement(REOPEN_FAILED.statement(backend, values))
-        .all(db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.event_id, u32::try_from(r.attempts).unwrap_or(0) + 1))
-        .collect())
+    reopen(
+        db,
+        REOPEN_FAILED,
+        vec![company_id.into(), delivery_id.into()],
+    )
+    .await
 }
 
 /// Where a page of a listing starts: after the row with this `(created_at, id)`, newest
@@ -453,6 +442,19 @@ pub struct PageAfter {
     pub created_at: DateTime<Utc>,
     /// The last row's id (ties on `created_at` are ordered by it).
     pub id: Uuid,
+}
+
+impl PageAfter {
+    /// The rows after this one, newest first: `(created_at, id) < (self.created_at, self.id)`
+    /// on the given columns.
+    pub fn rows_after<C: ColumnTrait>(&self, created_at: C, id: C) -> sea_orm::Condition {
+        use sea_orm::Condition;
+        Condition::any().add(created_at.lt(self.created_at)).add(
+            Condition::all()
+                .add(created_at.eq(self.created_at))
+                .add(id.lt(self.id)),
+        )
+    }
 }
 
 /// A delivery with what its event says (for the company's own listing).
@@ -503,22 +505,13 @@ pub async fn list_page(
     limit: u64,
     after: Option<PageAfter>,
 ) -> Result<Vec<DeliveryView>, DbErr> {
-    use sea_orm::Condition;
     use webhook_delivery::Column;
     let mut query = webhook_delivery::Entity::find().filter(Column::CompanyId.eq(company_id));
     if let Some(status) = status {
         query = query.filter(Column::Status.eq(status));
     }
     if let Some(after) = after {
-        query = query.filter(
-            Condition::any()
-                .add(Column::CreatedAt.lt(after.created_at))
-                .add(
-                    Condition::all()
-                        .add(Column::CreatedAt.eq(after.created_at))
-                        .add(Column::Id.lt(after.id)),
-                ),
-        );
+        query = query.filter(after.rows_after(Column::CreatedAt, Column::Id));
     }
     let rows = query
         .order_by_desc(Column::CreatedAt)

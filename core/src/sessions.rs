@@ -113,15 +113,7 @@ pub fn list_query(
         query = query.filter(Column::CreatedAt.lt(t));
     }
     if let Some(after) = after {
-        query = query.filter(
-            Condition::any()
-                .add(Column::CreatedAt.lt(after.created_at))
-                .add(
-                    Condition::all()
-                        .add(Column::CreatedAt.eq(after.created_at))
-                        .add(Column::Id.lt(after.id)),
-                ),
-        );
+        query = query.filter(after.rows_after(Column::CreatedAt, Column::Id));
     }
     query
         .order_by_desc(Column::CreatedAt)
