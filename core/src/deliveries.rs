@@ -462,10 +462,10 @@ impl PageAfter {
 pub struct DeliveryView {
     /// The delivery.
     pub delivery: Delivery,
-    /// The event's type (`verification.completed`).
+    /// The event's type (`verification.completed` or `webhook.test`).
     pub event_type: String,
-    /// The session it reports on.
-    pub verification_id: String,
+    /// The session it reports on (`None` for `webhook.test`).
+    pub verification_id: Option<String>,
 }
 
 async fn with_events(
@@ -474,7 +474,7 @@ async fn with_events(
 ) -> Result<Vec<DeliveryView>, DbErr> {
     use truenumber_entities::verification_event;
     let ids: Vec<String> = rows.iter().map(|d| d.event_id.clone()).collect();
-    let events: std::collections::HashMap<String, (String, String)> =
+    let events: std::collections::HashMap<String, (String, Option<String>)> =
         verification_event::Entity::find()
             .filter(verification_event::Column::Id.is_in(ids))
             .all(db)

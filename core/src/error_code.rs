@@ -45,6 +45,8 @@ pub enum ErrorCode {
     ApiKeyLimitReached,
     /// 409: the webhook delivery is still pending; it cannot be redelivered yet.
     DeliveryInProgress,
+    /// 409: the company has no webhook URL to send a test event to.
+    WebhookNotConfigured,
     /// 410: the session is past `expiresAt`.
     SessionExpired,
     /// 408: the body did not arrive within `HTTP_BODY_TIMEOUT_SECONDS`.
@@ -61,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         Self::InvalidRequest,
         Self::InvalidNumber,
         Self::NumberMismatch,
@@ -82,6 +84,7 @@ impl ErrorCode {
         Self::ApiKeyRevoked,
         Self::ApiKeyLimitReached,
         Self::DeliveryInProgress,
+        Self::WebhookNotConfigured,
         Self::SessionExpired,
         Self::RequestTimeout,
         Self::PayloadTooLarge,
@@ -113,6 +116,7 @@ impl ErrorCode {
             Self::ApiKeyRevoked => "API_KEY_REVOKED",
             Self::ApiKeyLimitReached => "API_KEY_LIMIT_REACHED",
             Self::DeliveryInProgress => "DELIVERY_IN_PROGRESS",
+            Self::WebhookNotConfigured => "WEBHOOK_NOT_CONFIGURED",
             Self::SessionExpired => "SESSION_EXPIRED",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
@@ -144,7 +148,8 @@ impl ErrorCode {
             | Self::SessionAlreadyCompleted
             | Self::ApiKeyRevoked
             | Self::ApiKeyLimitReached
-            | Self::DeliveryInProgress => 409,
+            | Self::DeliveryInProgress
+            | Self::WebhookNotConfigured => 409,
             Self::SessionExpired => 410,
             Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
@@ -212,6 +217,7 @@ mod tests {
                 ("API_KEY_REVOKED", 409),
                 ("API_KEY_LIMIT_REACHED", 409),
                 ("DELIVERY_IN_PROGRESS", 409),
+                ("WEBHOOK_NOT_CONFIGURED", 409),
                 ("SESSION_EXPIRED", 410),
                 ("REQUEST_TIMEOUT", 408),
                 ("PAYLOAD_TOO_LARGE", 413),

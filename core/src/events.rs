@@ -323,6 +323,40 @@ pub async fn outbox_backlog(db: &impl ConnectionTrait) -> Result<(i64, f64), DbE
     }))
 }
 
+/// The event type of a company's own endpoint check.
+pub const WEBHOOK_TEST: &str = "webhook.test";
+
+/// Writes a `webhook.test` event for `company_id` to the outbox: it reports on no session,
+/// and its body is `{"event":"webhook.test","companyId","livemode","timestamp"}`. Returns its
+/// id. The caller publishes it like any other event (the relay does if the caller cannot).
+pub async fn insert_test_event(
+    db: &impl sea_orm::ConnectionTrait,
+    company_id: &str,
+) -> Result<String, DbErr> {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    let id = new_event_id();
+    let now = crate::sql::now();
+    truenumber_entities::verification_event::ActiveModel {
+        id: Set(id.clone()),
+        event_type: Set(WEBHOOK_TEST.to_owned()),
+        verification_id: Set(None),
+        company_id: Set(company_id.to_owned()),
+        status: Set(None),
+        payload: Set(serde_json::json!({
+            "event": WEBHOOK_TEST,
+            "companyId": company_id,
+            "livemode": true,
+            "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })),
+        created_at: Set(now),
+        published_at: Set(None),
+        relay_claimed_until: Set(None),
+    }
+    .insert(db)
+    .await?;
+    Ok(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,14 +127,50 @@ pub static RETENTION_DELETE_SQLITE: std::sync::LazyLock<[String; 3]> =
         ]
     });
 
+/// Deletes up to `$3` of company `$1`'s events about no session (`webhook.test`) created
+/// before `$2`, with their deliveries; returns how many events went. Its SQLite counterpart is
+/// [`RETENTION_DELETE_UNBOUND_SQLITE`].
+pub const RETENTION_DELETE_UNBOUND_SQL: &str = "WITH doomed AS ( \
+       SELECT id FROM verification_events \
+       WHERE company_id = $1 AND verification_id IS NULL AND created_at < $2 \
+       ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
+     gone_deliveries AS ( \
+       DELETE FROM webhook_deliveries w USING doomed d WHERE w.event_id = d.id RETURNING w.id), \
+     gone AS ( \
+       DELETE FROM verification_events e USING doomed d WHERE e.id = d.id RETURNING e.id) \
+     SELECT (SELECT COUNT(*) FROM gone) AS sessions";
+
+/// [`RETENTION_DELETE_UNBOUND_SQL`] on SQLite: two deletes of the same batch in one
+/// transaction, deliveries first.
+pub static RETENTION_DELETE_UNBOUND_SQLITE: std::sync::LazyLock<[String; 2]> =
+    std::sync::LazyLock::new(|| {
+        let doomed = "SELECT id FROM verification_events \
+             WHERE company_id = $1 AND verification_id IS NULL AND created_at < $2 \
+             ORDER BY created_at LIMIT $3";
+        [
+            format!("DELETE FROM webhook_deliveries WHERE event_id IN ({doomed})"),
+            format!("DELETE FROM verification_events WHERE id IN ({doomed})"),
+        ]
+    });
+
+/// What one retention run deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionRun {
+    /// Completed sessions (each with its events, deliveries and attempts).
+    pub sessions: u64,
+    /// Events about no session (`webhook.test`), with their deliveries.
+    pub test_events: u64,
+}
+
 /// Applies the retention policy: for each company, its sessions completed more than its
 /// window ago (its own `data_retention_days`, else `default_days`) are deleted, `batch` at a
-/// time, with their events, deliveries and attempts. Returns the number of sessions deleted.
+/// time, with their events, deliveries and attempts; so are its `webhook.test` events created
+/// before the window.
 pub async fn apply_retention(
     db: &DatabaseConnection,
     default_days: u32,
     batch: u64,
-) -> Result<u64, DbErr> {
+) -> Result<RetentionRun, DbErr> {
     use sea_orm::{EntityTrait, QuerySelect};
     use truenumber_entities::company;
     let companies: Vec<(String, Option<i32>)> = company::Entity::find()
@@ -144,26 +180,43 @@ pub async fn apply_retention(
         .into_tuple()
         .all(db)
         .await?;
+    let full = batch;
     let batch = i64::try_from(batch).unwrap_or(i64::MAX);
-    let mut total = 0;
+    let mut run = RetentionRun::default();
     for (company_id, days) in companies {
         let days = days
             .and_then(|d| u32::try_from(d).ok())
             .unwrap_or(default_days);
         let cutoff = crate::sql::now() - chrono::Duration::days(i64::from(days));
-        loop {
-            let gone = delete_batch(db, &company_id, cutoff, batch).await?;
-            total += gone;
-            if gone < u64::try_from(batch).unwrap_or(u64::MAX) {
-                break;
+        for (postgres, sqlite, total) in [
+            (
+                RETENTION_DELETE_SQL,
+                &RETENTION_DELETE_SQLITE[..],
+                &mut run.sessions,
+            ),
+            (
+                RETENTION_DELETE_UNBOUND_SQL,
+                &RETENTION_DELETE_UNBOUND_SQLITE[..],
+                &mut run.test_events,
+            ),
+        ] {
+            loop {
+                let gone = delete_batch(db, (postgres, sqlite), &company_id, cutoff, batch).await?;
+                *total += gone;
+                if gone < full {
+                    break;
+                }
             }
         }
     }
-    Ok(total)
+    Ok(run)
 }
 
+/// Runs one batch of a retention delete: the PostgreSQL statement (which returns the count as
+/// `sessions`), or the SQLite statements in one transaction (the last one's count).
 async fn delete_batch(
     db: &DatabaseConnection,
+    (postgres, sqlite): (&str, &[String]),
     company_id: &str,
     cutoff: chrono::DateTime<chrono::Utc>,
     batch: i64,
@@ -176,7 +229,7 @@ async fn delete_batch(
     if db.get_database_backend() != DbBackend::Sqlite {
         let gone = Gone::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            RETENTION_DELETE_SQL,
+            postgres,
             values(),
         ))
         .one(db)
@@ -186,7 +239,7 @@ async fn delete_batch(
     use sea_orm::ConnectionTrait;
     let txn = db.begin().await?;
     let mut gone = 0;
-    for sql in RETENTION_DELETE_SQLITE.iter() {
+    for sql in sqlite {
         gone = txn
             .execute_raw(Statement::from_sql_and_values(
                 DbBackend::Sqlite,
@@ -197,6 +250,6 @@ async fn delete_batch(
             .rows_affected();
     }
     txn.commit().await?;
-    // The last statement's count: the sessions.
+    // The last statement's count: the sessions (or events).
     Ok(gone)
 }

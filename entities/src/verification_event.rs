@@ -9,14 +9,14 @@ pub struct Model {
     /// `evt_…`; also the webhook's `webhook-id`.
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    /// `verification.completed`.
+    /// `verification.completed`, or `webhook.test` (migration 9).
     pub event_type: String,
-    /// The session.
-    pub verification_id: String,
+    /// The session; `None` for an event about no session (`webhook.test`).
+    pub verification_id: Option<String>,
     /// Owner.
     pub company_id: String,
-    /// The session's terminal status.
-    pub status: EventStatus,
+    /// The session's terminal status; `None` for an event about no session.
+    pub status: Option<EventStatus>,
     /// The webhook body of the API document.
     #[sea_orm(column_type = "JsonBinary")]
     pub payload: Json,

@@ -21,6 +21,7 @@ mod m20261123_000005_relay_lease;
 mod m20261206_000006_api_key_modes_and_scopes;
 mod m20261206_000007_webhook_secret_overlap;
 mod m20261206_000008_retention_and_listings;
+mod m20261206_000009_webhook_test_events;
 
 /// The SQLite column default that writes the current time as RFC 3339 UTC text, as written
 /// literally in the SQLite twins above (frozen with them). A copy of
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000006_api_key_modes_and_scopes::Migration),
             Box::new(m20261206_000007_webhook_secret_overlap::Migration),
             Box::new(m20261206_000008_retention_and_listings::Migration),
+            Box::new(m20261206_000009_webhook_test_events::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ from true_number_api_client.api.company import (
     revoke_api_key,
     roll_api_key,
     rotate_webhook_secret,
+    send_test_webhook,
     set_webhook,
 )
 from true_number_api_client.api.company import get_delivery, list_deliveries, recover_deliveries
@@ -40,6 +41,7 @@ from true_number_api_client.models import (
     Recovery,
     RotatedWebhookSecret,
     WebhookDeliveryList,
+    WebhookTest,
     SetWebhookRequest,
     WebhookEndpoint,
     ErrorStatus,
@@ -163,11 +165,15 @@ check(refused.status_code == 400 and refused.parsed.code == "INVALID_WEBHOOK_URL
 endpoint = set_webhook.sync_detailed(client=company, body=SetWebhookRequest(url="https://93.184.216.34/truenumber"))
 check(isinstance(endpoint.parsed, WebhookEndpoint), "a public webhook URL is set")
 check(get_company.sync_detailed(client=company).parsed.webhook_url == endpoint.parsed.webhook_url, "and shown")
+tested = send_test_webhook.sync_detailed(client=company)
+check(tested.status_code == 202 and isinstance(tested.parsed, WebhookTest), "a test webhook is a typed 202")
 rotated = rotate_webhook_secret.sync_detailed(client=company)
 check(isinstance(rotated.parsed, RotatedWebhookSecret), "a secret rotation parses")
 check(rotated.parsed.webhook_secret.startswith("whsec_"), "the new secret is a whsec_ secret")
 check(isinstance(rotated.parsed.previous_secret_expires_at, datetime.datetime), "previousSecretExpiresAt is a date-time")
 check(delete_webhook.sync_detailed(client=company).status_code == 204, "the webhook URL is removed")
+untested = send_test_webhook.sync_detailed(client=company)
+check(untested.status_code == 409 and untested.parsed.code == "WEBHOOK_NOT_CONFIGURED", "without a URL a test webhook is a typed 409")
 
 # Deliveries (no worker runs here, so there are none yet; the shapes are what is checked).
 deliveries = list_deliveries.sync_detailed(client=company, limit=10)

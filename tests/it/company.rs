@@ -1094,3 +1094,83 @@ async fn redeliver_keeps_the_webhook_id_and_recover_takes_exactly_the_failed_one
     }
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_test_event_is_signed_delivered_and_listed_and_needs_a_url() {
+    let receiver = crate::helpers::TestReceiver::start().await;
+    let app = TestApp::spawn().await;
+    let worker = crate::helpers::TestWorker::spawn(&app.config).await;
+    let bare = app.create_company(&unique("bare")).await;
+    let resp = app
+        .call(
+            reqwest::Method::POST,
+            "/company/webhook/test",
+            &bare.api_key,
+            None,
+        )
+        .await;
+    assert_error(resp, 409, "WEBHOOK_NOT_CONFIGURED", "error").await;
+
+    let c = app
+        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
+        .await;
+    let resp = app
+        .call(
+            reqwest::Method::POST,
+            "/company/webhook/test",
+            &c.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 202);
+    let sent: Value = resp.json().await.unwrap();
+    let event_id = sent["eventId"].as_str().unwrap().to_owned();
+    assert!(event_id.starts_with("evt_"));
+
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert!(accepts(&c.webhook_secret, &got[0]));
+    assert_eq!(got[0].headers["webhook-id"].to_str().unwrap(), event_id);
+    let body: Value = serde_json::from_str(&got[0].body).unwrap();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["companyId", "event", "livemode", "timestamp"]);
+    assert_eq!(body["event"], "webhook.test");
+    assert_eq!(body["companyId"], c.id.as_str());
+    assert_eq!(body["livemode"], true);
+    assert!(DateTime::parse_from_rfc3339(body["timestamp"].as_str().unwrap()).is_ok());
+
+    // Listed among the deliveries, succeeded, with no verification.
+    let listed = eventually(Duration::from_secs(20), || async {
+        app.deliveries_page(&c.api_key, "").await["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["eventId"] == event_id.as_str() && d["status"] == "succeeded")
+            .cloned()
+    })
+    .await;
+    assert_eq!(listed["deliveryId"], sent["deliveryId"]);
+    assert_eq!(listed["event"], "webhook.test");
+    assert!(listed.get("verificationId").is_none(), "{listed}");
+    // And it can be redelivered like any other, with the same webhook-id.
+    let resp = app
+        .call(
+            reqwest::Method::POST,
+            &format!(
+                "/company/deliveries/{}/redeliver",
+                sent["deliveryId"].as_str().unwrap()
+            ),
+            &c.api_key,
+            None,
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 202);
+    let again = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(again[1].headers["webhook-id"].to_str().unwrap(), event_id);
+    worker.stop().await;
+}

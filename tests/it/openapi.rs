@@ -87,6 +87,12 @@ async fn every_operation_documents_its_errors_and_security() {
             "ApiKey",
         ),
         (
+            "/company/webhook/test",
+            "post",
+            vec!["202", "401", "403", "409", "500", "503"],
+            "ApiKey",
+        ),
+        (
             "/company/webhook/secret/rotate",
             "post",
             vec!["200", "401", "403", "500", "503"],
@@ -298,7 +304,7 @@ async fn headers_are_declared_where_sent_and_required_where_always_sent() {
     }
     assert_eq!(
         responses,
-        11 + 12 + 8 + 5 + 5 + 9 + 10 + 7 + 8 + 5 + 5 + 6 + 7 + 8 + 8 + 7 + 7 + 7
+        11 + 12 + 8 + 5 + 5 + 9 + 10 + 7 + 8 + 5 + 5 + 6 + 7 + 8 + 8 + 7 + 7 + 7 + 6
     );
 }
 

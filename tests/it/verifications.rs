@@ -421,6 +421,36 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
         (deliveries_of(&a.id).await.unwrap() == 2).then_some(())
     })
     .await;
+    // (Two more deliveries come with the test events below: four in all.)
+    // A test event older than a's window, and one within it.
+    let test_event = |app: &TestApp| {
+        let key = a.api_key.clone();
+        let url = app.url("/api/v1/company/webhook/test");
+        let client = app.client.clone();
+        async move {
+            let resp = client.post(url).bearer_auth(key).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 202);
+            resp.json::<Value>().await.unwrap()["eventId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let old_test = test_event(&app).await;
+    let new_test = test_event(&app).await;
+    receiver.wait_for(4, Duration::from_secs(20)).await;
+    {
+        use sea_orm::sea_query::Expr;
+        verification_event::Entity::update_many()
+            .col_expr(
+                verification_event::Column::CreatedAt,
+                Expr::value(truenumber_core::sql::now() - chrono::Duration::days(31)),
+            )
+            .filter(verification_event::Column::Id.eq(old_test.as_str()))
+            .exec(&app.db)
+            .await
+            .unwrap();
+    }
     backdate(&app, &a_old, 31).await;
     backdate(&app, &a_young, 29).await;
     backdate(&app, &b_old, 3).await;
@@ -430,7 +460,20 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
     let deleted = truenumber_core::sweeps::apply_retention(&app.db, 30, 1)
         .await
         .unwrap();
-    assert_eq!(deleted, 2);
+    assert_eq!(
+        deleted,
+        truenumber_core::sweeps::RetentionRun {
+            sessions: 2,
+            test_events: 1
+        }
+    );
+    for (id, kept) in [(&old_test, false), (&new_test, true)] {
+        let found = verification_event::Entity::find_by_id(id.clone())
+            .one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(found.is_some(), kept, "{id}");
+    }
     for (c, id) in [(&a, &a_old), (&b, &b_old)] {
         let resp = app.status(&c.api_key, id).await;
         assert_error(resp, 404, "SESSION_NOT_FOUND", "error").await;
@@ -450,15 +493,15 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
     }
     assert_eq!(
         deliveries_of(&a.id).await.unwrap(),
-        1,
-        "a_young's delivery stays"
+        2,
+        "a_young's delivery and the recent test event's stay"
     );
     // Nothing more is due.
     assert_eq!(
         truenumber_core::sweeps::apply_retention(&app.db, 30, 1)
             .await
             .unwrap(),
-        0
+        truenumber_core::sweeps::RetentionRun::default()
     );
     worker.stop().await;
 }

@@ -133,7 +133,10 @@ async fn verified_failed_and_expired_webhooks_arrive_signed() {
             .await
             .unwrap()
             .expect("event row");
-        assert_eq!((event.status, &event.verification_id), (expected, &vid));
+        assert_eq!(
+            (event.status, event.verification_id.as_deref()),
+            (Some(expected), Some(vid.as_str()))
+        );
         assert_eq!(event.payload, b);
 
         let d = final_delivery(&app, &c.id, id).await;

@@ -528,8 +528,12 @@ async fn retention_loop(
 ) {
     loop {
         match sweeps::apply_retention(&db, default_days, RETENTION_BATCH).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "retention: completed sessions deleted"),
+            Ok(run) if run == sweeps::RetentionRun::default() => {}
+            Ok(run) => tracing::info!(
+                sessions = run.sessions,
+                test_events = run.test_events,
+                "retention: old data deleted"
+            ),
             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
         }
         if sleep_or_stop(RETENTION_INTERVAL, &mut stop).await {

@@ -316,6 +316,39 @@ impl SuccessBody for RotatedWebhookSecret {
     const RATE_LIMITED: bool = false;
 }
 
+/// `POST /company/webhook/test`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct WebhookTest {
+    /// The test event's id: its `webhook-id`.
+    pub event_id: String,
+    /// Its delivery, listed among your deliveries like any other.
+    pub delivery_id: String,
+}
+
+impl SuccessBody for WebhookTest {
+    const DESCRIPTION: &'static str = "Accepted: the test event is on its way to your webhook URL.";
+    const STATUS: u16 = 202;
+    const RATE_LIMITED: bool = false;
+}
+
+/// The error statuses of `POST /company/webhook/test`.
+#[derive(Debug)]
+pub struct WebhookTestErrors;
+
+impl OperationErrors for WebhookTestErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        UNAUTHORIZED,
+        FORBIDDEN,
+        ErrorDoc::before_limiter(
+            409,
+            "`WEBHOOK_NOT_CONFIGURED`: set a webhook URL first (`PUT /company/webhook`).",
+        ),
+        SYSTEM_ERROR,
+        UNAVAILABLE,
+    ];
+}
+
 pub(crate) const UNAUTHORIZED: ErrorDoc = ErrorDoc::before_limiter(
     401,
     "`UNAUTHORIZED`: missing, invalid, revoked or expired API key.",
@@ -571,6 +604,53 @@ impl CompanyApi {
             .map_err(company_error)?;
         tracing::info!("webhook URL removed");
         Ok(NoContent)
+    }
+
+    /// Send a test webhook
+    ///
+    /// A signed `webhook.test` event (`{"event":"webhook.test","companyId","livemode",
+    /// "timestamp"}`) goes to your webhook URL through the normal delivery path, with retries,
+    /// and is listed among your deliveries.
+    #[oai(
+        path = "/webhook/test",
+        method = "post",
+        operation_id = "sendTestWebhook"
+    )]
+    async fn send_test_webhook(
+        &self,
+        CompanyAuth(company): CompanyAuth,
+    ) -> Result<Success<WebhookTest>, Failure<WebhookTestErrors>> {
+        self.authorize(&company)?;
+        let row = companies::find_company(&self.state.db, &company.company_id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| company_error(CompanyError::NotFound(company.company_id.clone())))?;
+        let Some(url) = row.webhook_url else {
+            return Err(ApiError::new(
+                ErrorCode::WebhookNotConfigured,
+                "No webhook URL is set; set one with PUT /company/webhook first",
+            )
+            .into());
+        };
+        let event_id =
+            truenumber_core::events::insert_test_event(&self.state.db, &company.company_id)
+                .await
+                .map_err(db_error)?;
+        let delivery = truenumber_core::deliveries::get_or_create(
+            &self.state.db,
+            &event_id,
+            &company.company_id,
+            &url,
+        )
+        .await
+        .map_err(db_error)?;
+        // Hand it to the queue now; the relay publishes it if this does not.
+        self.state.publisher.publish_soon(event_id.clone());
+        tracing::info!(%event_id, "test webhook queued");
+        Ok(Success(WebhookTest {
+            event_id,
+            delivery_id: delivery.id.to_string(),
+        }))
     }
 
     /// Rotate your webhook secret

@@ -97,10 +97,11 @@ pub struct WebhookDelivery {
     pub delivery_id: String,
     /// The event's id: the `webhook-id` header, the same on every attempt and redelivery.
     pub event_id: String,
-    /// The event type, `verification.completed`.
+    /// The event type: `verification.completed`, or `webhook.test`.
     pub event: String,
-    /// The verification the event reports on.
-    pub verification_id: String,
+    /// The verification the event reports on; absent for `webhook.test`.
+    #[oai(skip_serializing_if_is_none)]
+    pub verification_id: Option<String>,
     // Documented on the type, so the schema is a plain `$ref`.
     status: WebhookDeliveryStatus,
     /// Attempts made so far.
