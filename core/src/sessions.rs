@@ -70,18 +70,7 @@ pub async fn list_page(
         .into_iter()
         .map(|m| ListedSession {
             id: m.id,
-            session: VerificationSession {
-                verification_id: m.verification_id,
-                mobile_number: m.mobile_number,
-                company_id: m.company_id,
-                request_id: m.request_id,
-                stored_status: m.status,
-                app_user_id: m.app_user_id,
-                created_at: m.created_at,
-                verified_at: m.verified_at,
-                completed_at: m.completed_at,
-                expires_at: m.expires_at,
-            },
+            session: m.into(),
         })
         .collect())
 }

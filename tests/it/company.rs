@@ -786,20 +786,6 @@ async fn during_a_rotation_receivers_on_either_secret_accept_and_after_it_only_t
     worker.stop().await;
 }
 
-/// Verifies a new session of `c` (so its webhook goes out) and returns the session id.
-async fn verified_session(app: &TestApp, c: &TestCompany) -> String {
-    let id = app.new_session(c, "+447911123456").await;
-    let token = app.app_token("app_user_1", None);
-    let resp = app
-        .submit(
-            &token,
-            &json!({"verificationId": id, "userConfirmedNumber": "+447911123456", "appUserId": "app_user_1"}),
-        )
-        .await;
-    assert_eq!(resp.status().as_u16(), 200);
-    id
-}
-
 impl TestApp {
     /// `GET /company/deliveries` with a query string; asserts 200.
     async fn deliveries_page(&self, key: &str, query: &str) -> Value {
@@ -839,7 +825,7 @@ async fn deliveries_are_paged_newest_first_without_skips_or_repeats_and_isolated
         .await;
     let mut sessions = Vec::new();
     for _ in 0..5 {
-        let id = verified_session(&app, &c).await;
+        let id = app.verified_session(&c, "+447911123456").await;
         app.finished_delivery(&c.api_key, &id).await;
         sessions.push(id);
     }
@@ -860,7 +846,7 @@ async fn deliveries_are_paged_newest_first_without_skips_or_repeats_and_isolated
             seen.push(d["verificationId"].as_str().unwrap().to_owned());
         }
         if pages == 1 {
-            let newer = verified_session(&app, &c).await;
+            let newer = app.verified_session(&c, "+447911123456").await;
             app.finished_delivery(&c.api_key, &newer).await;
         }
         match page["nextCursor"].as_str() {
@@ -970,21 +956,21 @@ async fn redeliver_keeps_the_webhook_id_and_recover_takes_exactly_the_failed_one
         Reply::Status(200),
         Reply::Status(500),
     ]);
-    let a = verified_session(&app, &c).await;
+    let a = app.verified_session(&c, "+447911123456").await;
     let a_delivery = app.finished_delivery(&c.api_key, &a).await;
     assert_eq!(a_delivery["status"], "failed");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let window_start = Utc::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let b = verified_session(&app, &c).await;
+    let b = app.verified_session(&c, "+447911123456").await;
     assert_eq!(
         app.finished_delivery(&c.api_key, &b).await["status"],
         "failed"
     );
-    let cs = verified_session(&app, &c).await;
+    let cs = app.verified_session(&c, "+447911123456").await;
     let c_delivery = app.finished_delivery(&c.api_key, &cs).await;
     assert_eq!(c_delivery["status"], "succeeded");
-    let d = verified_session(&app, &c).await;
+    let d = app.verified_session(&c, "+447911123456").await;
     let d_delivery = eventually(Duration::from_secs(20), || async {
         app.deliveries_page(&c.api_key, "status=pending").await["data"]
             .as_array()

@@ -279,6 +279,21 @@ impl TestApp {
             .expect("mint")
     }
 
+    /// A new session of `company` for `number`, confirmed by the app (so its webhook goes
+    /// out); returns its id.
+    pub async fn verified_session(&self, company: &TestCompany, number: &str) -> String {
+        let id = self.new_session(company, number).await;
+        let token = self.app_token("app_user_1", None);
+        let resp = self
+            .submit(
+                &token,
+                &json!({"verificationId": id, "userConfirmedNumber": number, "appUserId": "app_user_1"}),
+            )
+            .await;
+        assert_eq!(resp.status().as_u16(), 200);
+        id
+    }
+
     /// `POST /api/v1/verification/initiate` with a key and a JSON body.
     pub async fn initiate(&self, key: &str, body: &Value) -> reqwest::Response {
         self.client

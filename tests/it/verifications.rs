@@ -377,12 +377,6 @@ async fn backdate(app: &TestApp, verification_id: &str, days: i64) {
     assert_eq!(res.rows_affected, 1);
 }
 
-async fn verified(app: &TestApp, c: &TestCompany) -> String {
-    let id = app.new_session(c, NUMBER).await;
-    assert_eq!(submit(app, &id, NUMBER).await, 200);
-    id
-}
-
 #[tokio::test]
 async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_override() {
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
@@ -406,11 +400,11 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
         get_ok(&app, &a.api_key, "/company").await["dataRetentionDays"],
         30
     );
-    let a_old = verified(&app, &a).await;
-    let a_young = verified(&app, &a).await;
+    let a_old = app.verified_session(&a, NUMBER).await;
+    let a_young = app.verified_session(&a, NUMBER).await;
     let a_pending = app.new_session(&a, NUMBER).await;
-    let b_old = verified(&app, &b).await;
-    let b_young = verified(&app, &b).await;
+    let b_old = app.verified_session(&b, NUMBER).await;
+    let b_young = app.verified_session(&b, NUMBER).await;
     receiver.wait_for(2, Duration::from_secs(20)).await;
     let deliveries_of = |company: &str| {
         webhook_delivery::Entity::find()

@@ -516,6 +516,17 @@ impl CompanyApi {
     fn authorize(&self, company: &AuthenticatedCompany) -> Result<(), ApiError> {
         require_scope(company, Scope::Management)
     }
+
+    /// The key's own company row.
+    async fn own_row(
+        &self,
+        company: &AuthenticatedCompany,
+    ) -> Result<truenumber_entities::company::Model, ApiError> {
+        companies::find_company(&self.state.db, &company.company_id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| company_error(CompanyError::NotFound(company.company_id.clone())))
+    }
 }
 
 #[OpenApi(prefix_path = "/company", tag = "ApiTags::Company")]
@@ -529,10 +540,7 @@ impl CompanyApi {
         CompanyAuth(company): CompanyAuth,
     ) -> Result<Success<CompanyProfile>, Failure<ReadErrors>> {
         self.authorize(&company)?;
-        let row = companies::find_company(&self.state.db, &company.company_id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| company_error(CompanyError::NotFound(company.company_id.clone())))?;
+        let row = self.own_row(&company).await?;
         let config = &self.state.config;
         let limit = |own: Option<i32>, default: u32| {
             own.and_then(|n| u32::try_from(n).ok()).unwrap_or(default)
@@ -621,10 +629,7 @@ impl CompanyApi {
         CompanyAuth(company): CompanyAuth,
     ) -> Result<Success<WebhookTest>, Failure<WebhookTestErrors>> {
         self.authorize(&company)?;
-        let row = companies::find_company(&self.state.db, &company.company_id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| company_error(CompanyError::NotFound(company.company_id.clone())))?;
+        let row = self.own_row(&company).await?;
         let Some(url) = row.webhook_url else {
             return Err(ApiError::new(
                 ErrorCode::WebhookNotConfigured,

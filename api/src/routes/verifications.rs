@@ -135,10 +135,6 @@ impl OperationErrors for EraseErrors {
     ];
 }
 
-fn window_error(field: &str, why: &str) -> ApiError {
-    ApiError::invalid_request(field, why)
-}
-
 /// The verifications endpoints.
 #[derive(Debug)]
 pub struct VerificationsApi {
@@ -197,7 +193,7 @@ impl VerificationsApi {
         self.limit(&company).await?;
         let size = limit.0.unwrap_or(20);
         if !(1..=100).contains(&size) {
-            return Err(window_error("limit", "must be 1 to 100").into());
+            return Err(ApiError::invalid_request("limit", "must be 1 to 100").into());
         }
         let after: Option<PageAfter> = cursor.0.as_deref().map(decode_cursor).transpose()?;
         let filter = SessionFilter {
@@ -258,10 +254,12 @@ impl VerificationsApi {
         let to: DateTime<Utc> = created_before.0.map_or_else(Utc::now, |t| t.0);
         let from: DateTime<Utc> = created_after.0.map_or(to - DEFAULT_WINDOW, |t| t.0);
         if from >= to {
-            return Err(window_error("createdAfter", "must be before createdBefore").into());
+            return Err(
+                ApiError::invalid_request("createdAfter", "must be before createdBefore").into(),
+            );
         }
         if to - from > MAX_WINDOW {
-            return Err(window_error(
+            return Err(ApiError::invalid_request(
                 "createdAfter",
                 "must be at most 90 days before createdBefore",
             )
