@@ -76,7 +76,8 @@ pub enum Command {
 /// `company …` commands.
 #[derive(Debug, Subcommand)]
 pub enum CompanyCommand {
-    /// Create a company; prints `{"companyId","apiKey","webhookSecret"}` (shown only once).
+    /// Create a company; prints `{"companyId","apiKey","testApiKey","webhookSecret"}` (keys
+    /// and secret are shown only once).
     Create {
         /// Public company id (letters, digits, `_`, `-`, `.`).
         #[arg(long)]
@@ -411,6 +412,7 @@ async fn company(
                 &json!({
                     "companyId": created.company.company_id,
                     "apiKey": created.api_key.expose(),
+                    "testApiKey": created.test_api_key.expose(),
                     "webhookSecret": created.company.webhook_secret,
                 }),
             )

@@ -243,9 +243,13 @@ impl From<VerificationError> for ApiError {
                 ErrorCode::NumberMismatch,
                 "Verification failed: the confirmed number does not match",
             ),
+            VerificationError::MatchCodeMismatch => Self::new(
+                ErrorCode::MatchCodeMismatch,
+                "Verification failed: the match code is wrong or missing",
+            ),
             VerificationError::DuplicateRequest => Self::new(
                 ErrorCode::DuplicateRequest,
-                "requestId was already used with a different mobileNumber",
+                "requestId was already used with a different mobileNumber or numberMatching",
             ),
             VerificationError::CompanyInactive => Self::new(
                 ErrorCode::CompanyInactive,

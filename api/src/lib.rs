@@ -28,8 +28,8 @@ use truenumber_core::config::Config;
 use crate::{
     middleware::{HttpsPolicy, RequestMiddleware, RouteTable},
     routes::{
-        company::CompanyApi, deliveries::DeliveriesApi, health, verification::VerificationApi,
-        verifications::VerificationsApi,
+        app::AppApi, company::CompanyApi, deliveries::DeliveriesApi, health,
+        test_mode::TestModeApi, verification::VerificationApi, verifications::VerificationsApi,
     },
     state::AppState,
 };
@@ -40,7 +40,17 @@ pub const API_PREFIX: &str = "/api/v1";
 /// The OpenAPI service for a state (its `servers` entry comes from `API_BASE_URL`).
 pub fn openapi_service(
     state: AppState,
-) -> OpenApiService<(VerificationApi, VerificationsApi, CompanyApi, DeliveriesApi), ()> {
+) -> OpenApiService<
+    (
+        VerificationApi,
+        VerificationsApi,
+        AppApi,
+        TestModeApi,
+        CompanyApi,
+        DeliveriesApi,
+    ),
+    (),
+> {
     let server = format!("{}{API_PREFIX}", state.config.api_base_url);
     OpenApiService::new(
         (
@@ -48,6 +58,12 @@ pub fn openapi_service(
                 state: state.clone(),
             },
             VerificationsApi {
+                state: state.clone(),
+            },
+            AppApi {
+                state: state.clone(),
+            },
+            TestModeApi {
                 state: state.clone(),
             },
             CompanyApi {
@@ -89,6 +105,21 @@ fn with_links(spec: &str) -> String {
             "operationId": "submitVerification",
             "requestBody": {"verificationId": id},
             "description": "What the TrueNumber app submits for this session (with an app token).",
+        },
+        "DenyVerification": {
+            "operationId": "denyVerification",
+            "requestBody": {"verificationId": id},
+            "description": "What the TrueNumber app sends when the user says \"not me\".",
+        },
+        "GetAppVerification": {
+            "operationId": "getAppVerification",
+            "parameters": {"verificationId": id},
+            "description": "What the TrueNumber app shows for this session (with an app token).",
+        },
+        "CompleteTestVerification": {
+            "operationId": "completeTestVerification",
+            "parameters": {"verificationId": id},
+            "description": "Test mode: complete this test session without the app.",
         },
     });
     if let Some(ok) = doc

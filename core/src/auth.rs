@@ -118,6 +118,22 @@ pub struct AuthenticatedCompany {
     pub rate_limit_status_per_hour: Option<u32>,
 }
 
+impl AuthenticatedCompany {
+    /// Whether the key works on live data (`false`: test mode).
+    pub const fn livemode(&self) -> bool {
+        self.mode.is_live()
+    }
+
+    /// The subject of the key's company-wide rate limits: a company's live and test requests
+    /// count apart (`:` never occurs in a company id, so no company's subject is another's).
+    pub fn limit_subject(&self) -> std::borrow::Cow<'_, str> {
+        match self.mode {
+            KeyMode::Live => std::borrow::Cow::Borrowed(&self.company_id),
+            KeyMode::Test => std::borrow::Cow::Owned(format!("{}:test", self.company_id)),
+        }
+    }
+}
+
 /// Why authentication failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

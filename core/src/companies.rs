@@ -60,6 +60,8 @@ pub struct CreatedCompany {
     pub api_key: Secret,
     /// The key's lookup id.
     pub key_lookup_id: String,
+    /// The first test-mode key (shown once), also with both scopes.
+    pub test_api_key: Secret,
 }
 
 /// A key as listed: never its hash or secret.
@@ -127,6 +129,12 @@ impl KeySpec {
     /// A live key with both scopes and no label: what the operator commands issue.
     pub const LIVE_ALL: Self = Self {
         mode: KeyMode::Live,
+        scopes: Scopes::ALL,
+        label: None,
+    };
+    /// A test key with both scopes and no label: the second key `company create` issues.
+    pub const TEST_ALL: Self = Self {
+        mode: KeyMode::Test,
         scopes: Scopes::ALL,
         label: None,
     };
@@ -225,7 +233,7 @@ fn not_found_if_zero(rows: u64, company_id: &str) -> Result<(), CompanyError> {
     }
 }
 
-/// Creates a company with its first API key and a webhook secret.
+/// Creates a company with its first API keys (one live, one test) and a webhook secret.
 pub async fn create_company(
     db: &DatabaseConnection,
     company_id: &str,
@@ -241,7 +249,7 @@ pub async fn create_company(
     }
     let webhook_url = webhook_url.map(validate_webhook_url).transpose()?;
     let webhook_secret = secrets::new_webhook_secret()?;
-    let key = make_key(KeyMode::Live).await?;
+    let (key, test_key) = futures::try_join!(make_key(KeyMode::Live), make_key(KeyMode::Test))?;
 
     let txn = db.begin().await?;
     let inserted = company::ActiveModel {
@@ -265,11 +273,13 @@ pub async fn create_company(
         Err(e) => return Err(e.into()),
     };
     insert_key(&txn, company_id, &key, &KeySpec::LIVE_ALL, None).await?;
+    insert_key(&txn, company_id, &test_key, &KeySpec::TEST_ALL, None).await?;
     txn.commit().await?;
     Ok(CreatedCompany {
         company,
         api_key: key.key,
         key_lookup_id: key.lookup_id,
+        test_api_key: test_key.key,
     })
 }
 

@@ -129,10 +129,11 @@ pub async fn event_target(
 /// cached generic plan walk the company's listing index instead; see migration 3.)
 pub const FIND_BY_EVENT_SQL: &str = "SELECT * FROM webhook_deliveries WHERE event_id = $1";
 
-/// Creates the delivery of event `$1` to company `$2` at URL `$3`, or reads the existing one,
-/// in one round trip.
+/// Creates the delivery of event `$1` to company `$2` at URL `$3` (in its event's mode), or
+/// reads the existing one, in one round trip.
 pub const GET_OR_CREATE_SQL: &str = "WITH ins AS ( \
-       INSERT INTO webhook_deliveries (event_id, company_id, url) VALUES ($1, $2, $3) \
+       INSERT INTO webhook_deliveries (event_id, company_id, url, livemode) \
+       VALUES ($1, $2, $3, (SELECT livemode FROM verification_events WHERE id = $1::varchar)) \
        ON CONFLICT (event_id, company_id) DO NOTHING RETURNING *) \
      SELECT * FROM ins UNION ALL \
      SELECT * FROM webhook_deliveries WHERE event_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)";
@@ -141,7 +142,8 @@ pub const GET_OR_CREATE_SQL: &str = "WITH ins AS ( \
 /// PostgreSQL's `gen_random_uuid()`), returning nothing on conflict; [`FIND_BY_EVENT_SQL`]
 /// then reads the existing row.
 pub const CREATE_SQLITE_SQL: &str = "INSERT INTO webhook_deliveries \
-       (event_id, company_id, url, created_at, updated_at, id) VALUES ($1, $2, $3, $4, $4, $5) \
+       (event_id, company_id, url, created_at, updated_at, id, livemode) \
+     VALUES ($1, $2, $3, $4, $4, $5, (SELECT livemode FROM verification_events WHERE id = $1)) \
      ON CONFLICT (event_id, company_id) DO NOTHING RETURNING *";
 
 /// The delivery of an event to a company, created on first sight. A redelivered message
@@ -496,17 +498,20 @@ async fn with_events(
         .collect())
 }
 
-/// One page of a company's deliveries, newest first, optionally of one status, starting
-/// after `after`. Asks for `limit` rows; a full page means there may be more.
+/// One page of a company's deliveries of one mode, newest first, optionally of one status,
+/// starting after `after`. Asks for `limit` rows; a full page means there may be more.
 pub async fn list_page(
     db: &impl ConnectionTrait,
     company_id: &str,
+    livemode: bool,
     status: Option<DeliveryStatus>,
     limit: u64,
     after: Option<PageAfter>,
 ) -> Result<Vec<DeliveryView>, DbErr> {
     use webhook_delivery::Column;
-    let mut query = webhook_delivery::Entity::find().filter(Column::CompanyId.eq(company_id));
+    let mut query = webhook_delivery::Entity::find()
+        .filter(Column::CompanyId.eq(company_id))
+        .filter(Column::Livemode.eq(livemode));
     if let Some(status) = status {
         query = query.filter(Column::Status.eq(status));
     }
@@ -523,44 +528,50 @@ pub async fn list_page(
     with_events(db, rows).await
 }
 
-/// One delivery of a company (`None` for another company's, exactly as for an unknown id).
+/// One delivery of a company in one mode (`None` for another company's or mode's, exactly as
+/// for an unknown id).
 pub async fn find_for_company(
     db: &impl ConnectionTrait,
     company_id: &str,
+    livemode: bool,
     delivery_id: Uuid,
 ) -> Result<Option<DeliveryView>, DbErr> {
     let row = webhook_delivery::Entity::find()
         .filter(webhook_delivery::Column::Id.eq(delivery_id))
         .filter(webhook_delivery::Column::CompanyId.eq(company_id))
+        .filter(webhook_delivery::Column::Livemode.eq(livemode))
         .into_model::<Delivery>()
         .one(db)
         .await?;
     Ok(with_events(db, row.into_iter().collect()).await?.pop())
 }
 
-/// Reopens one finished delivery (succeeded or failed) of company `$1`, id `$2`, due at
-/// once with a fresh schedule; a pending one is left alone. SQLite binds `$3`, now.
+/// Reopens one finished delivery (succeeded or failed) of company `$1` in mode `$3`, id
+/// `$2`, due at once with a fresh schedule; a pending one is left alone. SQLite binds `$4`,
+/// now.
 pub const REOPEN_ONE: Twin = Twin {
     postgres: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
            next_attempt_at = now(), completed_at = NULL, updated_at = now() \
-         WHERE company_id = $1 AND id = $2 AND status <> 'pending' \
-         RETURNING event_id, attempts",
-    sqlite: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
-           next_attempt_at = $3, completed_at = NULL, updated_at = $3 \
-         WHERE company_id = $1 AND id = $2 AND status <> 'pending' \
-         RETURNING event_id, attempts",
-};
-
-/// Reopens company `$1`'s failed deliveries created in `[$2, $3)`, due at once with a fresh
-/// schedule. SQLite binds `$4`, now.
-pub const REOPEN_FAILED_WINDOW: Twin = Twin {
-    postgres: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
-           next_attempt_at = now(), completed_at = NULL, updated_at = now() \
-         WHERE company_id = $1 AND status = 'failed' AND created_at >= $2 AND created_at < $3 \
+         WHERE company_id = $1 AND id = $2 AND livemode = $3 AND status <> 'pending' \
          RETURNING event_id, attempts",
     sqlite: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
            next_attempt_at = $4, completed_at = NULL, updated_at = $4 \
-         WHERE company_id = $1 AND status = 'failed' AND created_at >= $2 AND created_at < $3 \
+         WHERE company_id = $1 AND id = $2 AND livemode = $3 AND status <> 'pending' \
+         RETURNING event_id, attempts",
+};
+
+/// Reopens company `$1`'s failed deliveries of mode `$4` created in `[$2, $3)`, due at once
+/// with a fresh schedule. SQLite binds `$5`, now.
+pub const REOPEN_FAILED_WINDOW: Twin = Twin {
+    postgres: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
+           next_attempt_at = now(), completed_at = NULL, updated_at = now() \
+         WHERE company_id = $1 AND livemode = $4 AND status = 'failed' \
+           AND created_at >= $2 AND created_at < $3 \
+         RETURNING event_id, attempts",
+    sqlite: "UPDATE webhook_deliveries SET status = 'pending', round_start = attempts, \
+           next_attempt_at = $5, completed_at = NULL, updated_at = $5 \
+         WHERE company_id = $1 AND livemode = $4 AND status = 'failed' \
+           AND created_at >= $2 AND created_at < $3 \
          RETURNING event_id, attempts",
 };
 
@@ -607,30 +618,42 @@ pub enum RedeliverError {
 pub async fn redeliver_one(
     db: &impl ConnectionTrait,
     company_id: &str,
+    livemode: bool,
     delivery_id: Uuid,
 ) -> Result<(String, u32), RedeliverError> {
-    let reopened = reopen(db, REOPEN_ONE, vec![company_id.into(), delivery_id.into()]).await?;
+    let reopened = reopen(
+        db,
+        REOPEN_ONE,
+        vec![company_id.into(), delivery_id.into(), livemode.into()],
+    )
+    .await?;
     if let Some(first) = reopened.into_iter().next() {
         return Ok(first);
     }
-    match find_for_company(db, company_id, delivery_id).await? {
+    match find_for_company(db, company_id, livemode, delivery_id).await? {
         Some(_) => Err(RedeliverError::InProgress),
         None => Err(RedeliverError::NotFound),
     }
 }
 
-/// Redelivers every failed delivery of a company created in `[since, until)`; returns
-/// `(event_id, attempt)` of each, to publish.
+/// Redelivers every failed delivery of a company in one mode created in `[since, until)`;
+/// returns `(event_id, attempt)` of each, to publish.
 pub async fn recover_failed(
     db: &impl ConnectionTrait,
     company_id: &str,
+    livemode: bool,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<(String, u32)>, DbErr> {
     reopen(
         db,
         REOPEN_FAILED_WINDOW,
-        vec![company_id.into(), since.into(), until.into()],
+        vec![
+            company_id.into(),
+            since.into(),
+            until.into(),
+            livemode.into(),
+        ],
     )
     .await
 }

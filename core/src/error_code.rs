@@ -11,6 +11,9 @@ pub enum ErrorCode {
     InvalidNumber,
     /// 400: the confirmed number does not match the session's; the session is now `failed`.
     NumberMismatch,
+    /// 400: number matching was on and the match code was wrong or missing; the session is
+    /// now `failed`.
+    MatchCodeMismatch,
     /// 400: a webhook URL that is malformed or points where webhooks may not go (SSRF).
     InvalidWebhookUrl,
     /// 401: missing, malformed, unknown or revoked credentials.
@@ -23,6 +26,11 @@ pub enum ErrorCode {
     HttpsRequired,
     /// 403: the API key lacks the scope the operation needs.
     InsufficientScope,
+    /// 403: a live key called a test-mode operation.
+    TestModeOnly,
+    /// 403: a test key asked for what only a live key may do (company-wide settings, live
+    /// keys).
+    LiveModeOnly,
     /// 404: the company is not registered (or not the caller's).
     CompanyNotFound,
     /// 404: no such verification session for this caller.
@@ -63,16 +71,19 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 30] = [
         Self::InvalidRequest,
         Self::InvalidNumber,
         Self::NumberMismatch,
+        Self::MatchCodeMismatch,
         Self::InvalidWebhookUrl,
         Self::Unauthorized,
         Self::Forbidden,
         Self::CompanyInactive,
         Self::HttpsRequired,
         Self::InsufficientScope,
+        Self::TestModeOnly,
+        Self::LiveModeOnly,
         Self::CompanyNotFound,
         Self::SessionNotFound,
         Self::NotFound,
@@ -99,12 +110,15 @@ impl ErrorCode {
             Self::InvalidRequest => "INVALID_REQUEST",
             Self::InvalidNumber => "INVALID_NUMBER",
             Self::NumberMismatch => "NUMBER_MISMATCH",
+            Self::MatchCodeMismatch => "MATCH_CODE_MISMATCH",
             Self::InvalidWebhookUrl => "INVALID_WEBHOOK_URL",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Forbidden => "FORBIDDEN",
             Self::CompanyInactive => "COMPANY_INACTIVE",
             Self::HttpsRequired => "HTTPS_REQUIRED",
             Self::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Self::TestModeOnly => "TEST_MODE_ONLY",
+            Self::LiveModeOnly => "LIVE_MODE_ONLY",
             Self::CompanyNotFound => "COMPANY_NOT_FOUND",
             Self::SessionNotFound => "SESSION_NOT_FOUND",
             Self::NotFound => "NOT_FOUND",
@@ -132,12 +146,15 @@ impl ErrorCode {
             Self::InvalidRequest
             | Self::InvalidNumber
             | Self::NumberMismatch
+            | Self::MatchCodeMismatch
             | Self::InvalidWebhookUrl => 400,
             Self::Unauthorized => 401,
             Self::Forbidden
             | Self::CompanyInactive
             | Self::HttpsRequired
-            | Self::InsufficientScope => 403,
+            | Self::InsufficientScope
+            | Self::TestModeOnly
+            | Self::LiveModeOnly => 403,
             Self::CompanyNotFound
             | Self::SessionNotFound
             | Self::NotFound
@@ -200,12 +217,15 @@ mod tests {
                 ("INVALID_REQUEST", 400),
                 ("INVALID_NUMBER", 400),
                 ("NUMBER_MISMATCH", 400),
+                ("MATCH_CODE_MISMATCH", 400),
                 ("INVALID_WEBHOOK_URL", 400),
                 ("UNAUTHORIZED", 401),
                 ("FORBIDDEN", 403),
                 ("COMPANY_INACTIVE", 403),
                 ("HTTPS_REQUIRED", 403),
                 ("INSUFFICIENT_SCOPE", 403),
+                ("TEST_MODE_ONLY", 403),
+                ("LIVE_MODE_ONLY", 403),
                 ("COMPANY_NOT_FOUND", 404),
                 ("SESSION_NOT_FOUND", 404),
                 ("NOT_FOUND", 404),

@@ -27,13 +27,14 @@ pub const EVENT_TYPE: &str = "verification.completed";
 /// It returns `event_id` and `verification_id`.
 pub const EVENTS_FROM_UPD: &str = "ev AS ( \
     INSERT INTO verification_events \
-      (id, event_type, verification_id, company_id, status, payload) \
+      (id, event_type, verification_id, company_id, status, livemode, payload) \
     SELECT 'evt_' || replace(gen_random_uuid()::text, '-', ''), 'verification.completed', \
-      upd.verification_id, upd.company_id, upd.status, \
+      upd.verification_id, upd.company_id, upd.status, upd.livemode, \
       jsonb_build_object( \
         'event', 'verification.completed', \
         'verificationId', upd.verification_id, \
         'status', upd.status, \
+        'livemode', upd.livemode, \
         'mobileNumber', upd.mobile_number, \
         'verifiedAt', to_char(upd.verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
         'companyId', upd.company_id, \
@@ -57,6 +58,8 @@ pub struct Terminal<'a> {
     pub status: SessionStatus,
     /// When it was verified.
     pub verified_at: Option<DateTime<Utc>>,
+    /// `false` for a test session (the webhook body's `livemode`).
+    pub livemode: bool,
 }
 
 /// The webhook body of an event, byte for byte as PostgreSQL's `jsonb` prints the payload
@@ -70,10 +73,11 @@ pub fn payload_text(t: &Terminal<'_>) -> String {
         |at| s(&at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
     );
     format!(
-        "{{\"event\": {}, \"status\": {}, \"companyId\": {}, \"requestId\": {}, \
-         \"verifiedAt\": {}, \"mobileNumber\": {}, \"verificationId\": {}}}",
+        "{{\"event\": {}, \"status\": {}, \"livemode\": {}, \"companyId\": {}, \
+         \"requestId\": {}, \"verifiedAt\": {}, \"mobileNumber\": {}, \"verificationId\": {}}}",
         s(EVENT_TYPE),
         s(&t.status.to_value()),
+        t.livemode,
         s(t.company_id),
         s(t.request_id),
         verified_at,
@@ -99,8 +103,8 @@ pub async fn insert_event_sqlite(
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Sqlite,
         "INSERT INTO verification_events \
-           (id, event_type, verification_id, company_id, status, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+           (id, event_type, verification_id, company_id, status, payload, created_at, livemode) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         [
             id.clone().into(),
             EVENT_TYPE.into(),
@@ -109,6 +113,7 @@ pub async fn insert_event_sqlite(
             t.status.to_value().into(),
             payload_text(t).into(),
             now.into(),
+            t.livemode.into(),
         ],
     ))
     .await?;
@@ -332,6 +337,7 @@ pub const WEBHOOK_TEST: &str = "webhook.test";
 pub async fn insert_test_event(
     db: &impl sea_orm::ConnectionTrait,
     company_id: &str,
+    livemode: bool,
 ) -> Result<String, DbErr> {
     use sea_orm::{ActiveModelTrait, ActiveValue::Set};
     let id = new_event_id();
@@ -345,12 +351,13 @@ pub async fn insert_test_event(
         payload: Set(serde_json::json!({
             "event": WEBHOOK_TEST,
             "companyId": company_id,
-            "livemode": true,
+            "livemode": livemode,
             "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         })),
         created_at: Set(now),
         published_at: Set(None),
         relay_claimed_until: Set(None),
+        livemode: Set(livemode),
     }
     .insert(db)
     .await?;
@@ -373,11 +380,12 @@ mod tests {
             mobile_number: "+447911123456",
             status: SessionStatus::Verified,
             verified_at: Some(at),
+            livemode: true,
         };
         assert_eq!(
             payload_text(&t),
             "{\"event\": \"verification.completed\", \"status\": \"verified\", \
-             \"companyId\": \"acme\", \"requestId\": \"r\\\"1\", \
+             \"livemode\": true, \"companyId\": \"acme\", \"requestId\": \"r\\\"1\", \
              \"verifiedAt\": \"2026-11-23T10:00:01.234Z\", \"mobileNumber\": \"+447911123456\", \
              \"verificationId\": \"ver_1\"}"
         );
@@ -387,6 +395,11 @@ mod tests {
             ..t
         };
         assert!(payload_text(&expired).contains("\"verifiedAt\": null"));
+        let test_mode = Terminal {
+            livemode: false,
+            ..t
+        };
+        assert!(payload_text(&test_mode).contains("\"livemode\": false, "));
         assert_eq!(new_event_id().len(), 4 + 32);
     }
 }

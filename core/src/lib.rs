@@ -2,6 +2,7 @@
 //! repositories and domain rules. The worker never depends on the API crate.
 
 pub mod app_token;
+pub mod app_view;
 pub mod auth;
 pub mod companies;
 pub mod config;

@@ -110,7 +110,7 @@ impl Metrics {
         );
         registry.register(
             "verifications",
-            "Verification outcomes (initiated, replayed, verified, failed, expired)",
+            "Live verification outcomes (initiated, replayed, verified, failed, denied, expired)",
             m.verifications.clone(),
         );
         registry.register(

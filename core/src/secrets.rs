@@ -30,6 +30,17 @@ pub fn new_verification_id() -> Result<String, RandomError> {
     ))
 }
 
+/// A number-matching code: two decimal digits, uniform over `00`–`99` (a byte is drawn again
+/// while it is 200 or more, so no digit pair is likelier than another).
+pub fn new_match_code() -> Result<String, RandomError> {
+    loop {
+        let [b] = random_bytes::<1>()?;
+        if b < 200 {
+            return Ok(format!("{:02}", b % 100));
+        }
+    }
+}
+
 /// A Standard Webhooks signing secret: `whsec_` and 256 random bits, standard base64.
 pub fn new_webhook_secret() -> Result<String, RandomError> {
     Ok(format!(
@@ -152,6 +163,20 @@ pub fn api_key_parts(key: &str) -> Option<KeyParts<'_>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn match_codes_are_two_digits_and_vary() {
+        let codes: std::collections::HashSet<String> =
+            (0..400).map(|_| new_match_code().unwrap()).collect();
+        assert!(
+            codes
+                .iter()
+                .all(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_digit()))
+        );
+        // 400 uniform draws over 100 values miss more than half of them with probability
+        // far below 1e-30.
+        assert!(codes.len() > 50, "{} distinct codes", codes.len());
+    }
+
     use super::*;
 
     #[test]

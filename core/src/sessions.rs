@@ -55,29 +55,33 @@ pub struct ListedSession {
     pub session: VerificationSession,
 }
 
-/// One page of a company's sessions, newest first, starting after `after`. Asks for `limit`
-/// rows; a full page means there may be more.
+/// One page of a company's sessions of one mode, newest first, starting after `after`. Asks
+/// for `limit` rows; a full page means there may be more.
 pub async fn list_page(
     db: &impl ConnectionTrait,
     company_id: &str,
+    livemode: bool,
     filter: &SessionFilter,
     limit: u64,
     after: Option<PageAfter>,
 ) -> Result<Vec<ListedSession>, DbErr> {
-    Ok(list_query(company_id, filter, limit, after, Utc::now())
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| ListedSession {
-            id: m.id,
-            session: m.into(),
-        })
-        .collect())
+    Ok(
+        list_query(company_id, livemode, filter, limit, after, Utc::now())
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|m| ListedSession {
+                id: m.id,
+                session: m.into(),
+            })
+            .collect(),
+    )
 }
 
 /// The query of [`list_page`] (public so that its plan can be checked).
 pub fn list_query(
     company_id: &str,
+    livemode: bool,
     filter: &SessionFilter,
     limit: u64,
     after: Option<PageAfter>,
@@ -88,6 +92,7 @@ pub fn list_query(
     // which is partial on it (migration 8 says why).
     let mut query = verification_session::Entity::find()
         .filter(Column::CompanyId.eq(company_id))
+        .filter(Column::Livemode.eq(livemode))
         .filter(Column::CreatedAt.is_not_null());
     if let Some(status) = filter.status {
         query = query.filter(status_condition(status, now));
@@ -121,6 +126,8 @@ pub struct Summary {
     pub verified: u64,
     /// Failed.
     pub failed: u64,
+    /// Denied ("not me").
+    pub denied: u64,
     /// Expired (swept or past expiry).
     pub expired: u64,
     /// verified / (total − pending); `None` when nothing has finished.
@@ -129,36 +136,40 @@ pub struct Summary {
     pub median_seconds_to_verify: Option<f64>,
 }
 
-/// Counts by stored status, with pending split at `$4` (now), of company `$1`'s sessions
-/// created in `[$2, $3)`. Plain SQL both engines run as written.
+/// Counts by stored status, with pending split at `$4` (now), of company `$1`'s sessions of
+/// mode `$5` created in `[$2, $3)`. Plain SQL both engines run as written.
 const COUNTS_SQL: &str = "SELECT \
        COUNT(*) AS total, \
        COALESCE(SUM(CASE WHEN status = 'pending' AND expires_at > $4 THEN 1 ELSE 0 END), 0) \
          AS pending, \
        COALESCE(SUM(CASE WHEN status = 'verified' THEN 1 ELSE 0 END), 0) AS verified, \
        COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed, \
+       COALESCE(SUM(CASE WHEN status = 'denied' THEN 1 ELSE 0 END), 0) AS denied, \
        COALESCE(SUM(CASE WHEN status = 'expired' OR (status = 'pending' AND expires_at <= $4) \
          THEN 1 ELSE 0 END), 0) AS expired \
      FROM verification_sessions \
-     WHERE company_id = $1 AND created_at >= $2 AND created_at < $3";
+     WHERE company_id = $1 AND livemode = $5 AND created_at >= $2 AND created_at < $3";
 
 /// The `$4`-th (0-based) shortest time to verify, in seconds, among company `$1`'s verified
-/// sessions created in `[$2, $3)`: how the median is read without loading every duration.
+/// sessions of mode `$5` created in `[$2, $3)`: how the median is read without loading every duration.
 pub const NTH_SECONDS_TO_VERIFY: Twin = Twin {
     postgres: "SELECT EXTRACT(EPOCH FROM (verified_at - created_at))::float8 AS seconds \
          FROM verification_sessions \
-         WHERE company_id = $1 AND status = 'verified' AND created_at >= $2 AND created_at < $3 \
+         WHERE company_id = $1 AND livemode = $5 AND status = 'verified' \
+           AND created_at >= $2 AND created_at < $3 \
          ORDER BY seconds LIMIT 1 OFFSET $4",
     sqlite: "SELECT (julianday(verified_at) - julianday(created_at)) * 86400.0 AS seconds \
          FROM verification_sessions \
-         WHERE company_id = $1 AND status = 'verified' AND created_at >= $2 AND created_at < $3 \
+         WHERE company_id = $1 AND livemode = $5 AND status = 'verified' \
+           AND created_at >= $2 AND created_at < $3 \
          ORDER BY seconds LIMIT 1 OFFSET $4",
 };
 
-/// The numbers of company `company_id`'s sessions created in `[from, to)`.
+/// The numbers of company `company_id`'s sessions of one mode created in `[from, to)`.
 pub async fn summarise(
     db: &impl ConnectionTrait,
     company_id: &str,
+    livemode: bool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Summary, DbErr> {
@@ -168,6 +179,7 @@ pub async fn summarise(
         pending: i64,
         verified: i64,
         failed: i64,
+        denied: i64,
         expired: i64,
     }
     #[derive(FromQueryResult)]
@@ -178,7 +190,13 @@ pub async fn summarise(
     let counts = Counts::find_by_statement(sea_orm::Statement::from_sql_and_values(
         backend,
         COUNTS_SQL,
-        [company_id.into(), from.into(), to.into(), Utc::now().into()],
+        [
+            company_id.into(),
+            from.into(),
+            to.into(),
+            Utc::now().into(),
+            livemode.into(),
+        ],
     ))
     .one(db)
     .await?
@@ -187,6 +205,7 @@ pub async fn summarise(
         pending: 0,
         verified: 0,
         failed: 0,
+        denied: 0,
         expired: 0,
     });
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -199,6 +218,7 @@ pub async fn summarise(
                 from.into(),
                 to.into(),
                 i64::try_from(k).unwrap_or(i64::MAX).into(),
+                livemode.into(),
             ],
         ))
         .one(db)
@@ -217,6 +237,7 @@ pub async fn summarise(
         pending,
         verified,
         failed: n(counts.failed),
+        denied: n(counts.denied),
         expired: n(counts.expired),
         // Counts far below 2^52 convert exactly.
         conversion_rate: (finished > 0).then(|| verified as f64 / finished as f64),
@@ -224,17 +245,19 @@ pub async fn summarise(
     })
 }
 
-/// Erases company `company_id`'s session `verification_id` now, with its events, their
-/// deliveries and attempts, in one transaction. `false` if there was none (or it is another
-/// company's). A worker holding a message for an erased event finds nothing and drops it.
+/// Erases company `company_id`'s session `verification_id` of one mode now, with its events,
+/// their deliveries and attempts, in one transaction. `false` if there was none (or it is
+/// another company's or mode's). A worker holding a message for an erased event finds nothing and drops it.
 pub async fn erase(
     db: &DatabaseConnection,
     company_id: &str,
+    livemode: bool,
     verification_id: &str,
 ) -> Result<bool, DbErr> {
     let txn = db.begin().await?;
     let deleted = verification_session::Entity::delete_many()
         .filter(verification_session::Column::CompanyId.eq(company_id))
+        .filter(verification_session::Column::Livemode.eq(livemode))
         .filter(verification_session::Column::VerificationId.eq(verification_id))
         .exec(&txn)
         .await?

@@ -5,7 +5,7 @@
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, TransactionTrait};
 use truenumber_entities::verification_session::Model as SessionRow;
 
-use crate::events::{self, EVENTS_FROM_UPD, Terminal};
+use crate::events::{self, EVENTS_FROM_UPD};
 
 #[derive(Debug, FromQueryResult)]
 struct ExpiredEvent {
@@ -69,16 +69,9 @@ pub async fn expire_due_sessions(
     .all(&txn)
     .await?;
     let mut ids = Vec::with_capacity(expired.len());
-    for s in &expired {
-        let terminal = Terminal {
-            verification_id: &s.verification_id,
-            company_id: &s.company_id,
-            request_id: &s.request_id,
-            mobile_number: &s.mobile_number,
-            status: s.status,
-            verified_at: None,
-        };
-        ids.push(events::insert_event_sqlite(&txn, &terminal, now).await?);
+    for s in expired {
+        let session = crate::verification::VerificationSession::from(s);
+        ids.push(events::insert_event_sqlite(&txn, &session.terminal(), now).await?);
     }
     txn.commit().await?;
     Ok(ids)

@@ -39,6 +39,11 @@ pub struct VerificationSession {
     pub completed_at: Option<DateTime<Utc>>,
     /// Expiry.
     pub expires_at: DateTime<Utc>,
+    /// `false` for a test key's session.
+    pub livemode: bool,
+    /// The two digits the app must send back, when the company asked for number matching
+    /// (shown to the company only).
+    pub match_code: Option<String>,
 }
 
 impl From<SessionRow> for VerificationSession {
@@ -54,6 +59,8 @@ impl From<SessionRow> for VerificationSession {
             verified_at: r.verified_at,
             completed_at: r.completed_at,
             expires_at: r.expires_at,
+            livemode: r.livemode,
+            match_code: r.match_code,
         }
     }
 }
@@ -77,14 +84,17 @@ pub enum VerificationError {
     /// Past `expires_at`.
     #[error("verification session has expired")]
     SessionExpired,
-    /// Already verified or failed.
+    /// Already verified, failed, denied or expired by a test completion.
     #[error("verification session is already {}", .0.as_str())]
     AlreadyCompleted(SessionStatus),
     /// The number differs; the session is now failed.
     #[error("the confirmed number does not match the number being verified")]
     NumberMismatch,
-    /// The same `requestId` was used with a different number.
-    #[error("requestId was already used with a different mobile number")]
+    /// Number matching was on and the code was wrong or missing; the session is now failed.
+    #[error("the match code is wrong or missing; the verification has failed")]
+    MatchCodeMismatch,
+    /// The same `requestId` was used with a different number (or `numberMatching`).
+    #[error("requestId was already used with a different mobile number or numberMatching")]
     DuplicateRequest,
     /// The session's company is deactivated: its sessions cannot be completed.
     #[error("the company behind this verification is not active")]
@@ -122,52 +132,80 @@ pub struct Initiated {
     pub replayed: bool,
 }
 
-/// Initiate: an insert that yields to the session this `(company, request_id)` already made,
-/// reading that one in the same round trip. `$1` id, `$2` number, `$3` company, `$4` request
-/// id, `$5` TTL in seconds.
+/// What a company asks initiate for.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    /// The company.
+    pub company_id: &'a str,
+    /// The mode of the key that asked: test sessions and live ones never meet.
+    pub livemode: bool,
+    /// The company's idempotency key (unique per company and mode).
+    pub request_id: &'a str,
+    /// The number.
+    pub mobile_number: &'a MobileNumber,
+    /// Whether the app must send back a two-digit code shown by the company.
+    pub number_matching: bool,
+}
+
+/// Initiate: an insert that yields to the session this `(request_id, company, mode)` already
+/// made, reading that one in the same round trip. `$1` id, `$2` number, `$3` company, `$4`
+/// request id, `$5` TTL in seconds, `$6` livemode, `$7` match code.
 pub const INITIATE_SQL: &str = "WITH ins AS ( \
        INSERT INTO verification_sessions \
-         (verification_id, mobile_number, company_id, request_id, expires_at) \
-       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) \
-       ON CONFLICT (company_id, request_id) DO NOTHING \
+         (verification_id, mobile_number, company_id, request_id, expires_at, livemode, match_code) \
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7) \
+       ON CONFLICT (request_id, company_id, livemode) DO NOTHING \
        RETURNING * ) \
      SELECT * FROM ins \
      UNION ALL \
      SELECT * FROM verification_sessions \
-       WHERE company_id = $3 AND request_id = $4 AND NOT EXISTS (SELECT 1 FROM ins)";
+       WHERE request_id = $4 AND company_id = $3 AND livemode = $6 \
+         AND NOT EXISTS (SELECT 1 FROM ins)";
 
 /// [`INITIATE_SQL`] on SQLite, which has no data-modifying CTE: the insert alone, returning
 /// nothing on conflict (the existing row is then read by a second statement). `$1`–`$4` as
 /// there, `$5` the expiry, `$6` now (both bound from Rust, [`sql`] conventions), `$7` a v4
-/// row id (PostgreSQL's default is `gen_random_uuid()`; SQLite's `randomblob(16)` is not v4).
+/// row id (PostgreSQL's default is `gen_random_uuid()`; SQLite's `randomblob(16)` is not v4),
+/// `$8` livemode, `$9` match code.
 pub const INITIATE_SQLITE_SQL: &str = "INSERT INTO verification_sessions \
-       (verification_id, mobile_number, company_id, request_id, expires_at, created_at, id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (request_id, company_id) DO NOTHING \
+       (verification_id, mobile_number, company_id, request_id, expires_at, created_at, id, \
+        livemode, match_code) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (request_id, company_id, livemode) DO NOTHING \
      RETURNING *";
 
 /// Status: one session by id (`$1`). It names no other column, so the only index it can use
 /// is the unique `verification_id`, whatever other indexes exist: a `company_id` predicate
 /// here would let a cached generic plan walk the company's listing index instead (migration 3
 /// explains why that matters; `tests/it/query_plans.rs` checks it). [`find_for_company`]
-/// scopes the row to its company.
+/// scopes the row to its company and mode.
 pub const FIND_FOR_COMPANY_SQL: &str =
     "SELECT * FROM verification_sessions WHERE verification_id = $1";
 
-/// Submit: the conditional update of a pending, unexpired session of an active company and its
-/// outbox event, in one statement (`$1` id, `$2` app user, `$3` confirmed number, `$4` whether
-/// the token agrees).
+/// The condition every transition of a pending session shares: `$1` the session, still
+/// pending, of the expected mode (`$4`), of the expected company (`$5`, or any when `NULL`),
+/// of the token's bound number (`$6`, or any when `NULL`), whose company is active. The
+/// expiry test is the caller's (it differs for `expired`).
+const PENDING_OF: &str = "verification_id = $1 AND status = 'pending' AND livemode = $4 \
+       AND (CAST($5 AS TEXT) IS NULL OR company_id = $5) \
+       AND (CAST($6 AS TEXT) IS NULL OR mobile_number = $6) \
+       AND EXISTS (SELECT 1 FROM companies c \
+                   WHERE c.company_id = verification_sessions.company_id AND c.is_active)";
+
+/// Submit: the conditional update of a pending, unexpired live session and its outbox event,
+/// in one statement. `$1` id, `$2` app user, `$3` confirmed number, `$4` livemode (always
+/// true: the app never sees a test session), `$5` company (`NULL`), `$6` `NULL` (a token bound
+/// to another number fails the session rather than missing it), `$7` whether the token agrees,
+/// `$8` the match code sent (a session with one needs the same).
 pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH upd AS ( \
            UPDATE verification_sessions SET \
-             status = CASE WHEN $4 AND mobile_number = $3 THEN 'verified' ELSE 'failed' END, \
-             verified_at = CASE WHEN $4 AND mobile_number = $3 THEN now() END, \
+             status = CASE WHEN {VERIFIES} THEN 'verified' ELSE 'failed' END, \
+             verified_at = CASE WHEN {VERIFIES} THEN now() END, \
              completed_at = now(), \
              app_user_id = $2 \
-           WHERE verification_id = $1 AND status = 'pending' AND expires_at > now() \
-             AND EXISTS (SELECT 1 FROM companies c \
-                         WHERE c.company_id = verification_sessions.company_id AND c.is_active) \
+           WHERE {PENDING_OF} AND expires_at > now() \
            RETURNING *), \
          {} \
          SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
@@ -175,32 +213,73 @@ pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     )
 });
 
-/// [`SUBMIT_SQL`]'s update on SQLite (`$1`–`$4` as there, `$5` now). Its outbox event is
+/// When a submit verifies: the token agrees, the number is the session's, and the match
+/// code, if the session has one, is the one sent.
+const VERIFIES: &str = "$7 AND mobile_number = $3 AND (match_code IS NULL OR match_code = $8)";
+
+/// [`SUBMIT_SQL`]'s update on SQLite (`$1`–`$8` as there, `$9` now). Its outbox event is
 /// written by [`insert_event_sqlite`] in the same transaction, which this statement opens
 /// with the write (see [`sql`]).
-pub const SUBMIT_SQLITE_SQL: &str = "UPDATE verification_sessions SET \
-       status = CASE WHEN $4 AND mobile_number = $3 THEN 'verified' ELSE 'failed' END, \
-       verified_at = CASE WHEN $4 AND mobile_number = $3 THEN $5 END, \
-       completed_at = $5, \
-       app_user_id = $2 \
-     WHERE verification_id = $1 AND status = 'pending' AND expires_at > $5 \
-       AND EXISTS (SELECT 1 FROM companies c \
-                   WHERE c.company_id = verification_sessions.company_id AND c.is_active) \
-     RETURNING *";
+pub static SUBMIT_SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE verification_sessions SET \
+           status = CASE WHEN {VERIFIES} THEN 'verified' ELSE 'failed' END, \
+           verified_at = CASE WHEN {VERIFIES} THEN $9 END, \
+           completed_at = $9, \
+           app_user_id = $2 \
+         WHERE {PENDING_OF} AND expires_at > $9 \
+         RETURNING *"
+    )
+});
 
-/// Starts a session, or returns the one this `(company, request_id)` already made.
+/// Deny and test completion: the pending session becomes `$2` (`$3` the app user, or `NULL`
+/// to keep none; `$4`–`$6` as in [`PENDING_OF`]), with its outbox event, in one statement.
+/// `expired` is what the sweep does and needs no unexpired session; every other outcome does.
+pub static DECIDE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH upd AS ( \
+           UPDATE verification_sessions SET \
+             status = $2::text, \
+             verified_at = CASE WHEN $2::text = 'verified' THEN now() END, \
+             completed_at = now(), \
+             app_user_id = COALESCE($3::text, app_user_id) \
+           WHERE {PENDING_OF} AND (expires_at > now() OR $2::text = 'expired') \
+           RETURNING *), \
+         {} \
+         SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
+        crate::events::EVENTS_FROM_UPD
+    )
+});
+
+/// [`DECIDE_SQL`]'s update on SQLite (`$1`–`$6` as there, `$7` now).
+pub static DECIDE_SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE verification_sessions SET \
+           status = $2, \
+           verified_at = CASE WHEN $2 = 'verified' THEN $7 END, \
+           completed_at = $7, \
+           app_user_id = COALESCE($3, app_user_id) \
+         WHERE {PENDING_OF} AND (expires_at > $7 OR $2 = 'expired') \
+         RETURNING *"
+    )
+});
+
+/// Starts a session, or returns the one this `(request_id, company, mode)` already made.
 ///
 /// PostgreSQL: one statement on the happy path, an insert that yields to an existing row,
 /// with the existing row read in the same round trip. SQLite: the insert, and on a replay a
 /// second statement reads the existing row.
 pub async fn initiate(
     db: &impl ConnectionTrait,
-    company_id: &str,
-    request_id: &str,
-    mobile_number: &MobileNumber,
+    new: NewSession<'_>,
     ttl: Duration,
 ) -> Result<Initiated, VerificationError> {
     let verification_id = secrets::new_verification_id()?;
+    let match_code = if new.number_matching {
+        Some(secrets::new_match_code()?)
+    } else {
+        None
+    };
     let statement = match db.get_database_backend() {
         DbBackend::Sqlite => {
             let now = sql::now();
@@ -213,12 +292,14 @@ pub async fn initiate(
                 INITIATE_SQLITE_SQL,
                 [
                     verification_id.clone().into(),
-                    mobile_number.as_str().into(),
-                    company_id.into(),
-                    request_id.into(),
+                    new.mobile_number.as_str().into(),
+                    new.company_id.into(),
+                    new.request_id.into(),
                     expires_at.into(),
                     now.into(),
                     uuid::Uuid::new_v4().into(),
+                    new.livemode.into(),
+                    match_code.into(),
                 ],
             )
         }
@@ -229,10 +310,12 @@ pub async fn initiate(
                 INITIATE_SQL,
                 [
                     verification_id.clone().into(),
-                    mobile_number.as_str().into(),
-                    company_id.into(),
-                    request_id.into(),
+                    new.mobile_number.as_str().into(),
+                    new.company_id.into(),
+                    new.request_id.into(),
                     (ttl_seconds as f64).into(),
+                    new.livemode.into(),
+                    match_code.into(),
                 ],
             )
         }
@@ -242,14 +325,17 @@ pub async fn initiate(
     // SQLite's insert returns nothing on conflict): read again.
     let row = match row {
         Some(r) => r,
-        None => find_by_request_id(db, company_id, request_id)
+        None => find_by_request_id(db, &new)
             .await?
             .ok_or(VerificationError::Db(DbErr::RecordNotFound(
                 "session vanished during initiate".into(),
             )))?,
     };
     let replayed = row.verification_id != verification_id;
-    if replayed && row.mobile_number != mobile_number.as_str() {
+    if replayed
+        && (row.mobile_number != new.mobile_number.as_str()
+            || row.match_code.is_some() != new.number_matching)
+    {
         return Err(VerificationError::DuplicateRequest);
     }
     Ok(Initiated {
@@ -258,41 +344,49 @@ pub async fn initiate(
     })
 }
 
-/// The session a company made with `request_id`, on either engine.
+/// The session a company made with `request_id` in this mode, on either engine.
 async fn find_by_request_id(
     db: &impl ConnectionTrait,
-    company_id: &str,
-    request_id: &str,
+    new: &NewSession<'_>,
 ) -> Result<Option<SessionRow>, DbErr> {
     verification_session::Entity::find()
-        .filter(verification_session::Column::RequestId.eq(request_id))
-        .filter(verification_session::Column::CompanyId.eq(company_id))
+        .filter(verification_session::Column::RequestId.eq(new.request_id))
+        .filter(verification_session::Column::CompanyId.eq(new.company_id))
+        .filter(verification_session::Column::Livemode.eq(new.livemode))
         .one(db)
         .await
 }
 
-/// A company's session by id; another company's id is simply not found, exactly as an
-/// unknown one. The statement ([`FIND_FOR_COMPANY_SQL`]) is plain SQL that both engines run
-/// as written.
+/// A company's session by id, in the mode of the key that asks; another company's (or
+/// mode's) id is simply not found, exactly as an unknown one. The statement
+/// ([`FIND_FOR_COMPANY_SQL`]) is plain SQL that both engines run as written.
 pub async fn find_for_company(
     db: &impl ConnectionTrait,
     company_id: &str,
+    livemode: bool,
     verification_id: &str,
 ) -> Result<Option<VerificationSession>, DbErr> {
+    Ok(find_row(db, verification_id)
+        .await?
+        .filter(|row| row.company_id == company_id && row.livemode == livemode)
+        .map(Into::into))
+}
+
+/// One session by its public id, whoever owns it (callers scope it).
+async fn find_row(
+    db: &impl ConnectionTrait,
+    verification_id: &str,
+) -> Result<Option<SessionRow>, DbErr> {
     if verification_id.len() > 64 {
         return Ok(None);
     }
-    Ok(
-        SessionRow::find_by_statement(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            FIND_FOR_COMPANY_SQL,
-            [verification_id.into()],
-        ))
-        .one(db)
-        .await?
-        .filter(|row| row.company_id == company_id)
-        .map(Into::into),
-    )
+    SessionRow::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        FIND_FOR_COMPANY_SQL,
+        [verification_id.into()],
+    ))
+    .one(db)
+    .await
 }
 
 /// What the app submitted.
@@ -306,21 +400,59 @@ pub struct Submission<'a> {
     pub token_number: Option<&'a str>,
     /// The app user (the token's `sub`).
     pub app_user_id: &'a str,
+    /// The match code the user picked, when the app sent one.
+    pub match_code: Option<&'a str>,
 }
 
-/// A session that submit made terminal, with the id of its outbox event.
+/// A session made terminal, with the id of its outbox event.
 #[derive(Debug, Clone)]
 pub struct Completed {
-    /// The session, now `verified` or `failed`.
+    /// The session, now terminal.
     pub session: VerificationSession,
     /// Its `verification.completed` event (to publish after commit).
     pub event_id: String,
 }
 
-/// Completes a pending, unexpired session in one conditional update that also writes its
-/// outbox event: `verified` when the confirmed number (and the token's bound number, if any)
-/// equals the session's, else `failed`. Of any number of concurrent submits exactly one
-/// matches `status = 'pending'`; the others find the session completed.
+impl Completed {
+    /// Why a submit failed this session, if it did: the number (or the token's bound number)
+    /// differed, or else the match code was wrong or missing.
+    pub fn submit_failure(&self, s: &Submission<'_>) -> Option<VerificationError> {
+        if self.session.stored_status != SessionStatus::Failed {
+            return None;
+        }
+        let number_agrees = s
+            .token_number
+            .is_none_or(|n| n == s.confirmed_number.as_str())
+            && self.session.mobile_number == s.confirmed_number.as_str();
+        Some(if number_agrees {
+            VerificationError::MatchCodeMismatch
+        } else {
+            VerificationError::NumberMismatch
+        })
+    }
+}
+
+/// Who may see a pending session while deciding it.
+#[derive(Debug, Clone, Copy)]
+struct Scope<'a> {
+    livemode: bool,
+    company_id: Option<&'a str>,
+    number: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    fn sees(&self, row: &SessionRow) -> bool {
+        row.livemode == self.livemode
+            && self.company_id.is_none_or(|c| c == row.company_id)
+            && self.number.is_none_or(|n| n == row.mobile_number)
+    }
+}
+
+/// Completes a pending, unexpired live session in one conditional update that also writes
+/// its outbox event: `verified` when the confirmed number (and the token's bound number, if
+/// any) equals the session's and, with number matching, the code is the session's; else
+/// `failed` ([`Completed::submit_failure`] says why). Of any number of concurrent submits and
+/// denies exactly one matches `status = 'pending'`; the others find the session completed.
 ///
 /// PostgreSQL: one statement ([`SUBMIT_SQL`]), no transaction is begun (so `db` may be the
 /// API's connection lanes). SQLite: a short transaction, [`SUBMIT_SQLITE_SQL`] then
@@ -329,26 +461,149 @@ pub async fn submit(
     db: &(impl ConnectionTrait + TransactionTrait),
     s: Submission<'_>,
 ) -> Result<Completed, VerificationError> {
-    if s.verification_id.len() > 64 {
-        return Err(VerificationError::SessionNotFound);
-    }
     // A token bound to a different number than the one confirmed can never verify.
     let token_agrees = s
         .token_number
         .is_none_or(|n| n == s.confirmed_number.as_str());
+    let values = vec![
+        s.verification_id.into(),
+        s.app_user_id.into(),
+        s.confirmed_number.as_str().into(),
+        true.into(),
+        Option::<String>::None.into(),
+        Option::<String>::None.into(),
+        token_agrees.into(),
+        s.match_code.map(str::to_owned).into(),
+    ];
+    let scope = Scope {
+        livemode: true,
+        company_id: None,
+        number: None,
+    };
+    transition(
+        db,
+        (&SUBMIT_SQL, &SUBMIT_SQLITE_SQL),
+        values,
+        scope,
+        s.verification_id,
+    )
+    .await
+}
+
+/// Who decides a session without submitting it.
+#[derive(Debug, Clone, Copy)]
+pub enum Decider<'a> {
+    /// The app, saying "not me": live sessions only, and with a number-bound token only
+    /// that number's.
+    App {
+        /// The token's `sub`, stored as the session's `appUserId`.
+        app_user_id: &'a str,
+        /// The token's bound number (E.164), when it has one.
+        token_number: Option<&'a str>,
+    },
+    /// A test key completing one of its company's test sessions.
+    TestKey {
+        /// The key's company.
+        company_id: &'a str,
+    },
+}
+
+/// Makes a pending session `outcome` (`verified`, `failed`, `denied` or `expired`) with its
+/// outbox event, under the same single-winner rule as [`submit`]: `denied` by the app, any
+/// of them by a test key in test mode. `expired` needs no unexpired session (it is the
+/// sweep's transition); the others do.
+pub async fn decide(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    verification_id: &str,
+    outcome: SessionStatus,
+    by: Decider<'_>,
+) -> Result<Completed, VerificationError> {
+    use sea_orm::ActiveEnum as _;
+    let (scope, app_user_id) = match by {
+        Decider::App {
+            app_user_id,
+            token_number,
+        } => (
+            Scope {
+                livemode: true,
+                company_id: None,
+                number: token_number,
+            },
+            Some(app_user_id.to_owned()),
+        ),
+        Decider::TestKey { company_id } => (
+            Scope {
+                livemode: false,
+                company_id: Some(company_id),
+                number: None,
+            },
+            None,
+        ),
+    };
+    let values = vec![
+        verification_id.into(),
+        outcome.to_value().into(),
+        app_user_id.into(),
+        scope.livemode.into(),
+        scope.company_id.map(str::to_owned).into(),
+        scope.number.map(str::to_owned).into(),
+    ];
+    transition(
+        db,
+        (&DECIDE_SQL, &DECIDE_SQLITE_SQL),
+        values,
+        scope,
+        verification_id,
+    )
+    .await
+}
+
+/// Runs one transition statement (PostgreSQL: the update and its event in one statement;
+/// SQLite: the update then the event, in one transaction begun `IMMEDIATE` so it holds the
+/// write lock from the start, with "now" bound from Rust as the last value). When nothing
+/// changed, the session as `scope` sees it says why, judged by the same clock.
+async fn transition(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    (postgres, sqlite): (&str, &str),
+    mut values: Vec<sea_orm::Value>,
+    scope: Scope<'_>,
+    verification_id: &str,
+) -> Result<Completed, VerificationError> {
+    if verification_id.len() > 64 {
+        return Err(VerificationError::SessionNotFound);
+    }
     if db.get_database_backend() == DbBackend::Sqlite {
-        return submit_sqlite(db, &s, token_agrees).await;
+        let now = sql::now();
+        values.push(now.into());
+        let txn = db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await?;
+        let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sqlite,
+            values,
+        ))
+        .one(&txn)
+        .await?;
+        if let Some(row) = row {
+            let session = VerificationSession::from(row);
+            let event_id =
+                crate::events::insert_event_sqlite(&txn, &session.terminal(), now).await?;
+            txn.commit().await?;
+            return Ok(Completed { session, event_id });
+        }
+        let why = find_row(&txn, verification_id).await?;
+        txn.rollback().await?;
+        return Err(why_not(why, scope, |row| row.expires_at <= now));
     }
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            SUBMIT_SQL.as_str(),
-            [
-                s.verification_id.into(),
-                s.app_user_id.into(),
-                s.confirmed_number.as_str().into(),
-                token_agrees.into(),
-            ],
+            postgres,
+            values,
         ))
         .await?;
     if let Some(row) = row {
@@ -357,87 +612,55 @@ pub async fn submit(
             event_id: row.try_get("", "event_id")?,
         });
     }
-    // Nothing changed: say why.
-    let why = WhyNotSubmitted::find_by_statement(Statement::from_sql_and_values(
+    // Nothing changed: say why, by the database's clock (as the update judged expiry).
+    let why = WhyNot::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        WHY_NOT_SUBMITTED_SQL,
-        [s.verification_id.into()],
+        WHY_NOT_SQL,
+        [verification_id.into()],
     ))
     .one(db)
-    .await?
-    .ok_or(VerificationError::SessionNotFound)?;
-    Err(why.error())
-}
-
-/// [`submit`] on SQLite: the update and its outbox event in one transaction, begun
-/// `IMMEDIATE` so it holds the write lock from the start; "now" is bound from Rust, and the
-/// same instant decides why nothing changed.
-async fn submit_sqlite(
-    db: &impl TransactionTrait,
-    s: &Submission<'_>,
-    token_agrees: bool,
-) -> Result<Completed, VerificationError> {
-    let now = sql::now();
-    let txn = db
-        .begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..TransactionOptions::default()
-        })
-        .await?;
-    let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Sqlite,
-        SUBMIT_SQLITE_SQL,
-        [
-            s.verification_id.into(),
-            s.app_user_id.into(),
-            s.confirmed_number.as_str().into(),
-            token_agrees.into(),
-            now.into(),
-        ],
-    ))
-    .one(&txn)
     .await?;
-    if let Some(row) = row {
-        let session = VerificationSession::from(row);
-        let event_id = crate::events::insert_event_sqlite(&txn, &session.terminal(), now).await?;
-        txn.commit().await?;
-        return Ok(Completed { session, event_id });
-    }
-    let why = verification_session::Entity::find()
-        .filter(verification_session::Column::VerificationId.eq(s.verification_id))
-        .one(&txn)
-        .await?;
-    txn.rollback().await?;
-    let why = why.ok_or(VerificationError::SessionNotFound)?;
-    Err(WhyNotSubmitted {
-        status: why.status,
-        expired: why.expires_at <= now,
-    }
-    .error())
+    let expired = why.as_ref().is_some_and(|w| w.expired);
+    Err(why_not(why.map(|w| w.row), scope, |_| expired))
 }
 
-/// Why a submit changed nothing: the session's stored status and whether it is past expiry
-/// (by the database's clock, as in the update). Pending and unexpired leaves the company.
-const WHY_NOT_SUBMITTED_SQL: &str = "SELECT vs.status, vs.expires_at <= now() AS expired \
-     FROM verification_sessions vs WHERE vs.verification_id = $1";
+/// The session and whether it is past expiry by the database's clock.
+const WHY_NOT_SQL: &str = "SELECT *, expires_at <= now() AS expired \
+     FROM verification_sessions WHERE verification_id = $1";
 
-#[derive(Debug, FromQueryResult)]
-struct WhyNotSubmitted {
-    status: SessionStatus,
+#[derive(Debug)]
+struct WhyNot {
+    row: SessionRow,
     expired: bool,
 }
 
-impl WhyNotSubmitted {
-    fn error(&self) -> VerificationError {
-        match self.status {
-            s @ (SessionStatus::Verified | SessionStatus::Failed) => {
-                VerificationError::AlreadyCompleted(s)
-            }
-            SessionStatus::Expired => VerificationError::SessionExpired,
-            SessionStatus::Pending if self.expired => VerificationError::SessionExpired,
-            // Pending, unexpired: the company was inactive when the update ran.
-            SessionStatus::Pending => VerificationError::CompanyInactive,
+impl FromQueryResult for WhyNot {
+    fn from_query_result(res: &sea_orm::QueryResult, pre: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            row: SessionRow::from_query_result(res, pre)?,
+            expired: res.try_get(pre, "expired")?,
+        })
+    }
+}
+
+/// Why a transition changed nothing: a session the caller cannot see is not found; a
+/// terminal one is completed (or expired); a pending one past expiry is expired; a pending,
+/// unexpired one leaves the company, inactive when the update ran.
+fn why_not(
+    row: Option<SessionRow>,
+    scope: Scope<'_>,
+    expired: impl Fn(&SessionRow) -> bool,
+) -> VerificationError {
+    let Some(row) = row.filter(|r| scope.sees(r)) else {
+        return VerificationError::SessionNotFound;
+    };
+    match row.status {
+        s @ (SessionStatus::Verified | SessionStatus::Failed | SessionStatus::Denied) => {
+            VerificationError::AlreadyCompleted(s)
         }
+        SessionStatus::Expired => VerificationError::SessionExpired,
+        SessionStatus::Pending if expired(&row) => VerificationError::SessionExpired,
+        SessionStatus::Pending => VerificationError::CompanyInactive,
     }
 }
 
@@ -451,6 +674,7 @@ impl VerificationSession {
             mobile_number: &self.mobile_number,
             status: self.stored_status,
             verified_at: self.verified_at,
+            livemode: self.livemode,
         }
     }
 }
@@ -485,6 +709,8 @@ mod tests {
             verified_at: None,
             completed_at: None,
             expires_at: now + chrono::Duration::seconds(10),
+            livemode: true,
+            match_code: None,
         };
         assert_eq!(s.status_at(now), SessionStatus::Pending);
         assert_eq!(

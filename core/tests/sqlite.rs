@@ -50,6 +50,21 @@ async fn fresh_db() -> TestDb {
     TestDb { db, path }
 }
 
+/// A live session request with no number matching.
+fn live<'a>(
+    company_id: &'a str,
+    request_id: &'a str,
+    mobile_number: &'a truenumber_core::phone::MobileNumber,
+) -> verification::NewSession<'a> {
+    verification::NewSession {
+        company_id,
+        livemode: true,
+        request_id,
+        mobile_number,
+        number_matching: false,
+    }
+}
+
 fn number(n: &str) -> MobileNumber {
     parse_mobile_number(n).unwrap()
 }
@@ -128,7 +143,8 @@ async fn migrations_apply_revert_and_reapply_with_the_pragmas_set() {
          verification_events_one_per_session,\
          verification_events_unpublished_idx,verification_sessions_company_completed_idx,\
          verification_sessions_company_created_idx,verification_sessions_open_expiry_idx,\
-         verification_sessions_request_company_key,webhook_deliveries_company_idx,\
+         verification_sessions_open_number_idx,verification_sessions_request_company_mode_key,\
+         webhook_deliveries_company_idx,\
          webhook_deliveries_overdue_idx"
     );
     db::ping(&t.db).await.unwrap();
@@ -303,7 +319,8 @@ async fn companies_keys_and_authentication() {
         Some("https://example.com/hook")
     );
     assert_eq!(acme.rate_limit_initiate_per_hour, Some(7));
-    assert_eq!(acme.api_keys.len(), 2);
+    // The live and test keys of `company create`, and the rotated (then revoked) one.
+    assert_eq!(acme.api_keys.len(), 3);
     assert_eq!(
         acme.api_keys
             .iter()
@@ -312,8 +329,8 @@ async fn companies_keys_and_authentication() {
         1
     );
     let beta = &list[1];
-    // rotate with revoke_existing: the first key revoked, the new one not.
-    assert_eq!(beta.api_keys.len(), 2);
+    // rotate with revoke_existing: the first keys revoked, the new one not.
+    assert_eq!(beta.api_keys.len(), 3);
     for k in &beta.api_keys {
         assert_eq!(k.revoked_at.is_none(), k.key_id == rotated_id, "{k:?}");
     }
@@ -334,7 +351,7 @@ async fn initiate_replays_and_refuses_a_reused_request_id() {
     company(&t.db, "acme").await;
     company(&t.db, "beta").await;
     let before = Utc::now();
-    let first = verification::initiate(&t.db, "acme", "req-1", &number(NUMBER), TTL)
+    let first = verification::initiate(&t.db, live("acme", "req-1", &number(NUMBER)), TTL)
         .await
         .unwrap();
     assert!(!first.replayed);
@@ -355,42 +372,42 @@ async fn initiate_replays_and_refuses_a_reused_request_id() {
         .unwrap();
     assert_eq!(row.id.get_version_num(), 4);
 
-    let again = verification::initiate(&t.db, "acme", "req-1", &number(NUMBER), TTL)
+    let again = verification::initiate(&t.db, live("acme", "req-1", &number(NUMBER)), TTL)
         .await
         .unwrap();
     assert!(again.replayed);
     assert_eq!(again.session, first.session);
 
     assert!(matches!(
-        verification::initiate(&t.db, "acme", "req-1", &number(OTHER_NUMBER), TTL).await,
+        verification::initiate(&t.db, live("acme", "req-1", &number(OTHER_NUMBER)), TTL).await,
         Err(VerificationError::DuplicateRequest)
     ));
     // The same request id is another company's own.
-    let beta = verification::initiate(&t.db, "beta", "req-1", &number(OTHER_NUMBER), TTL)
+    let beta = verification::initiate(&t.db, live("beta", "req-1", &number(OTHER_NUMBER)), TTL)
         .await
         .unwrap();
     assert!(!beta.replayed);
     assert_ne!(beta.session.verification_id, s.verification_id);
 
-    let read = verification::find_for_company(&t.db, "acme", &s.verification_id)
+    let read = verification::find_for_company(&t.db, "acme", true, &s.verification_id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(&read, s);
     assert_eq!(
-        verification::find_for_company(&t.db, "beta", &s.verification_id)
+        verification::find_for_company(&t.db, "beta", true, &s.verification_id)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        verification::find_for_company(&t.db, "acme", "ver_nope")
+        verification::find_for_company(&t.db, "acme", true, "ver_nope")
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        verification::find_for_company(&t.db, "acme", &"x".repeat(65))
+        verification::find_for_company(&t.db, "acme", true, &"x".repeat(65))
             .await
             .unwrap(),
         None
@@ -399,6 +416,7 @@ async fn initiate_replays_and_refuses_a_reused_request_id() {
 
 fn submission<'a>(id: &'a str, confirmed: &'a MobileNumber) -> Submission<'a> {
     Submission {
+        match_code: None,
         verification_id: id,
         confirmed_number: confirmed,
         token_number: None,
@@ -418,7 +436,7 @@ async fn event_row(db: &DatabaseConnection, id: &str) -> verification_event::Mod
 async fn submit_verifies_once_and_writes_its_event() {
     let t = fresh_db().await;
     company(&t.db, "acme").await;
-    let s = verification::initiate(&t.db, "acme", "req-1", &number(NUMBER), TTL)
+    let s = verification::initiate(&t.db, live("acme", "req-1", &number(NUMBER)), TTL)
         .await
         .unwrap()
         .session;
@@ -458,6 +476,7 @@ async fn submit_verifies_once_and_writes_its_event() {
             "event": "verification.completed",
             "verificationId": s.verification_id,
             "status": "verified",
+            "livemode": true,
             "mobileNumber": NUMBER,
             "verifiedAt": ms,
             "companyId": "acme",
@@ -473,7 +492,7 @@ async fn submit_verifies_once_and_writes_its_event() {
         target.payload,
         format!(
             "{{\"event\": \"verification.completed\", \"status\": \"verified\", \
-             \"companyId\": \"acme\", \"requestId\": \"req-1\", \"verifiedAt\": \"{ms}\", \
+             \"livemode\": true, \"companyId\": \"acme\", \"requestId\": \"req-1\", \"verifiedAt\": \"{ms}\", \
              \"mobileNumber\": \"{NUMBER}\", \"verificationId\": \"{}\"}}",
             s.verification_id
         )
@@ -506,7 +525,7 @@ async fn submit_fails_on_a_mismatch_and_refuses_expired_and_inactive() {
     let init = |req: &'static str, ttl: Duration| {
         let db = t.db.clone();
         async move {
-            verification::initiate(&db, "acme", req, &number(NUMBER), ttl)
+            verification::initiate(&db, live("acme", req, &number(NUMBER)), ttl)
                 .await
                 .unwrap()
                 .session
@@ -552,7 +571,7 @@ async fn submit_fails_on_a_mismatch_and_refuses_expired_and_inactive() {
         verification::submit(&t.db, submission(&s.verification_id, &confirmed)).await,
         Err(VerificationError::SessionExpired)
     ));
-    let read = verification::find_for_company(&t.db, "acme", &s.verification_id)
+    let read = verification::find_for_company(&t.db, "acme", true, &s.verification_id)
         .await
         .unwrap()
         .unwrap();
@@ -581,7 +600,7 @@ async fn deliveries_record_retry_fail_reopen_and_are_taken_when_due() {
     let t = fresh_db().await;
     company(&t.db, "acme").await;
     company(&t.db, "beta").await;
-    let s = verification::initiate(&t.db, "acme", "req-1", &number(NUMBER), TTL)
+    let s = verification::initiate(&t.db, live("acme", "req-1", &number(NUMBER)), TTL)
         .await
         .unwrap()
         .session;

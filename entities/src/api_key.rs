@@ -51,6 +51,11 @@ pub enum KeyMode {
 }
 
 impl KeyMode {
+    /// Whether this mode's data is live (a session's and an event's `livemode`).
+    pub const fn is_live(self) -> bool {
+        matches!(self, Self::Live)
+    }
+
     /// The stored text, which is also the key prefix's middle part (`tn_live_…`).
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -41,7 +41,7 @@ mod tests {
 
     #[test]
     fn session_status_round_trips() {
-        round_trips::<SessionStatus>(&["pending", "verified", "failed", "expired"]);
+        round_trips::<SessionStatus>(&["pending", "verified", "failed", "denied", "expired"]);
         for s in SessionStatus::iter() {
             assert_eq!(s.as_str(), s.to_value());
         }
@@ -49,7 +49,7 @@ mod tests {
 
     #[test]
     fn event_status_round_trips() {
-        round_trips::<EventStatus>(&["verified", "failed", "expired"]);
+        round_trips::<EventStatus>(&["verified", "failed", "denied", "expired"]);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Model {
     pub published_at: Option<DateTimeUtc>,
     /// Until when a relay holds this unpublished event (migration 5); `None` or past: free.
     pub relay_claimed_until: Option<DateTimeUtc>,
+    /// `false` for a test-mode event (migration 10).
+    pub livemode: bool,
 }
 
 /// The terminal status an event reports, as its `status` column stores it (its CHECK
@@ -39,6 +41,9 @@ pub enum EventStatus {
     /// The user confirmed a different number.
     #[sea_orm(string_value = "failed")]
     Failed,
+    /// The user said "this is not me" (migration 10).
+    #[sea_orm(string_value = "denied")]
+    Denied,
     /// Nobody confirmed in time.
     #[sea_orm(string_value = "expired")]
     Expired,

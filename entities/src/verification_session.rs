@@ -30,6 +30,10 @@ pub struct Model {
     pub completed_at: Option<DateTimeUtc>,
     /// After this instant a pending session is expired.
     pub expires_at: DateTimeUtc,
+    /// `false` for a test key's session (migration 10): invisible to live keys and the app.
+    pub livemode: bool,
+    /// Two digits the app must send back when the company asked for number matching.
+    pub match_code: Option<String>,
 }
 
 /// The lifecycle of a session, as the `status` column stores it (its CHECK constraint admits
@@ -44,9 +48,13 @@ pub enum SessionStatus {
     /// The user confirmed the same number.
     #[sea_orm(string_value = "verified")]
     Verified,
-    /// The user confirmed a different number (or the token was bound to another).
+    /// The user confirmed a different number (or the token was bound to another, or the
+    /// match code was wrong).
     #[sea_orm(string_value = "failed")]
     Failed,
+    /// The user said "this is not me" (migration 10).
+    #[sea_orm(string_value = "denied")]
+    Denied,
     /// Nobody confirmed before `expires_at`.
     #[sea_orm(string_value = "expired")]
     Expired,
@@ -60,6 +68,7 @@ impl SessionStatus {
             Self::Pending => "pending",
             Self::Verified => "verified",
             Self::Failed => "failed",
+            Self::Denied => "denied",
             Self::Expired => "expired",
         }
     }

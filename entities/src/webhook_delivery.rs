@@ -35,6 +35,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Finished (succeeded or failed).
     pub completed_at: Option<DateTimeUtc>,
+    /// The mode of its event (migration 10): a key lists only its own mode's deliveries.
+    pub livemode: bool,
 }
 
 /// Where a delivery stands, as its `status` column stores it (its CHECK constraint admits

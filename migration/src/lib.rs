@@ -22,6 +22,7 @@ mod m20261206_000006_api_key_modes_and_scopes;
 mod m20261206_000007_webhook_secret_overlap;
 mod m20261206_000008_retention_and_listings;
 mod m20261206_000009_webhook_test_events;
+mod m20261206_000010_test_mode_and_deny;
 
 /// The SQLite column default that writes the current time as RFC 3339 UTC text, as written
 /// literally in the SQLite twins above (frozen with them). A copy of
@@ -63,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_webhook_secret_overlap::Migration),
             Box::new(m20261206_000008_retention_and_listings::Migration),
             Box::new(m20261206_000009_webhook_test_events::Migration),
+            Box::new(m20261206_000010_test_mode_and_deny::Migration),
         ]
     }
 }

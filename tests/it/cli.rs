@@ -47,7 +47,13 @@ async fn company_lifecycle_through_the_cli() {
         .map(String::as_str)
         .collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["apiKey", "companyId", "webhookSecret"]);
+    assert_eq!(keys, ["apiKey", "companyId", "testApiKey", "webhookSecret"]);
+    assert!(
+        created["testApiKey"]
+            .as_str()
+            .unwrap()
+            .starts_with("tn_test_")
+    );
     assert_eq!(created["companyId"], id.as_str());
     let key = created["apiKey"].as_str().unwrap().to_owned();
     let secret = created["webhookSecret"].as_str().unwrap().to_owned();

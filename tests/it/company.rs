@@ -13,8 +13,9 @@ use truenumber_entities::api_key::{self, KeyMode};
 use crate::helpers::{TestApp, TestCompany, assert_error, eventually, unique};
 
 impl TestApp {
-    /// A request to the API under `/api/v1` with an API key and, for POST, a JSON body.
-    async fn call(
+    /// A request to the API under `/api/v1` with an API key (or app token) and, for POST, a
+    /// JSON body.
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -167,7 +168,8 @@ async fn scopes_are_enforced_both_ways() {
     assert_error(resp, 403, "INSUFFICIENT_SCOPE", "error").await;
 
     // A management key: self-service yes, the verification endpoints no.
-    assert_eq!(app.list_keys(&m_key).await.len(), 3);
+    // The live and test keys of `company create`, and the two made here.
+    assert_eq!(app.list_keys(&m_key).await.len(), 4);
     let resp = app.status(&m_key, &session).await;
     assert_error(resp, 403, "INSUFFICIENT_SCOPE", "error").await;
     let resp = app
@@ -212,7 +214,7 @@ async fn bad_key_requests_are_refused_with_the_field_named() {
         (json!({"label": ""}), "label"),
         (json!({"label": "a\u{202e}b"}), "label"),
         (json!({"label": "x".repeat(256)}), "label"),
-        (json!({"mode": "test"}), "mode"),
+        (json!({"mode": "sandbox"}), "mode"),
         (json!({"label": null}), "label"),
         (json!({"scopes": null}), "scopes"),
         (json!([null, null]), "object"),
@@ -247,8 +249,8 @@ async fn bad_key_requests_are_refused_with_the_field_named() {
             .unwrap()
             .contains("expiresInSeconds")
     );
-    // Nothing was made by any of them.
-    assert_eq!(app.list_keys(&c.api_key).await.len(), 1);
+    // Nothing was made by any of them (the live and test keys of `company create` remain).
+    assert_eq!(app.list_keys(&c.api_key).await.len(), 2);
 }
 
 #[tokio::test]
@@ -507,15 +509,16 @@ async fn another_companys_key_is_not_found_like_an_unknown_one() {
         messages.push(body["message"].clone());
     }
     assert!(messages.windows(2).all(|w| w[0] == w[1]), "{messages:?}");
-    // B's key still works and A's listing has only A's key.
+    // B's key still works and A's listing has only A's keys.
     let session = app.new_session(&b, "+447911123456").await;
     assert_eq!(
         app.status(&b.api_key, &session).await.status().as_u16(),
         200
     );
     let keys = app.list_keys(&a.api_key).await;
-    assert_eq!(keys.len(), 1);
-    assert_eq!(keys[0]["keyId"], key_id(&a.api_key).as_str());
+    assert_eq!(keys.len(), 2, "A's live and test keys");
+    listed(&keys, &key_id(&a.api_key));
+    listed(&keys, &key_id(&a.test_api_key));
 }
 
 #[tokio::test]
@@ -570,10 +573,11 @@ async fn keys_of_the_first_form_keep_working_as_live_keys_with_both_scopes() {
 async fn a_company_holds_at_most_fifty_usable_keys() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
-    // 48 more usable keys, written directly (argon2 for each would only slow the test), one
-    // revoked and one expired key that do not count.
+    // Beside the live and test keys of `company create`, 47 more usable keys, written
+    // directly (argon2 for each would only slow the test), one revoked and one expired key
+    // that do not count.
     let hash = secrets::hash_api_key("tn_live_0000000000000000_x").unwrap();
-    for i in 0..50 {
+    for i in 0..49 {
         let made = secrets::new_api_key(KeyMode::Live).unwrap();
         api_key::ActiveModel {
             id: Set(uuid::Uuid::new_v4()),
@@ -583,12 +587,12 @@ async fn a_company_holds_at_most_fifty_usable_keys() {
             secret_check: Set(None),
             created_at: Set(Utc::now()),
             last_used_at: Set(None),
-            revoked_at: Set((i == 48).then(Utc::now)),
+            revoked_at: Set((i == 47).then(Utc::now)),
             mode: Set(KeyMode::Live),
             scope_verifications: Set(true),
             scope_management: Set(true),
             label: Set(None),
-            expires_at: Set((i == 49).then(|| Utc::now() - chrono::Duration::seconds(1))),
+            expires_at: Set((i == 48).then(|| Utc::now() - chrono::Duration::seconds(1))),
         }
         .insert(&app.db)
         .await
@@ -692,7 +696,7 @@ fn accepts(secret: &str, r: &crate::helpers::Received) -> bool {
 async fn during_a_rotation_receivers_on_either_secret_accept_and_after_it_only_the_new() {
     let receiver = crate::helpers::TestReceiver::start().await;
     let app = TestApp::spawn_with(|env| {
-        env.insert("WEBHOOK_SECRET_OVERLAP_SECONDS".into(), "3".into());
+        env.insert("WEBHOOK_SECRET_OVERLAP_SECONDS".into(), "8".into());
     })
     .await;
     let worker = crate::helpers::TestWorker::spawn(&app.config).await;

@@ -91,8 +91,10 @@ pub fn production_env() -> HashMap<String, String> {
 pub struct TestCompany {
     /// Public id.
     pub id: String,
-    /// Its API key.
+    /// Its live API key.
     pub api_key: String,
+    /// Its test-mode API key.
+    pub test_api_key: String,
     /// Its webhook secret.
     pub webhook_secret: String,
 }
@@ -268,6 +270,7 @@ impl TestApp {
         TestCompany {
             id: created.company.company_id,
             api_key: created.api_key.expose().to_owned(),
+            test_api_key: created.test_api_key.expose().to_owned(),
             webhook_secret: created.company.webhook_secret,
         }
     }

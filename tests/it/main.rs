@@ -2,6 +2,7 @@
 //! RabbitMQ). Each test gets its own database and prefixes, so they run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod app_view;
 mod chaos;
 mod cli;
 mod company;
@@ -17,6 +18,7 @@ mod query_plans;
 mod rate_limit;
 mod shutdown;
 mod standalone;
+mod test_mode;
 mod verification;
 mod verifications;
 mod webhooks;

@@ -210,6 +210,7 @@ async fn references_are_plain_and_timestamps_are_date_times() {
     timestamps.sort_unstable();
     let key_times = ["createdAt", "expiresAt", "lastUsedAt", "revokedAt"];
     let mut expected: Vec<String> = [
+        "AppVerification.expiresAt",
         "CompanyProfile.createdAt",
         "Error.timestamp",
         "InitiateVerificationResponse.expiresAt",
@@ -261,6 +262,7 @@ async fn references_are_plain_and_timestamps_are_date_times() {
     for (schema, field) in [
         ("InitiateVerificationRequest", "requestId"),
         ("SubmitVerificationRequest", "appUserId"),
+        ("DenyVerificationRequest", "appUserId"),
     ] {
         let doc = schemas[schema]["properties"][field]["description"]
             .as_str()
@@ -279,6 +281,7 @@ async fn headers_are_declared_where_sent_and_required_where_always_sent() {
             // The verification endpoints and the reads of verifications count against a
             // limit; self-service and erase never reach a limiter.
             let rate_limited = path.starts_with("/verification/")
+                || path.starts_with("/test/")
                 || (path.starts_with("/verifications") && method == "get");
             for (status, resp) in op["responses"].as_object().unwrap() {
                 responses += 1;
@@ -305,6 +308,8 @@ async fn headers_are_declared_where_sent_and_required_where_always_sent() {
     assert_eq!(
         responses,
         11 + 12 + 8 + 5 + 5 + 9 + 10 + 7 + 8 + 5 + 5 + 6 + 7 + 8 + 8 + 7 + 7 + 7 + 6
+            // deny, the test completion, the app's view and its list
+            + 12 + 12 + 6 + 6
     );
 }
 
@@ -322,6 +327,9 @@ async fn initiate_links_to_status_and_submit() {
     for (name, target) in [
         ("GetVerificationStatus", "getVerificationStatus"),
         ("SubmitVerification", "submitVerification"),
+        ("DenyVerification", "denyVerification"),
+        ("GetAppVerification", "getAppVerification"),
+        ("CompleteTestVerification", "completeTestVerification"),
     ] {
         assert_eq!(links[name]["operationId"], target);
         assert!(ids.contains(&target), "{target} is an operation");

@@ -98,7 +98,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
             "status",
             "verification_sessions_verification_id_key",
             &[
-                "request_company_key",
+                "request_company_mode_key",
                 "open_expiry_idx",
                 "company_created_idx",
                 "Seq Scan",
@@ -109,7 +109,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
         let plan = generic_plan(
             &db,
             &verification::SUBMIT_SQL,
-            "'ver_1', 'user', '+447911123456', true",
+            "'ver_1', 'user', '+447911123456', true, NULL, NULL, true, NULL",
         )
         .await;
         assert_uses(
@@ -118,22 +118,58 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
             "verification_sessions_verification_id_key",
             &[
                 "open_expiry_idx",
-                "request_company_key",
+                "open_number_idx",
+                "request_company_mode_key",
                 "Seq Scan on verification_sessions",
             ],
+            rows,
+        );
+
+        // Deny with a number-bound token, and a test completion scoped to a company.
+        for args in [
+            "'ver_1', 'denied', 'user', true, NULL, '+447911123456'",
+            "'ver_1', 'verified', NULL, false, 'plans', NULL",
+        ] {
+            let plan = generic_plan(&db, &verification::DECIDE_SQL, args).await;
+            assert_uses(
+                &plan,
+                "decide",
+                "verification_sessions_verification_id_key",
+                &[
+                    "open_expiry_idx",
+                    "open_number_idx",
+                    "company_created_idx",
+                    "Seq Scan on verification_sessions",
+                ],
+                rows,
+            );
+        }
+
+        // The app's pending list: a range of the open live sessions of one number.
+        let plan = generic_plan(
+            &db,
+            truenumber_core::app_view::PENDING_FOR_NUMBER_SQL,
+            "'+447911123456', now(), 20",
+        )
+        .await;
+        assert_uses(
+            &plan,
+            "pending for a number",
+            "verification_sessions_open_number_idx",
+            &["Seq Scan on verification_sessions"],
             rows,
         );
 
         let plan = generic_plan(
             &db,
             verification::INITIATE_SQL,
-            "'ver_new', '+447911123456', 'plans', 'req_new', 600",
+            "'ver_new', '+447911123456', 'plans', 'req_new', 600, true, NULL",
         )
         .await;
         assert_uses(
             &plan,
             "initiate (idempotent read)",
-            "verification_sessions_request_company_key",
+            "verification_sessions_request_company_mode_key",
             &[
                 "open_expiry_idx",
                 "company_created_idx",
@@ -180,6 +216,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
         use sea_orm::QueryTrait;
         let stmt = truenumber_core::sessions::list_query(
             "plans",
+            true,
             &Default::default(),
             21,
             after,
@@ -195,6 +232,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
                 sea_orm::Value::ChronoDateTimeUtc(Some(t)) => format!("'{}'", t.to_rfc3339()),
                 sea_orm::Value::Uuid(Some(u)) => format!("'{u}'"),
                 sea_orm::Value::BigUnsigned(Some(n)) => n.to_string(),
+                sea_orm::Value::Bool(Some(b)) => b.to_string(),
                 other => panic!("no literal for {other:?}"),
             })
             .collect();
@@ -231,7 +269,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
         &plan,
         "expiry sweep",
         "verification_sessions_open_expiry_idx",
-        &["request_company_key"],
+        &["request_company_mode_key"],
         have,
     );
 }

@@ -229,9 +229,13 @@ async fn when_redis_is_down_initiate_fails_closed_and_the_rest_fail_open() {
     let number = truenumber_core::phone::parse_mobile_number(NUMBER).unwrap();
     let session = truenumber_core::verification::initiate(
         &app.db,
-        &c.id,
-        "direct",
-        &number,
+        truenumber_core::verification::NewSession {
+            company_id: &c.id,
+            livemode: true,
+            request_id: "direct",
+            mobile_number: &number,
+            number_matching: false,
+        },
         Duration::from_secs(60),
     )
     .await

@@ -89,6 +89,7 @@ async fn verified_failed_and_expired_webhooks_arrive_signed() {
         assert!(id.starts_with("evt_"));
 
         let b = body(r);
+        assert_eq!(b["livemode"], true);
         let mut keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(
@@ -96,6 +97,7 @@ async fn verified_failed_and_expired_webhooks_arrive_signed() {
             [
                 "companyId",
                 "event",
+                "livemode",
                 "mobileNumber",
                 "requestId",
                 "status",

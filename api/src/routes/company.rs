@@ -71,14 +71,27 @@ impl SuccessBody for CompanyProfile {
     const RATE_LIMITED: bool = false;
 }
 
-/// Which data a key works on. Test keys arrive with test mode; every key is `live` today.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+/// Which data a key works on: `live` (real verifications) or `test` (test mode: sessions
+/// that only test keys see, completed with `POST /test/verifications/{verificationId}/complete`).
+/// When creating a key: default the mode of the key that asks; a test key can create test
+/// keys only (`LIVE_MODE_ONLY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
 #[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum ApiKeyMode {
     /// Real verifications.
     Live,
     /// Test mode's sessions.
     Test,
+}
+
+impl From<ApiKeyMode> for KeyMode {
+    fn from(m: ApiKeyMode) -> Self {
+        match m {
+            ApiKeyMode::Live => Self::Live,
+            ApiKeyMode::Test => Self::Test,
+        }
+    }
 }
 
 impl From<KeyMode> for ApiKeyMode {
@@ -178,6 +191,9 @@ impl SuccessBody for ApiKeyList {
 #[oai(rename_all = "camelCase", deny_unknown_fields)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
+    // Documented on the type, so the schema is a plain `$ref`.
+    #[serde(default, deserialize_with = "not_null")]
+    mode: Option<ApiKeyMode>,
     /// What the key may call (at least one; duplicates are ignored). Default: both.
     #[oai(validator(min_items = 1, max_items = 2))]
     #[serde(default, deserialize_with = "not_null")]
@@ -357,6 +373,12 @@ pub(crate) const FORBIDDEN: ErrorDoc = ErrorDoc::before_limiter(
     403,
     "`COMPANY_INACTIVE`, or `INSUFFICIENT_SCOPE`: the key lacks the `management` scope.",
 );
+/// 403 of an operation only a live key may call.
+const FORBIDDEN_TO_TEST_KEYS: ErrorDoc = ErrorDoc::before_limiter(
+    403,
+    "`COMPANY_INACTIVE`, `INSUFFICIENT_SCOPE` (the key lacks the `management` scope), or \
+     `LIVE_MODE_ONLY`: a test key cannot change company-wide settings or create live keys.",
+);
 pub(crate) const SYSTEM_ERROR: ErrorDoc = ErrorDoc::before_limiter(
     500,
     "`SYSTEM_ERROR`: a bug; the details are only in the log, under the request id.",
@@ -376,6 +398,19 @@ impl OperationErrors for ReadErrors {
     const STATUSES: &'static [ErrorDoc] = &[UNAUTHORIZED, FORBIDDEN, SYSTEM_ERROR, UNAVAILABLE];
 }
 
+/// The error statuses of the bodiless operations a live key only may call.
+#[derive(Debug)]
+pub struct LiveOnlyErrors;
+
+impl OperationErrors for LiveOnlyErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        UNAUTHORIZED,
+        FORBIDDEN_TO_TEST_KEYS,
+        SYSTEM_ERROR,
+        UNAVAILABLE,
+    ];
+}
+
 /// The error statuses of `POST /company/api-keys`.
 #[derive(Debug)]
 pub struct CreateKeyErrors;
@@ -384,10 +419,10 @@ impl OperationErrors for CreateKeyErrors {
     const STATUSES: &'static [ErrorDoc] = &[
         ErrorDoc::before_limiter(
             400,
-            "`INVALID_REQUEST`: malformed body, an unknown scope or field, a bad label.",
+            "`INVALID_REQUEST`: malformed body, an unknown mode, scope or field, a bad label.",
         ),
         UNAUTHORIZED,
-        FORBIDDEN,
+        FORBIDDEN_TO_TEST_KEYS,
         ErrorDoc::REQUEST_TIMEOUT,
         ErrorDoc::before_limiter(
             409,
@@ -456,7 +491,7 @@ impl OperationErrors for SetWebhookErrors {
              which.",
         ),
         UNAUTHORIZED,
-        FORBIDDEN,
+        FORBIDDEN_TO_TEST_KEYS,
         ErrorDoc::REQUEST_TIMEOUT,
         ErrorDoc::PAYLOAD_TOO_LARGE,
         SYSTEM_ERROR,
@@ -515,6 +550,40 @@ pub struct CompanyApi {
 impl CompanyApi {
     fn authorize(&self, company: &AuthenticatedCompany) -> Result<(), ApiError> {
         require_scope(company, Scope::Management)
+    }
+
+    /// Company-wide settings (the webhook endpoint and its secret, live keys) change with a
+    /// live key only: a test key, the one that lives in CI, cannot redirect live webhooks.
+    fn require_live(company: &AuthenticatedCompany, what: &str) -> Result<(), ApiError> {
+        if company.livemode() {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::LiveModeOnly,
+            format!("A test key cannot {what}; use a live key"),
+        ))
+    }
+
+    /// Refuses a key the caller's mode cannot see: a test key sees only test keys (a live
+    /// key is as unknown to it as an unknown id).
+    async fn require_visible_key(
+        &self,
+        company: &AuthenticatedCompany,
+        key_id: &str,
+    ) -> Result<(), ApiError> {
+        if company.livemode() {
+            return Ok(());
+        }
+        let visible = companies::list_keys(&self.state.db, &company.company_id)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .any(|k| k.key_id == key_id && k.mode == company.mode);
+        if visible {
+            Ok(())
+        } else {
+            Err(company_error(CompanyError::KeyNotFound(key_id.to_owned())))
+        }
     }
 
     /// The key's own company row.
@@ -579,6 +648,7 @@ impl CompanyApi {
         JsonBody(req): JsonBody<SetWebhookRequest>,
     ) -> Result<Success<WebhookEndpoint>, Failure<SetWebhookErrors>> {
         self.authorize(&company)?;
+        Self::require_live(&company, "change the webhook URL")?;
         let invalid = |why: String| ApiError::new(ErrorCode::InvalidWebhookUrl, why);
         let url = companies::validate_webhook_url(&req.url).map_err(|e| match e {
             CompanyError::Invalid(why) => invalid(why),
@@ -605,8 +675,9 @@ impl CompanyApi {
     async fn delete_webhook(
         &self,
         CompanyAuth(company): CompanyAuth,
-    ) -> Result<NoContent, Failure<ReadErrors>> {
+    ) -> Result<NoContent, Failure<LiveOnlyErrors>> {
         self.authorize(&company)?;
+        Self::require_live(&company, "remove the webhook URL")?;
         companies::set_webhook(&self.state.db, &company.company_id, None)
             .await
             .map_err(company_error)?;
@@ -637,10 +708,13 @@ impl CompanyApi {
             )
             .into());
         };
-        let event_id =
-            truenumber_core::events::insert_test_event(&self.state.db, &company.company_id)
-                .await
-                .map_err(db_error)?;
+        let event_id = truenumber_core::events::insert_test_event(
+            &self.state.db,
+            &company.company_id,
+            company.livemode(),
+        )
+        .await
+        .map_err(db_error)?;
         let delivery = truenumber_core::deliveries::get_or_create(
             &self.state.db,
             &event_id,
@@ -672,8 +746,9 @@ impl CompanyApi {
     async fn rotate_webhook_secret(
         &self,
         CompanyAuth(company): CompanyAuth,
-    ) -> Result<Success<RotatedWebhookSecret>, Failure<ReadErrors>> {
+    ) -> Result<Success<RotatedWebhookSecret>, Failure<LiveOnlyErrors>> {
         self.authorize(&company)?;
+        Self::require_live(&company, "rotate the webhook secret")?;
         let (secret, until) = companies::rotate_webhook_secret(
             &self.state.db,
             &company.company_id,
@@ -690,7 +765,8 @@ impl CompanyApi {
 
     /// List your API keys
     ///
-    /// Every key of your company with its mode, scopes, label and dates; never a secret.
+    /// Every key of your company with its mode, scopes, label and dates; never a secret. A
+    /// test key lists only test keys.
     #[oai(path = "/api-keys", method = "get", operation_id = "listApiKeys")]
     async fn list_keys(
         &self,
@@ -701,14 +777,19 @@ impl CompanyApi {
             .await
             .map_err(db_error)?;
         Ok(Success(ApiKeyList {
-            data: keys.into_iter().map(ApiKey::from).collect(),
+            data: keys
+                .into_iter()
+                .filter(|k| company.livemode() || k.mode == company.mode)
+                .map(ApiKey::from)
+                .collect(),
         }))
     }
 
     /// Create an API key
     ///
-    /// A new live key with the scopes asked for (default: both). The key is in the response
-    /// and never shown again.
+    /// A new key of the mode (default: the calling key's) and scopes (default: both) asked
+    /// for. The key is in the response and never shown again. A test key creates test keys
+    /// only.
     #[oai(path = "/api-keys", method = "post", operation_id = "createApiKey")]
     async fn create_key(
         &self,
@@ -724,12 +805,16 @@ impl CompanyApi {
             }
             None => Scopes::ALL,
         };
+        let mode = req.mode.map_or(company.mode, KeyMode::from);
+        if mode == KeyMode::Live {
+            Self::require_live(&company, "create a live key")?;
+        }
         check_key_budget(&self.state, &company.company_id).await?;
         let issued = companies::create_key(
             &self.state.db,
             &company.company_id,
             &KeySpec {
-                mode: KeyMode::Live,
+                mode,
                 scopes,
                 label: req.label,
             },
@@ -761,6 +846,7 @@ impl CompanyApi {
         JsonBody(req): JsonBody<RollApiKeyRequest>,
     ) -> Result<Success<RolledApiKey>, Failure<RollKeyErrors>> {
         self.authorize(&company)?;
+        self.require_visible_key(&company, &key_id.0).await?;
         check_key_budget(&self.state, &company.company_id).await?;
         let overlap = Duration::from_secs(u64::from(req.expires_in_seconds.unwrap_or(86_400)));
         let (issued, old) =
@@ -797,6 +883,7 @@ impl CompanyApi {
         key_id: Path<String>,
     ) -> Result<NoContent, Failure<RevokeKeyErrors>> {
         self.authorize(&company)?;
+        self.require_visible_key(&company, &key_id.0).await?;
         companies::revoke_key(&self.state.db, &company.company_id, &key_id.0)
             .await
             .map_err(company_error)?;

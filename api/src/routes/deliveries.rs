@@ -368,6 +368,7 @@ impl DeliveriesApi {
         let rows = deliveries::list_page(
             &self.state.db,
             &company.company_id,
+            company.livemode(),
             status.0.map(DeliveryStatus::from),
             u64::from(limit) + 1,
             after,
@@ -401,10 +402,15 @@ impl DeliveriesApi {
     ) -> Result<Success<WebhookDeliveryDetail>, Failure<GetErrors>> {
         require_scope(&company, Scope::Management)?;
         let id = parse_delivery_id(&delivery_id.0)?;
-        let view = deliveries::find_for_company(&self.state.db, &company.company_id, id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(not_found)?;
+        let view = deliveries::find_for_company(
+            &self.state.db,
+            &company.company_id,
+            company.livemode(),
+            id,
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or_else(not_found)?;
         let attempts = deliveries::attempts(&self.state.db, id)
             .await
             .map_err(db_error)?;
@@ -441,16 +447,17 @@ impl DeliveriesApi {
     ) -> Result<Success<Redelivery>, Failure<RedeliverErrors>> {
         require_scope(&company, Scope::Management)?;
         let id = parse_delivery_id(&delivery_id.0)?;
-        let reopened = deliveries::redeliver_one(&self.state.db, &company.company_id, id)
-            .await
-            .map_err(|e| match e {
-                RedeliverError::NotFound => not_found(),
-                RedeliverError::InProgress => ApiError::new(
-                    ErrorCode::DeliveryInProgress,
-                    "The delivery is still pending; its retry schedule is running",
-                ),
-                RedeliverError::Db(db) => db_error(db),
-            })?;
+        let reopened =
+            deliveries::redeliver_one(&self.state.db, &company.company_id, company.livemode(), id)
+                .await
+                .map_err(|e| match e {
+                    RedeliverError::NotFound => not_found(),
+                    RedeliverError::InProgress => ApiError::new(
+                        ErrorCode::DeliveryInProgress,
+                        "The delivery is still pending; its retry schedule is running",
+                    ),
+                    RedeliverError::Db(db) => db_error(db),
+                })?;
         publish_all(&self.state, std::slice::from_ref(&reopened)).await;
         tracing::info!(delivery_id = %id, event_id = %reopened.0, "delivery redelivered");
         Ok(Success(Redelivery {
@@ -472,10 +479,15 @@ impl DeliveriesApi {
         require_scope(&company, Scope::Management)?;
         let since = req.since.0;
         let until = req.until.map_or_else(Utc::now, |t| t.0);
-        let reopened =
-            deliveries::recover_failed(&self.state.db, &company.company_id, since, until)
-                .await
-                .map_err(db_error)?;
+        let reopened = deliveries::recover_failed(
+            &self.state.db,
+            &company.company_id,
+            company.livemode(),
+            since,
+            until,
+        )
+        .await
+        .map_err(db_error)?;
         let count = u32::try_from(reopened.len()).unwrap_or(u32::MAX);
         tracing::info!(count, "failed deliveries recovered");
         // Publishing a large batch must not hold the response: the deliveries are due in the

@@ -1,8 +1,10 @@
 //! HTTP routes: the versioned API (documented in OpenAPI) and the operational probes.
 
+pub mod app;
 pub mod company;
 pub mod deliveries;
 pub mod health;
+pub mod test_mode;
 pub mod verification;
 pub mod verifications;
 
@@ -15,4 +17,8 @@ pub enum ApiTags {
     Verification,
     /// Your company's own settings and API keys (scope `management`).
     Company,
+    /// What the TrueNumber app shows its user (app token).
+    App,
+    /// Test mode: complete test sessions without the app (test keys only).
+    TestMode,
 }

@@ -1,4 +1,4 @@
-//! `POST /verification/initiate`, `POST /verification/submit`,
+//! `POST /verification/initiate`, `POST /verification/submit`, `POST /verification/deny`,
 //! `GET /verification/status/{verificationId}`.
 
 use std::time::Duration;
@@ -10,7 +10,7 @@ use truenumber_core::{
     auth::Scope,
     error_code::ErrorCode,
     phone::parse_mobile_number,
-    verification::{self, SessionStatus, Submission, VerificationError},
+    verification::{self, Decider, NewSession, SessionStatus, Submission, VerificationError},
 };
 
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
     timestamp::Timestamp,
 };
 
-const MINUTE: Duration = Duration::from_secs(60);
+pub(crate) const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// Applies the identifier rules of `truenumber_core::text` (they reach logs and webhooks).
@@ -51,6 +51,12 @@ pub struct InitiateVerificationRequest {
     /// (`INVALID_REQUEST`).
     #[oai(validator(min_length = 1, max_length = 255))]
     pub request_id: String,
+    /// Number matching: the response then carries `matchCode`, two digits to show your user,
+    /// who must pick the same two digits in the app (a wrong or missing code fails the
+    /// session). Defends against a user approving a request they did not start. Default
+    /// `false`.
+    #[serde(default, deserialize_with = "crate::json_body::not_null")]
+    pub number_matching: Option<bool>,
 }
 
 impl Validate for InitiateVerificationRequest {
@@ -78,6 +84,10 @@ pub struct InitiateVerificationResponse {
     pub mobile_number: String,
     /// When the session expires unless confirmed (RFC 3339, UTC).
     pub expires_at: Timestamp,
+    /// With `numberMatching`: the two digits to show your user, who must pick them in the
+    /// app. Never shown to the app. Absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
+    pub match_code: Option<String>,
 }
 
 impl SuccessBody for InitiateVerificationResponse {
@@ -110,7 +120,8 @@ impl OperationErrors for InitiateErrors {
         ),
         ErrorDoc::after_limiter(
             409,
-            "`DUPLICATE_REQUEST`: this `requestId` was used with a different number.",
+            "`DUPLICATE_REQUEST`: this `requestId` was used with a different number or \
+             `numberMatching`.",
         ),
         ErrorDoc::REQUEST_TIMEOUT,
         ErrorDoc::PAYLOAD_TOO_LARGE,
@@ -136,6 +147,11 @@ pub struct SubmitVerificationRequest {
     /// control, format and bidi characters are refused (`INVALID_REQUEST`).
     #[oai(validator(min_length = 1, max_length = 255))]
     pub app_user_id: String,
+    /// The two digits the user picked, when the session has number matching on (the consent
+    /// view says so). A wrong or missing code fails the session (`MATCH_CODE_MISMATCH`).
+    #[oai(validator(pattern = "^[0-9]{2}$"))]
+    #[serde(default, deserialize_with = "crate::json_body::not_null")]
+    pub match_code: Option<String>,
 }
 
 impl Validate for SubmitVerificationRequest {
@@ -143,8 +159,87 @@ impl Validate for SubmitVerificationRequest {
         check_len("verificationId", &self.verification_id, 1, 64)?;
         check_len("userConfirmedNumber", &self.user_confirmed_number, 0, 64)?;
         check_len("appUserId", &self.app_user_id, 1, 255)?;
+        if let Some(code) = &self.match_code
+            && !(code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ApiError::invalid_request("matchCode", "must be two digits"));
+        }
         printable("appUserId", &self.app_user_id)
     }
+}
+
+/// Body of `POST /verification/deny`.
+#[derive(Debug, Object, Deserialize)]
+#[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct DenyVerificationRequest {
+    /// The session id from the deep link or the pending list.
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub verification_id: String,
+    /// The app user; must equal the app token's `sub`. It must contain a visible character;
+    /// control, format and bidi characters are refused (`INVALID_REQUEST`).
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub app_user_id: String,
+}
+
+impl Validate for DenyVerificationRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_len("verificationId", &self.verification_id, 1, 64)?;
+        check_len("appUserId", &self.app_user_id, 1, 255)?;
+        printable("appUserId", &self.app_user_id)
+    }
+}
+
+/// Success of deny.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct DenyVerificationResponse {
+    /// Always `success`.
+    pub status: String,
+    /// `Verification denied`.
+    pub message: String,
+    /// The session id.
+    pub verification_id: String,
+}
+
+impl SuccessBody for DenyVerificationResponse {
+    const DESCRIPTION: &'static str =
+        "Denied: the session is now `denied` and the company is told.";
+}
+
+/// The error statuses of deny. Failures of the verification itself carry
+/// `"status":"failed"`.
+#[derive(Debug)]
+pub struct DenyErrors;
+
+impl OperationErrors for DenyErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        ErrorDoc::after_limiter(400, "`INVALID_REQUEST`: malformed body."),
+        ErrorDoc::before_limiter(
+            401,
+            "`UNAUTHORIZED`: missing, invalid or expired app token.",
+        ),
+        ErrorDoc::after_limiter(
+            403,
+            "`FORBIDDEN`: the token's `sub` is not `appUserId`; `COMPANY_INACTIVE`: the company \
+             that requested the verification is deactivated (the session stays pending).",
+        ),
+        ErrorDoc::after_limiter(
+            404,
+            "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`): unknown, or another number's \
+             session for a number-bound token.",
+        ),
+        ErrorDoc::after_limiter(
+            409,
+            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): completed before.",
+        ),
+        ErrorDoc::after_limiter(410, "`SESSION_EXPIRED` (`\"status\":\"failed\"`)."),
+        ErrorDoc::REQUEST_TIMEOUT,
+        ErrorDoc::PAYLOAD_TOO_LARGE,
+        ErrorDoc::RATE_LIMITED,
+        ErrorDoc::SYSTEM_ERROR,
+        ErrorDoc::UNAVAILABLE,
+    ];
 }
 
 /// Success of submit.
@@ -175,8 +270,8 @@ impl OperationErrors for SubmitErrors {
         ErrorDoc::after_limiter(
             400,
             "`INVALID_REQUEST`, `INVALID_NUMBER` (`userConfirmedNumber` is not a valid mobile \
-             number; the session is unchanged), or `NUMBER_MISMATCH` (`\"status\":\"failed\"`: \
-             the session is now failed).",
+             number; the session is unchanged), `NUMBER_MISMATCH` or `MATCH_CODE_MISMATCH` \
+             (`\"status\":\"failed\"`: the session is now failed).",
         ),
         ErrorDoc::before_limiter(
             401,
@@ -190,8 +285,7 @@ impl OperationErrors for SubmitErrors {
         ErrorDoc::after_limiter(404, "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`)."),
         ErrorDoc::after_limiter(
             409,
-            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): verified or failed before \
-             (replay).",
+            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): completed before (replay).",
         ),
         ErrorDoc::after_limiter(410, "`SESSION_EXPIRED` (`\"status\":\"failed\"`)."),
         ErrorDoc::REQUEST_TIMEOUT,
@@ -203,8 +297,9 @@ impl OperationErrors for SubmitErrors {
 }
 
 /// A session's status: `pending` (waiting for the user), `verified` (confirmed), `failed`
-/// (the user confirmed a different number) or `expired` (not confirmed in time; a pending
-/// session past `expiresAt` reads `expired` before any sweep).
+/// (the user confirmed a different number, or a wrong match code), `denied` (the user said
+/// "this is not me") or `expired` (not confirmed in time; a pending session past `expiresAt`
+/// reads `expired` before any sweep).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum VerificationStatus {
@@ -212,8 +307,10 @@ pub enum VerificationStatus {
     Pending,
     /// Confirmed.
     Verified,
-    /// The user confirmed a different number.
+    /// The user confirmed a different number, or a wrong match code.
     Failed,
+    /// The user said "this is not me".
+    Denied,
     /// Not confirmed in time.
     Expired,
 }
@@ -224,6 +321,7 @@ impl From<VerificationStatus> for SessionStatus {
             VerificationStatus::Pending => Self::Pending,
             VerificationStatus::Verified => Self::Verified,
             VerificationStatus::Failed => Self::Failed,
+            VerificationStatus::Denied => Self::Denied,
             VerificationStatus::Expired => Self::Expired,
         }
     }
@@ -235,6 +333,7 @@ impl From<SessionStatus> for VerificationStatus {
             SessionStatus::Pending => Self::Pending,
             SessionStatus::Verified => Self::Verified,
             SessionStatus::Failed => Self::Failed,
+            SessionStatus::Denied => Self::Denied,
             SessionStatus::Expired => Self::Expired,
         }
     }
@@ -298,12 +397,55 @@ impl OperationErrors for StatusErrors {
         ),
         ErrorDoc::after_limiter(
             404,
-            "`SESSION_NOT_FOUND` (also for another company's session).",
+            "`SESSION_NOT_FOUND` (also for another company's session, or the other mode's).",
         ),
         ErrorDoc::RATE_LIMITED,
         ErrorDoc::SYSTEM_ERROR,
         ErrorDoc::UNAVAILABLE,
     ];
+}
+
+/// What submit and deny check first: one per-session rate limit for both (before anything
+/// else, so a flood of attempts on a session costs a counter), then that the token was issued
+/// to `appUserId`.
+async fn app_preamble(
+    state: &AppState,
+    claims: &truenumber_core::app_token::AppClaims,
+    verification_id: &str,
+    app_user_id: &str,
+) -> Result<(), ApiError> {
+    let limit = Limit {
+        name: "submit",
+        subject: verification_id,
+        limit: state.config.rate_limit_submit_per_minute,
+        window: MINUTE,
+    };
+    enforce(state, limit, WhenUnavailable::FailOpen).await?;
+    if claims.sub != app_user_id {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "The app token was not issued to this appUserId",
+        ));
+    }
+    Ok(())
+}
+
+/// The token's bound number (`phone_number`) as E.164. A bound number in another format
+/// still compares as E.164; one that cannot be parsed can never match.
+pub(crate) fn bound_number(claims: &truenumber_core::app_token::AppClaims) -> Option<String> {
+    claims.phone_number.as_deref().map(|n| {
+        parse_mobile_number(n).map_or_else(|_| String::from("unparseable"), |m| m.into_string())
+    })
+}
+
+/// A refused transition as the app sees it: `"status":"failed"`, except for a database
+/// failure and an inactive company, which say nothing about the verification.
+pub(crate) fn session_error(e: VerificationError) -> ApiError {
+    match e {
+        VerificationError::Db(db) => db_error(db),
+        e @ VerificationError::CompanyInactive => ApiError::from(e),
+        other => ApiError::from(other).failed(),
+    }
 }
 
 /// The verification endpoints.
@@ -333,7 +475,7 @@ impl VerificationApi {
         let config = &self.state.config;
         let limit = Limit {
             name: "initiate",
-            subject: &company.company_id,
+            subject: &company.limit_subject(),
             limit: company
                 .rate_limit_initiate_per_hour
                 .unwrap_or(config.rate_limit_initiate_per_hour),
@@ -347,18 +489,25 @@ impl VerificationApi {
             .map_err(|e| ApiError::invalid_number("mobileNumber", &e))?;
         let initiated = verification::initiate(
             &self.state.lanes,
-            &company.company_id,
-            &req.request_id,
-            &number,
+            NewSession {
+                company_id: &company.company_id,
+                livemode: company.livemode(),
+                request_id: &req.request_id,
+                mobile_number: &number,
+                number_matching: req.number_matching.unwrap_or(false),
+            },
             config.verification_ttl,
         )
         .await
         .map_err(ApiError::from)?;
-        self.state.metrics.verification(if initiated.replayed {
-            "replayed"
-        } else {
-            "initiated"
-        });
+        // The outcome counters are about real verifications: test mode's stay out of them.
+        if company.livemode() {
+            self.state.metrics.verification(if initiated.replayed {
+                "replayed"
+            } else {
+                "initiated"
+            });
+        }
         let s = initiated.session;
         Ok(Success(InitiateVerificationResponse {
             status: "success".into(),
@@ -371,6 +520,7 @@ impl VerificationApi {
             verification_id: s.verification_id,
             mobile_number: s.mobile_number,
             expires_at: s.expires_at.into(),
+            match_code: s.match_code,
         }))
     }
 
@@ -384,57 +534,32 @@ impl VerificationApi {
         AppAuth(claims): AppAuth,
         JsonBody(req): JsonBody<SubmitVerificationRequest>,
     ) -> Result<Success<SubmitVerificationResponse>, Failure<SubmitErrors>> {
-        let limit = Limit {
-            name: "submit",
-            subject: &req.verification_id,
-            limit: self.state.config.rate_limit_submit_per_minute,
-            window: MINUTE,
-        };
-        enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;
-        if claims.sub != req.app_user_id {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "The app token was not issued to this appUserId",
-            )
-            .into());
-        }
+        app_preamble(&self.state, &claims, &req.verification_id, &req.app_user_id).await?;
         // A malformed number is the request's fault, not the verification's: `"error"`, and
         // the session is not touched.
         let confirmed = parse_mobile_number(&req.user_confirmed_number)
             .map_err(|e| ApiError::invalid_number("userConfirmedNumber", &e))?;
-        // A bound number in another format still compares as E.164; one that cannot be
-        // parsed can never match.
-        let token_number = claims.phone_number.as_deref().map(|n| {
-            parse_mobile_number(n).map_or_else(|_| String::from("unparseable"), |m| m.into_string())
-        });
-        let done = verification::submit(
-            &self.state.lanes,
-            Submission {
-                verification_id: &req.verification_id,
-                confirmed_number: &confirmed,
-                token_number: token_number.as_deref(),
-                app_user_id: &req.app_user_id,
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            VerificationError::Db(db) => db_error(db),
-            // An inactive company says nothing about the verification: `"status":"error"`.
-            e @ VerificationError::CompanyInactive => ApiError::from(e),
-            other => ApiError::from(other).failed(),
-        })?;
+        let token_number = bound_number(&claims);
+        let submission = Submission {
+            verification_id: &req.verification_id,
+            confirmed_number: &confirmed,
+            token_number: token_number.as_deref(),
+            app_user_id: &req.app_user_id,
+            match_code: req.match_code.as_deref(),
+        };
+        let done = verification::submit(&self.state.lanes, submission.clone())
+            .await
+            .map_err(session_error)?;
         // The event is committed; hand it to RabbitMQ without making the app wait for the
         // broker's confirm (the worker's relay publishes it if this does not).
-        self.state.publisher.publish_soon(done.event_id);
-        let session = done.session;
+        self.state.publisher.publish_soon(done.event_id.clone());
         self.state
             .metrics
-            .verification(session.stored_status.as_str());
-        if session.stored_status != SessionStatus::Verified {
-            return Err(ApiError::from(VerificationError::NumberMismatch)
-                .failed()
-                .into());
+            .verification(done.session.stored_status.as_str());
+        if let Some(why) = done.submit_failure(&submission) {
+            return Err(ApiError::from(why).failed().into());
         }
+        let session = done.session;
         let verified_at = session
             .verified_at
             .ok_or_else(|| ApiError::internal("verified session without verified_at"))?;
@@ -443,6 +568,42 @@ impl VerificationApi {
             message: "Mobile number verified successfully!".into(),
             verification_id: session.verification_id,
             verified_at: verified_at.into(),
+        }))
+    }
+
+    /// Deny a verification: "this is not me" (TrueNumber app)
+    ///
+    /// Called by the TrueNumber app when the user did not ask for this verification. The
+    /// session becomes `denied` and the company is told by webhook. Same token rules,
+    /// single-winner rule and rate limit as submit: of a submit and a deny racing, exactly
+    /// one wins. A number-bound token can deny only its number's sessions.
+    #[oai(path = "/deny", method = "post", operation_id = "denyVerification")]
+    async fn deny(
+        &self,
+        AppAuth(claims): AppAuth,
+        JsonBody(req): JsonBody<DenyVerificationRequest>,
+    ) -> Result<Success<DenyVerificationResponse>, Failure<DenyErrors>> {
+        app_preamble(&self.state, &claims, &req.verification_id, &req.app_user_id).await?;
+        let token_number = bound_number(&claims);
+        let done = verification::decide(
+            &self.state.lanes,
+            &req.verification_id,
+            SessionStatus::Denied,
+            Decider::App {
+                app_user_id: &req.app_user_id,
+                token_number: token_number.as_deref(),
+            },
+        )
+        .await
+        .map_err(session_error)?;
+        self.state.publisher.publish_soon(done.event_id);
+        self.state
+            .metrics
+            .verification(SessionStatus::Denied.as_str());
+        Ok(Success(DenyVerificationResponse {
+            status: "success".into(),
+            message: "Verification denied".into(),
+            verification_id: done.session.verification_id,
         }))
     }
 
@@ -462,7 +623,7 @@ impl VerificationApi {
         require_scope(&company, Scope::Verifications)?;
         let limit = Limit {
             name: "status",
-            subject: &company.company_id,
+            subject: &company.limit_subject(),
             limit: company
                 .rate_limit_status_per_hour
                 .unwrap_or(self.state.config.rate_limit_status_per_hour),
@@ -472,6 +633,7 @@ impl VerificationApi {
         let session = verification::find_for_company(
             &self.state.lanes,
             &company.company_id,
+            company.livemode(),
             &verification_id.0,
         )
         .await

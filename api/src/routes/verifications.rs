@@ -68,8 +68,10 @@ pub struct VerificationSummary {
     pub pending: u64,
     /// Confirmed.
     pub verified: u64,
-    /// The user confirmed a different number.
+    /// The user confirmed a different number (or a wrong match code).
     pub failed: u64,
+    /// The user said "this is not me".
+    pub denied: u64,
     /// Not confirmed in time.
     pub expired: u64,
     /// verified / (total − pending); `null` when none has finished.
@@ -149,7 +151,7 @@ impl VerificationsApi {
     ) -> Result<(), ApiError> {
         let limit = Limit {
             name: "status",
-            subject: &company.company_id,
+            subject: &company.limit_subject(),
             limit: company
                 .rate_limit_status_per_hour
                 .unwrap_or(self.state.config.rate_limit_status_per_hour),
@@ -205,6 +207,7 @@ impl VerificationsApi {
         let rows = sessions::list_page(
             &self.state.db,
             &company.company_id,
+            company.livemode(),
             &filter,
             u64::from(size) + 1,
             after,
@@ -265,9 +268,15 @@ impl VerificationsApi {
             )
             .into());
         }
-        let s = sessions::summarise(&self.state.db, &company.company_id, from, to)
-            .await
-            .map_err(db_error)?;
+        let s = sessions::summarise(
+            &self.state.db,
+            &company.company_id,
+            company.livemode(),
+            from,
+            to,
+        )
+        .await
+        .map_err(db_error)?;
         Ok(Success(VerificationSummary {
             created_after: from.into(),
             created_before: to.into(),
@@ -275,6 +284,7 @@ impl VerificationsApi {
             pending: s.pending,
             verified: s.verified,
             failed: s.failed,
+            denied: s.denied,
             expired: s.expired,
             conversion_rate: s.conversion_rate,
             median_seconds_to_verify: s.median_seconds_to_verify,
@@ -298,9 +308,14 @@ impl VerificationsApi {
         verification_id: Path<String>,
     ) -> Result<NoContent, Failure<EraseErrors>> {
         require_scope(&company, Scope::Verifications)?;
-        let erased = sessions::erase(&self.state.db, &company.company_id, &verification_id.0)
-            .await
-            .map_err(db_error)?;
+        let erased = sessions::erase(
+            &self.state.db,
+            &company.company_id,
+            company.livemode(),
+            &verification_id.0,
+        )
+        .await
+        .map_err(db_error)?;
         if !erased {
             return Err(ApiError::new(
                 ErrorCode::SessionNotFound,
