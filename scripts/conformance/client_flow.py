@@ -1,5 +1,6 @@
-"""Drives initiate -> submit -> status through a client that openapi-python-client generated
-from openapi.json, as an integrator would. Exits non-zero on the first surprise."""
+"""Drives initiate -> submit -> status, self-service, the app's view (deny, number matching)
+and test mode through a client that openapi-python-client generated from openapi.json, as an
+integrator would. Exits non-zero on the first surprise."""
 
 import datetime
 import os
@@ -19,6 +20,8 @@ from true_number_api_client.api.company import (
     set_webhook,
 )
 from true_number_api_client.api.company import get_delivery, list_deliveries, recover_deliveries
+from true_number_api_client.api.app import get_app_verification, list_app_verifications
+from true_number_api_client.api.test_mode import complete_test_verification
 from true_number_api_client.api.verification import (
     erase_verification,
     list_verifications,
@@ -26,11 +29,19 @@ from true_number_api_client.api.verification import (
     get_verification_status,
     initiate_verification,
     submit_verification,
+    deny_verification,
 )
 from true_number_api_client.models import (
     ApiKeyList,
     ApiKeyMode,
     ApiKeyScope,
+    AppListStatus,
+    AppVerification,
+    AppVerificationList,
+    CompleteTestVerificationRequest,
+    DenyVerificationRequest,
+    DenyVerificationResponse,
+    TestOutcome,
     CompanyProfile,
     CreateApiKeyRequest,
     Error,
@@ -186,9 +197,71 @@ recovered = recover_deliveries.sync_detailed(client=company, body=RecoverRequest
 check(recovered.status_code == 202 and isinstance(recovered.parsed, Recovery), "recover is a typed 202")
 check(recovered.parsed.count == 0, "with nothing failed, nothing is recovered")
 
+# The app's side: the consent view, number matching, "not me", and the pending list.
+matched = initiate_verification.sync_detailed(
+    client=company,
+    body=InitiateVerificationRequest(
+        mobile_number=NUMBER, company_id=COMPANY, request_id=f"match-{uuid.uuid4()}", number_matching=True
+    ),
+).parsed
+check(isinstance(matched.match_code, str) and len(matched.match_code) == 2, "numberMatching gives a two-digit matchCode")
+bound = AuthenticatedClient(base_url=BASE, token=os.environ["TN_APP_TOKEN_BOUND"], raise_on_unexpected_status=True)
+view = get_app_verification.sync_detailed(matched.verification_id, client=bound)
+check(isinstance(view.parsed, AppVerification), "the consent view parses")
+check(view.parsed.company_name == "Client flow" and view.parsed.number_matching is True, "it names the company and asks for the code")
+pending_list = list_app_verifications.sync_detailed(client=bound, status=AppListStatus.PENDING)
+check(isinstance(pending_list.parsed, AppVerificationList), "the pending list parses")
+check(matched.verification_id in [v.verification_id for v in pending_list.parsed.data], "the request is listed for its number")
+unbound = list_app_verifications.sync_detailed(client=app)
+check(unbound.status_code == 403 and unbound.parsed.code == "FORBIDDEN", "an unbound token cannot list: FORBIDDEN")
+verified = submit_verification.sync_detailed(
+    client=app,
+    body=SubmitVerificationRequest(
+        verification_id=matched.verification_id,
+        user_confirmed_number=NUMBER,
+        app_user_id="conformance_user",
+        match_code=matched.match_code,
+    ),
+)
+check(isinstance(verified.parsed, SubmitVerificationResponse), "the right match code verifies")
+mistaken = initiate_verification.sync_detailed(
+    client=company,
+    body=InitiateVerificationRequest(mobile_number=NUMBER, company_id=COMPANY, request_id=f"notme-{uuid.uuid4()}"),
+).parsed
+denied = deny_verification.sync_detailed(
+    client=app,
+    body=DenyVerificationRequest(verification_id=mistaken.verification_id, app_user_id="conformance_user"),
+)
+check(isinstance(denied.parsed, DenyVerificationResponse), "deny parses")
+check(
+    get_verification_status.sync_detailed(client=company, verification_id=mistaken.verification_id).parsed.status
+    == VerificationStatus.DENIED,
+    "a denied session reads denied",
+)
+
+# Test mode: a test key's session, completed without the app; invisible to the live key.
+sandbox = AuthenticatedClient(base_url=BASE, token=os.environ["TN_TEST_API_KEY"], raise_on_unexpected_status=True)
+trial = initiate_verification.sync_detailed(
+    client=sandbox,
+    body=InitiateVerificationRequest(mobile_number=NUMBER, company_id=COMPANY, request_id=f"test-{uuid.uuid4()}"),
+).parsed
+check(isinstance(trial, InitiateVerificationResponse), "a test key initiates")
+live_refused = complete_test_verification.sync_detailed(
+    trial.verification_id, client=company, body=CompleteTestVerificationRequest(outcome=TestOutcome.VERIFIED)
+)
+check(live_refused.status_code == 403 and live_refused.parsed.code == "TEST_MODE_ONLY", "a live key cannot complete: TEST_MODE_ONLY")
+completed = complete_test_verification.sync_detailed(
+    trial.verification_id, client=sandbox, body=CompleteTestVerificationRequest(outcome=TestOutcome.VERIFIED)
+)
+check(isinstance(completed.parsed, VerificationStatusResponse), "a test completion parses")
+check(completed.parsed.status == VerificationStatus.VERIFIED, "the test session is verified")
+hidden = get_verification_status.sync_detailed(client=company, verification_id=trial.verification_id)
+check(hidden.status_code == 404, "the live key does not see the test session")
+check(get_app_verification.sync_detailed(trial.verification_id, client=app).status_code == 404, "nor does the app")
+
 # Last, as it ends the session the flow used: erasing it.
 erased = erase_verification.sync_detailed(session.verification_id, client=company)
 check(erased.status_code == 204, "erasing a session answers 204")
 gone_session = get_verification_status.sync_detailed(client=company, verification_id=session.verification_id)
 check(gone_session.status_code == 404, "an erased session is a 404")
-print("client flow: initiate -> submit -> status and self-service through the generated client: all ok")
+print("client flow: initiate -> submit -> status, self-service, the app's side and test mode through the generated client: all ok")
