@@ -299,7 +299,9 @@ pub async fn execute(
                 .map(|p| parse_mobile_number(&p).map(|m| m.into_string()))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--phone {e}"))?;
-            let token = AppTokenKeys::new(&config.jwt_secret).mint(
+            // With APP_TOKEN_ISSUER/AUDIENCE set, the token carries them, so this configuration
+            // accepts it.
+            let token = AppTokenKeys::from_config(&config).mint(
                 &app_user_id,
                 phone.as_deref(),
                 ttl_seconds,

@@ -78,13 +78,21 @@ impl AppState {
     ) -> Self {
         let ApiConnections { pool: db, lanes } = connections;
         let metrics = Arc::new(Metrics::new());
+        if let Some(jwks) = &config.app_tokens.jwks {
+            tracing::info!(
+                keys = ?jwks,
+                issuer = config.app_tokens.issuer.as_deref(),
+                audience = config.app_tokens.audience.as_deref(),
+                "app tokens: HS256 with JWT_SECRET, and the keys of APP_TOKEN_JWKS_FILE by kid"
+            );
+        }
         Self {
             publisher: EventPublisher::start(db.clone(), queue.clone()),
             queue,
             limiter,
             auth: ApiKeyAuthenticator::new(db.clone(), config.api_key_cache_ttl, metrics.auth()),
             lanes,
-            app_tokens: AppTokenKeys::new(&config.jwt_secret),
+            app_tokens: AppTokenKeys::from_config(&config),
             config: Arc::new(config),
             metrics,
             db,

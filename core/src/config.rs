@@ -6,6 +6,8 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use crate::app_token::{AppTokenJwks, AppTokenTrust};
+
 /// A secret value whose `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -135,6 +137,10 @@ pub struct Config {
     /// `JWT_SECRET`: HS256 key of mobile-app tokens (required by the API, at least 32 bytes;
     /// see [`Config::worker_from_env`]).
     pub jwt_secret: Secret,
+    /// `APP_TOKEN_JWKS_FILE` (the app's token service's public keys, read and checked here),
+    /// `APP_TOKEN_ISSUER` and `APP_TOKEN_AUDIENCE` (each unset by default): which app tokens
+    /// are trusted besides HS256 with `JWT_SECRET`. The worker ignores them.
+    pub app_tokens: AppTokenTrust,
     /// `API_BASE_URL`: public base URL (OpenAPI `servers`); default `http://localhost:$PORT`.
     pub api_base_url: String,
     /// `WEBHOOK_TIMEOUT`: seconds per webhook delivery attempt.
@@ -296,7 +302,8 @@ impl Config {
     }
 
     /// Reads the process environment for a worker, which never signs or verifies app tokens:
-    /// `JWT_SECRET` may be unset (a worker's `jwt_secret` is then a random value nothing uses).
+    /// `JWT_SECRET` may be unset (a worker's `jwt_secret` is then a random value nothing uses),
+    /// and `APP_TOKEN_JWKS_FILE` is not read (the worker's host need not have the file).
     pub fn worker_from_env() -> Result<Self, ConfigError> {
         Self::worker_from_lookup(|name| std::env::var(name).ok())
     }
@@ -306,8 +313,10 @@ impl Config {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let unused = format!("unused-by-the-worker-{}", uuid::Uuid::new_v4().simple());
-        Self::from_lookup(|name| {
-            lookup(name).or_else(|| (name == "JWT_SECRET").then(|| unused.clone()))
+        Self::from_lookup(|name| match name {
+            "APP_TOKEN_JWKS_FILE" => None,
+            "JWT_SECRET" => lookup(name).or_else(|| Some(unused.clone())),
+            _ => lookup(name),
         })
     }
 
@@ -373,6 +382,16 @@ impl Config {
                 format!("must be at least 32 bytes, got {}", jwt_secret.len()),
             ));
         }
+
+        let app_tokens = AppTokenTrust {
+            jwks: r
+                .raw("APP_TOKEN_JWKS_FILE")
+                .map(|path| AppTokenJwks::from_file(std::path::Path::new(&path)))
+                .transpose()
+                .map_err(|e| err("APP_TOKEN_JWKS_FILE", e.to_string()))?,
+            issuer: r.raw("APP_TOKEN_ISSUER"),
+            audience: r.raw("APP_TOKEN_AUDIENCE"),
+        };
 
         let deep_link_base = r.string("DEEP_LINK_BASE", "truenumberapp://verify");
         if !deep_link_base.contains("://") || deep_link_base.contains(['?', '#', ' ']) {
@@ -480,6 +499,7 @@ impl Config {
             port,
             worker_port: r.parse("WORKER_PORT", 3001, (0, u16::MAX))?,
             jwt_secret: Secret::new(jwt_secret),
+            app_tokens,
             api_base_url: r
                 .url(
                     "API_BASE_URL",
@@ -653,6 +673,77 @@ mod tests {
         assert!(c.jwt_secret.expose().len() >= 32);
         let short = Config::worker_from_lookup(|n| (n == "JWT_SECRET").then(|| "short".into()));
         assert_eq!(short.unwrap_err().var, "JWT_SECRET");
+    }
+
+    fn jwks_fixture() -> String {
+        format!(
+            "{}/../tests/fixtures/app-token-keys/jwks.json",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    #[test]
+    fn app_token_trust_is_unset_by_default_and_read_when_set() {
+        let c = with(&[("APP_TOKEN_ISSUER", "  "), ("APP_TOKEN_AUDIENCE", "")]).unwrap();
+        assert!(c.app_tokens.jwks.is_none());
+        assert_eq!(c.app_tokens.issuer, None);
+        assert_eq!(c.app_tokens.audience, None);
+        let fixture = jwks_fixture();
+        let c = with(&[
+            ("APP_TOKEN_JWKS_FILE", fixture.as_str()),
+            ("APP_TOKEN_ISSUER", "https://tokens.example"),
+            ("APP_TOKEN_AUDIENCE", "truenumber"),
+        ])
+        .unwrap();
+        assert_eq!(c.app_tokens.jwks.map(|j| j.keys().count()), Some(3));
+        assert_eq!(
+            c.app_tokens.issuer.as_deref(),
+            Some("https://tokens.example")
+        );
+        assert_eq!(c.app_tokens.audience.as_deref(), Some("truenumber"));
+    }
+
+    #[test]
+    fn a_bad_jwks_file_stops_start_up_naming_the_variable() {
+        let dir = std::env::temp_dir().join(format!("tn_cfg_{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let private = dir.join("private.json");
+        std::fs::write(
+            &private,
+            r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "x": "AA", "y": "AA", "d": "AA"}]}"#,
+        )
+        .unwrap();
+        let not_json = dir.join("not.json");
+        std::fs::write(&not_json, "-----BEGIN PUBLIC KEY-----").unwrap();
+        let missing = dir.join("missing.json");
+        for (path, says) in [
+            (&private, "key `k1` holds private key material (`d`)"),
+            (&not_json, "is not JSON"),
+            (&missing, "cannot read"),
+        ] {
+            let e = with(&[("APP_TOKEN_JWKS_FILE", &path.display().to_string())]).unwrap_err();
+            assert_eq!(e.var, "APP_TOKEN_JWKS_FILE");
+            let line = e.to_string();
+            assert!(
+                line.starts_with("configuration error: APP_TOKEN_JWKS_FILE: ")
+                    && line.contains(says),
+                "{line}"
+            );
+            // The private value itself is never repeated.
+            assert!(!line.contains("\"d\": \"AA\""));
+        }
+        // The worker does not read the file at all; standalone reads it like serve.
+        let bad = private.display().to_string();
+        let worker =
+            Config::worker_from_lookup(|n| (n == "APP_TOKEN_JWKS_FILE").then(|| bad.clone()));
+        assert!(worker.unwrap().app_tokens.jwks.is_none());
+        let standalone = Config::standalone_from_lookup(|n| match n {
+            "APP_TOKEN_JWKS_FILE" => Some(bad.clone()),
+            "JWT_SECRET" => Some("x".repeat(32)),
+            _ => None,
+        });
+        assert_eq!(standalone.unwrap_err().var, "APP_TOKEN_JWKS_FILE");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -275,9 +275,10 @@ impl TestApp {
         }
     }
 
-    /// An app token for `user`, optionally bound to a number.
+    /// An app token for `user`, optionally bound to a number (HS256 with `JWT_SECRET`, with
+    /// the configured `iss`/`aud`).
     pub fn app_token(&self, user: &str, phone: Option<&str>) -> String {
-        AppTokenKeys::new(&self.config.jwt_secret)
+        AppTokenKeys::from_config(&self.config)
             .mint(user, phone, 600)
             .expect("mint")
     }
