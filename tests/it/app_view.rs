@@ -314,23 +314,15 @@ async fn the_pending_list_shows_only_the_tokens_numbers_open_live_sessions() {
     assert_error(resp, 403, "FORBIDDEN", "error").await;
     // Bound: exactly the open live sessions of that number, across companies, newest first.
     for query in ["?status=pending", ""] {
-        let resp = app
-            .call(
-                Method::GET,
-                &format!("/app/verifications{query}"),
-                &token,
-                None,
-            )
-            .await;
-        assert_eq!(resp.status().as_u16(), 200);
-        let page: Value = resp.json().await.unwrap();
-        let ids: Vec<&str> = page["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["verificationId"].as_str().unwrap())
-            .collect();
+        let path = format!("/app/verifications{query}");
+        let ids = app.listed_ids(&path, &token).await;
         assert_eq!(ids, [third.as_str(), second.as_str(), first.as_str()]);
+        let page: Value = app
+            .call(Method::GET, &path, &token, None)
+            .await
+            .json()
+            .await
+            .unwrap();
         let names: Vec<String> = page["data"]
             .as_array()
             .unwrap()

@@ -34,6 +34,25 @@ impl TestApp {
         resp.json().await.expect("JSON")
     }
 
+    /// `GET` of a listing under `/api/v1` with `key` (an API key or app token), asserting
+    /// 200: the `verificationId` of each item of its `data`.
+    pub(crate) async fn listed_ids(&self, path: &str, key: &str) -> Vec<String> {
+        let resp = self.call(Method::GET, path, key, None).await;
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let page: Value = resp.json().await.expect("JSON");
+        page["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|item| {
+                item["verificationId"]
+                    .as_str()
+                    .expect("verificationId")
+                    .to_owned()
+            })
+            .collect()
+    }
+
     /// `POST /test/verifications/{id}/complete` with `key`.
     pub(crate) async fn complete(&self, key: &str, id: &str, outcome: &str) -> reqwest::Response {
         self.call(
@@ -106,26 +125,11 @@ async fn a_test_sessions_outcomes_each_send_a_webhook_with_livemode_false() {
     }
 
     // Each key lists its own mode's deliveries only.
-    let listed = |key: String| {
-        let app = &app;
-        async move {
-            let resp = app
-                .call(Method::GET, "/company/deliveries?limit=100", &key, None)
-                .await;
-            assert_eq!(resp.status().as_u16(), 200);
-            let page: Value = resp.json().await.unwrap();
-            page["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d["verificationId"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
-        }
-    };
-    let test_deliveries = listed(c.test_api_key.clone()).await;
+    let deliveries = "/company/deliveries?limit=100";
+    let test_deliveries = app.listed_ids(deliveries, &c.test_api_key).await;
     assert_eq!(test_deliveries.len(), 4);
     assert!(test_deliveries.iter().all(|id| expected.contains_key(id)));
-    assert_eq!(listed(c.api_key.clone()).await, [live]);
+    assert_eq!(app.listed_ids(deliveries, &c.api_key).await, [live]);
     worker.stop().await;
 }
 
@@ -179,32 +183,17 @@ async fn test_and_live_data_are_invisible_to_each_other_and_to_the_app() {
     .await;
 
     // Listings and summaries.
-    let ids = |key: String, query: &'static str| {
-        let app = &app;
-        async move {
-            let resp = app
-                .call(Method::GET, &format!("/verifications{query}"), &key, None)
-                .await;
-            assert_eq!(resp.status().as_u16(), 200);
-            let page: Value = resp.json().await.unwrap();
-            page["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["verificationId"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>()
-        }
-    };
     assert_eq!(
-        ids(c.test_api_key.clone(), "").await,
+        app.listed_ids("/verifications", &c.test_api_key).await,
         std::slice::from_ref(&test_id)
     );
     assert_eq!(
-        ids(c.api_key.clone(), "").await,
+        app.listed_ids("/verifications", &c.api_key).await,
         std::slice::from_ref(&live_id)
     );
     assert_eq!(
-        ids(c.api_key.clone(), "?requestId=order-1").await,
+        app.listed_ids("/verifications?requestId=order-1", &c.api_key)
+            .await,
         std::slice::from_ref(&live_id)
     );
     for key in [&c.api_key, &c.test_api_key] {
