@@ -43,6 +43,8 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     /// Finished (succeeded or failed).
     pub completed_at: Option<DateTime<Utc>>,
+    /// `false` for a test-mode event's delivery (the operator's listing shows both modes).
+    pub livemode: bool,
 }
 
 /// One attempt as stored.

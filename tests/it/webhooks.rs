@@ -342,6 +342,7 @@ async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     .await;
     assert_eq!(listed[0]["eventId"], event_id.as_str());
     assert_eq!(listed[0]["attemptLog"].as_array().unwrap().len(), 2);
+    assert_eq!(listed[0]["livemode"], true, "the operator sees which mode");
     let redelivered = crate::cli::run_json(
         &app.config,
         &[
