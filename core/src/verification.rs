@@ -404,6 +404,15 @@ pub struct Submission<'a> {
     pub match_code: Option<&'a str>,
 }
 
+impl Submission<'_> {
+    /// Whether the token allows this number: a token bound to a different number than the
+    /// one confirmed can never verify.
+    fn token_agrees(&self) -> bool {
+        self.token_number
+            .is_none_or(|n| n == self.confirmed_number.as_str())
+    }
+}
+
 /// A session made terminal, with the id of its outbox event.
 #[derive(Debug, Clone)]
 pub struct Completed {
@@ -420,10 +429,8 @@ impl Completed {
         if self.session.stored_status != SessionStatus::Failed {
             return None;
         }
-        let number_agrees = s
-            .token_number
-            .is_none_or(|n| n == s.confirmed_number.as_str())
-            && self.session.mobile_number == s.confirmed_number.as_str();
+        let number_agrees =
+            s.token_agrees() && self.session.mobile_number == s.confirmed_number.as_str();
         Some(if number_agrees {
             VerificationError::MatchCodeMismatch
         } else {
@@ -432,15 +439,15 @@ impl Completed {
     }
 }
 
-/// Who may see a pending session while deciding it.
+/// Which sessions a transition's caller may see (the others are not found).
 #[derive(Debug, Clone, Copy)]
-struct Scope<'a> {
+struct Visible<'a> {
     livemode: bool,
     company_id: Option<&'a str>,
     number: Option<&'a str>,
 }
 
-impl Scope<'_> {
+impl Visible<'_> {
     fn sees(&self, row: &SessionRow) -> bool {
         row.livemode == self.livemode
             && self.company_id.is_none_or(|c| c == row.company_id)
@@ -461,10 +468,6 @@ pub async fn submit(
     db: &(impl ConnectionTrait + TransactionTrait),
     s: Submission<'_>,
 ) -> Result<Completed, VerificationError> {
-    // A token bound to a different number than the one confirmed can never verify.
-    let token_agrees = s
-        .token_number
-        .is_none_or(|n| n == s.confirmed_number.as_str());
     let values = vec![
         s.verification_id.into(),
         s.app_user_id.into(),
@@ -472,10 +475,10 @@ pub async fn submit(
         true.into(),
         Option::<String>::None.into(),
         Option::<String>::None.into(),
-        token_agrees.into(),
+        s.token_agrees().into(),
         s.match_code.map(str::to_owned).into(),
     ];
-    let scope = Scope {
+    let scope = Visible {
         livemode: true,
         company_id: None,
         number: None,
@@ -524,7 +527,7 @@ pub async fn decide(
             app_user_id,
             token_number,
         } => (
-            Scope {
+            Visible {
                 livemode: true,
                 company_id: None,
                 number: token_number,
@@ -532,7 +535,7 @@ pub async fn decide(
             Some(app_user_id.to_owned()),
         ),
         Decider::TestKey { company_id } => (
-            Scope {
+            Visible {
                 livemode: false,
                 company_id: Some(company_id),
                 number: None,
@@ -566,7 +569,7 @@ async fn transition(
     db: &(impl ConnectionTrait + TransactionTrait),
     (postgres, sqlite): (&str, &str),
     mut values: Vec<sea_orm::Value>,
-    scope: Scope<'_>,
+    scope: Visible<'_>,
     verification_id: &str,
 ) -> Result<Completed, VerificationError> {
     if verification_id.len() > 64 {
@@ -648,7 +651,7 @@ impl FromQueryResult for WhyNot {
 /// unexpired one leaves the company, inactive when the update ran.
 fn why_not(
     row: Option<SessionRow>,
-    scope: Scope<'_>,
+    scope: Visible<'_>,
     expired: impl Fn(&SessionRow) -> bool,
 ) -> VerificationError {
     let Some(row) = row.filter(|r| scope.sees(r)) else {
