@@ -157,8 +157,20 @@ impl Executor {
                     Hot::Initiate => {
                         let stmt = client.prepare_cached(INITIATE_SQL).await?;
                         let ttl = 600.0f64;
+                        let (livemode, match_code) = (true, None::<&str>);
                         client
-                            .query_opt(&stmt, &[&id, &NUMBER, &"bench", &request, &ttl])
+                            .query_opt(
+                                &stmt,
+                                &[
+                                    &id,
+                                    &NUMBER,
+                                    &"bench",
+                                    &request,
+                                    &ttl,
+                                    &livemode,
+                                    &match_code,
+                                ],
+                            )
                             .await?
                     }
                 };
@@ -187,6 +199,8 @@ fn statement(hot: Hot, id: String, request: String) -> Statement {
                 "bench".into(),
                 request.into(),
                 600.0f64.into(),
+                true.into(),
+                Option::<String>::None.into(),
             ],
         ),
     }

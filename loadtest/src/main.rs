@@ -95,6 +95,8 @@ fn write_pgbench_scripts(dir: &std::path::Path) -> anyhow::Result<()> {
                 "'bench'",
                 "'req_' || :r",
                 "600",
+                "true",
+                "NULL",
             ],
         )
     );
