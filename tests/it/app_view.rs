@@ -22,13 +22,6 @@ impl TestApp {
         )
         .await
     }
-
-    /// The status body of a live session.
-    async fn status_body(&self, key: &str, id: &str) -> Value {
-        let resp = self.status(key, id).await;
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.json().await.expect("JSON")
-    }
 }
 
 #[tokio::test]

@@ -53,6 +53,13 @@ impl TestApp {
             .collect()
     }
 
+    /// The status body of a session the key sees, asserting 200.
+    pub(crate) async fn status_body(&self, key: &str, id: &str) -> Value {
+        let resp = self.status(key, id).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.json().await.expect("JSON")
+    }
+
     /// `POST /test/verifications/{id}/complete` with `key`.
     pub(crate) async fn complete(&self, key: &str, id: &str, outcome: &str) -> reqwest::Response {
         self.call(
@@ -90,7 +97,7 @@ async fn a_test_sessions_outcomes_each_send_a_webhook_with_livemode_false() {
         assert_eq!(done["verificationId"], id.as_str());
         assert_eq!(done.get("verifiedAt").is_some(), outcome == "verified");
         // The status endpoint agrees, for the test key.
-        let status: Value = app.status(&c.test_api_key, &id).await.json().await.unwrap();
+        let status = app.status_body(&c.test_api_key, &id).await;
         assert_eq!(status["status"], outcome);
         // Single winner: a second completion, with any outcome, is refused as the app's
         // would be (an expired session answers as expired).
@@ -272,12 +279,7 @@ async fn test_and_live_data_are_invisible_to_each_other_and_to_the_app() {
         .unwrap();
     assert_eq!(pending["data"], json!([]), "the test session is not listed");
     // And the test session is still pending, untouched by all that.
-    let status: Value = app
-        .status(&c.test_api_key, &test_id)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status_body(&c.test_api_key, &test_id).await;
     assert_eq!(status["status"], "pending");
 }
 
@@ -434,7 +436,7 @@ async fn concurrent_completions_of_a_test_session_have_exactly_one_winner() {
             expired_answers == 0 || winners[0] == "expired",
             "{winners:?}"
         );
-        let status: Value = app.status(&c.test_api_key, &id).await.json().await.unwrap();
+        let status = app.status_body(&c.test_api_key, &id).await;
         assert_eq!(status["status"], winners[0]);
     }
 }
