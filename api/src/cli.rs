@@ -59,14 +59,23 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
-    /// Print an app token (JWT) for the TrueNumber app.
+    /// Print an app token (JWT) for the TrueNumber app: bound to the number the user proved
+    /// (`--phone`), as the app's identity provider would issue it, or (`--unbound`, development
+    /// only) bound to none.
+    #[command(group(clap::ArgGroup::new("binding").required(true).args(["phone", "unbound"])))]
     AppToken {
         /// The app user id (`sub`); submit requires the same `appUserId`.
         #[arg(long)]
         app_user_id: String,
-        /// Bind the token to one number (E.164).
+        /// The number the token is bound to (E.164; formatting as for initiate): it may
+        /// confirm, deny and see that number's sessions only. The token says the number was
+        /// verified now (`phone_number_verified`, `auth_time`).
         #[arg(long)]
         phone: Option<String>,
+        /// No number: accepted only by a server with `APP_TOKEN_REQUIRE_PHONE_NUMBER=false`
+        /// (development), which reports such sessions with `numberBinding: "none"`.
+        #[arg(long)]
+        unbound: bool,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=2_592_000))]
         ttl_seconds: i64,
@@ -293,6 +302,7 @@ pub async fn execute(
         Command::AppToken {
             app_user_id,
             phone,
+            unbound: _,
             ttl_seconds,
         } => {
             let phone = phone

@@ -50,9 +50,10 @@ pub fn require_scope(company: &AuthenticatedCompany, scope: Scope) -> Result<(),
 }
 
 /// The TrueNumber app's token: `Authorization: Bearer <JWT>`, `exp` and `sub` required. HS256
-/// with `JWT_SECRET`, or EdDSA / ES256 / RS256 with the key of `APP_TOKEN_JWKS_FILE` its `kid`
-/// names (that key's algorithm only); `iss` / `aud` must match `APP_TOKEN_ISSUER` /
-/// `APP_TOKEN_AUDIENCE` when they are set.
+/// with `JWT_SECRET`, or EdDSA / ES256 / RS256 with the key its `kid` names (that key's
+/// algorithm only) of `APP_TOKEN_JWKS_FILE` or the identity provider's `APP_TOKEN_JWKS_URL`;
+/// `iss` / `aud` must match `APP_TOKEN_ISSUER` / `APP_TOKEN_AUDIENCE` when they are set. Live
+/// sessions also need the token's verified `phone_number` (checked by each operation).
 #[derive(SecurityScheme)]
 #[oai(
     rename = "AppToken",
@@ -65,9 +66,13 @@ pub struct AppAuth(pub AppClaims);
 /// Every refusal is the same 401 to the caller; which check failed is kept in the error's cause,
 /// which the error middleware logs at debug level (without the token).
 async fn check_app_token(req: &Request, bearer: Bearer) -> poem::Result<AppClaims> {
-    state(req)?.app_tokens.verify(&bearer.token).map_err(|e| {
-        let mut err = ApiError::new(ErrorCode::Unauthorized, "Invalid or expired app token");
-        err.cause = Some(e.to_string());
-        err.into()
-    })
+    state(req)?
+        .app_tokens
+        .verify(&bearer.token)
+        .await
+        .map_err(|e| {
+            let mut err = ApiError::new(ErrorCode::Unauthorized, "Invalid or expired app token");
+            err.cause = Some(e.to_string());
+            err.into()
+        })
 }

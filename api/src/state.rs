@@ -86,13 +86,33 @@ impl AppState {
                 "app tokens: HS256 with JWT_SECRET, and the keys of APP_TOKEN_JWKS_FILE by kid"
             );
         }
+        if let Some(url) = &config.app_tokens.jwks_url {
+            tracing::info!(
+                url = url.as_str(),
+                issuer = config.app_tokens.issuer.as_deref(),
+                audience = config.app_tokens.audience.as_deref(),
+                "app tokens: HS256 with JWT_SECRET, and the identity provider's keys of \
+                 APP_TOKEN_JWKS_URL by kid (fetched in the background)"
+            );
+        }
+        if !config.app_token_require_phone_number {
+            tracing::warn!(
+                "APP_TOKEN_REQUIRE_PHONE_NUMBER=false: app tokens without a verified \
+                 phone_number may confirm any live session. Development only: such sessions \
+                 are reported with numberBinding \"none\"; never run production like this"
+            );
+        }
+        let app_tokens =
+            AppTokenKeys::from_config_counted(&config, metrics.app_token_key_fetches());
+        // Runs until the keys are dropped with the last clone of this state.
+        let _refresher = app_tokens.start_refreshing();
         Self {
             publisher: EventPublisher::start(db.clone(), queue.clone()),
             queue,
             limiter,
             auth: ApiKeyAuthenticator::new(db.clone(), config.api_key_cache_ttl, metrics.auth()),
             lanes,
-            app_tokens: AppTokenKeys::from_config(&config),
+            app_tokens,
             config: Arc::new(config),
             metrics,
             db,

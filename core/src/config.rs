@@ -141,6 +141,11 @@ pub struct Config {
     /// `APP_TOKEN_ISSUER` and `APP_TOKEN_AUDIENCE` (each unset by default): which app tokens
     /// are trusted besides HS256 with `JWT_SECRET`. The worker ignores them.
     pub app_tokens: AppTokenTrust,
+    /// `APP_TOKEN_REQUIRE_PHONE_NUMBER` (default true): live sessions are confirmed, denied
+    /// and seen only with an app token bound to their number. `false` is for development
+    /// only: start-up warns, and sessions completed by an unbound token say
+    /// `numberBinding: "none"`.
+    pub app_token_require_phone_number: bool,
     /// `API_BASE_URL`: public base URL (OpenAPI `servers`); default `http://localhost:$PORT`.
     pub api_base_url: String,
     /// `WEBHOOK_TIMEOUT`: seconds per webhook delivery attempt.
@@ -286,6 +291,24 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
     }
 }
 
+/// `APP_TOKEN_JWKS_URL` checked: an absolute `https` URL, or `http` to a loopback host (a
+/// provider's keys travel over TLS; a local key server in development and tests may not).
+fn jwks_url(raw: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url.into()),
+        "http" if loopback => Ok(url.into()),
+        "http" => Err("must be https (http only to a loopback address)".into()),
+        other => Err(format!("must be https, not {other}")),
+    }
+}
+
 /// The default pool size: four connections per core, at least ten.
 pub fn default_pool_size() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -303,7 +326,8 @@ impl Config {
 
     /// Reads the process environment for a worker, which never signs or verifies app tokens:
     /// `JWT_SECRET` may be unset (a worker's `jwt_secret` is then a random value nothing uses),
-    /// and `APP_TOKEN_JWKS_FILE` is not read (the worker's host need not have the file).
+    /// and `APP_TOKEN_JWKS_FILE` / `APP_TOKEN_JWKS_URL` are not read (the worker's host need
+    /// not have the file, nor reach the identity provider).
     pub fn worker_from_env() -> Result<Self, ConfigError> {
         Self::worker_from_lookup(|name| std::env::var(name).ok())
     }
@@ -314,7 +338,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let unused = format!("unused-by-the-worker-{}", uuid::Uuid::new_v4().simple());
         Self::from_lookup(|name| match name {
-            "APP_TOKEN_JWKS_FILE" => None,
+            "APP_TOKEN_JWKS_FILE" | "APP_TOKEN_JWKS_URL" => None,
             "JWT_SECRET" => lookup(name).or_else(|| Some(unused.clone())),
             _ => lookup(name),
         })
@@ -383,12 +407,23 @@ impl Config {
             ));
         }
 
+        let jwks_url = r
+            .raw("APP_TOKEN_JWKS_URL")
+            .map(|url| jwks_url(&url).map_err(|why| err("APP_TOKEN_JWKS_URL", why)))
+            .transpose()?;
+        if jwks_url.is_some() && r.raw("APP_TOKEN_JWKS_FILE").is_some() {
+            return Err(err(
+                "APP_TOKEN_JWKS_URL",
+                "set APP_TOKEN_JWKS_URL or APP_TOKEN_JWKS_FILE, not both",
+            ));
+        }
         let app_tokens = AppTokenTrust {
             jwks: r
                 .raw("APP_TOKEN_JWKS_FILE")
                 .map(|path| AppTokenJwks::from_file(std::path::Path::new(&path)))
                 .transpose()
                 .map_err(|e| err("APP_TOKEN_JWKS_FILE", e.to_string()))?,
+            jwks_url,
             issuer: r.raw("APP_TOKEN_ISSUER"),
             audience: r.raw("APP_TOKEN_AUDIENCE"),
         };
@@ -500,6 +535,7 @@ impl Config {
             worker_port: r.parse("WORKER_PORT", 3001, (0, u16::MAX))?,
             jwt_secret: Secret::new(jwt_secret),
             app_tokens,
+            app_token_require_phone_number: r.bool("APP_TOKEN_REQUIRE_PHONE_NUMBER", true)?,
             api_base_url: r
                 .url(
                     "API_BASE_URL",
@@ -701,6 +737,60 @@ mod tests {
             Some("https://tokens.example")
         );
         assert_eq!(c.app_tokens.audience.as_deref(), Some("truenumber"));
+    }
+
+    #[test]
+    fn the_jwks_url_must_be_https_or_loopback_http_and_not_beside_a_file() {
+        for ok in [
+            "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://localhost/certs",
+            "http://[::1]:9000/keys",
+        ] {
+            let c = with(&[("APP_TOKEN_JWKS_URL", ok)]).unwrap();
+            assert_eq!(c.app_tokens.jwks_url.as_deref(), Some(ok));
+            assert!(c.app_tokens.jwks.is_none());
+        }
+        for (bad, says) in [
+            (
+                "http://keys.example/jwks.json",
+                "must be https (http only to a loopback",
+            ),
+            (
+                "http://10.0.0.1/jwks.json",
+                "must be https (http only to a loopback",
+            ),
+            ("ftp://keys.example/jwks.json", "must be https, not ftp"),
+            ("keys.example/jwks.json", "is not a URL"),
+        ] {
+            let e = with(&[("APP_TOKEN_JWKS_URL", bad)]).unwrap_err();
+            assert_eq!(e.var, "APP_TOKEN_JWKS_URL");
+            assert!(e.reason.contains(says), "{bad}: {}", e.reason);
+        }
+        let fixture = jwks_fixture();
+        let both = with(&[
+            ("APP_TOKEN_JWKS_URL", "https://keys.example/jwks.json"),
+            ("APP_TOKEN_JWKS_FILE", fixture.as_str()),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            both.reason,
+            "set APP_TOKEN_JWKS_URL or APP_TOKEN_JWKS_FILE, not both"
+        );
+        // The worker never fetches keys.
+        let worker = Config::worker_from_lookup(|n| {
+            (n == "APP_TOKEN_JWKS_URL").then(|| "http://keys.example/x".to_owned())
+        });
+        assert!(worker.unwrap().app_tokens.jwks_url.is_none());
+    }
+
+    #[test]
+    fn number_binding_is_required_unless_switched_off() {
+        assert!(with(&[]).unwrap().app_token_require_phone_number);
+        let off = with(&[("APP_TOKEN_REQUIRE_PHONE_NUMBER", "false")]).unwrap();
+        assert!(!off.app_token_require_phone_number);
+        let e = with(&[("APP_TOKEN_REQUIRE_PHONE_NUMBER", "maybe")]).unwrap_err();
+        assert_eq!(e.var, "APP_TOKEN_REQUIRE_PHONE_NUMBER");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum ErrorCode {
     /// 403: a test key asked for what only a live key may do (company-wide settings, live
     /// keys).
     LiveModeOnly,
+    /// 403: the app token binds no verified number (`phone_number`), which live sessions
+    /// require.
+    NumberBindingRequired,
     /// 404: the company is not registered (or not the caller's).
     CompanyNotFound,
     /// 404: no such verification session for this caller.
@@ -71,7 +74,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         Self::InvalidRequest,
         Self::InvalidNumber,
         Self::NumberMismatch,
@@ -84,6 +87,7 @@ impl ErrorCode {
         Self::InsufficientScope,
         Self::TestModeOnly,
         Self::LiveModeOnly,
+        Self::NumberBindingRequired,
         Self::CompanyNotFound,
         Self::SessionNotFound,
         Self::NotFound,
@@ -119,6 +123,7 @@ impl ErrorCode {
             Self::InsufficientScope => "INSUFFICIENT_SCOPE",
             Self::TestModeOnly => "TEST_MODE_ONLY",
             Self::LiveModeOnly => "LIVE_MODE_ONLY",
+            Self::NumberBindingRequired => "NUMBER_BINDING_REQUIRED",
             Self::CompanyNotFound => "COMPANY_NOT_FOUND",
             Self::SessionNotFound => "SESSION_NOT_FOUND",
             Self::NotFound => "NOT_FOUND",
@@ -154,7 +159,8 @@ impl ErrorCode {
             | Self::HttpsRequired
             | Self::InsufficientScope
             | Self::TestModeOnly
-            | Self::LiveModeOnly => 403,
+            | Self::LiveModeOnly
+            | Self::NumberBindingRequired => 403,
             Self::CompanyNotFound
             | Self::SessionNotFound
             | Self::NotFound
@@ -226,6 +232,7 @@ mod tests {
                 ("INSUFFICIENT_SCOPE", 403),
                 ("TEST_MODE_ONLY", 403),
                 ("LIVE_MODE_ONLY", 403),
+                ("NUMBER_BINDING_REQUIRED", 403),
                 ("COMPANY_NOT_FOUND", 404),
                 ("SESSION_NOT_FOUND", 404),
                 ("NOT_FOUND", 404),

@@ -38,7 +38,9 @@ pub const EVENTS_FROM_UPD: &str = "ev AS ( \
         'mobileNumber', upd.mobile_number, \
         'verifiedAt', to_char(upd.verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
         'companyId', upd.company_id, \
-        'requestId', upd.request_id) \
+        'requestId', upd.request_id, \
+        'numberBinding', upd.number_binding, \
+        'phoneVerifiedAt', to_char(upd.phone_verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) \
     FROM upd \
     RETURNING id AS event_id, verification_id)";
 
@@ -60,6 +62,10 @@ pub struct Terminal<'a> {
     pub verified_at: Option<DateTime<Utc>>,
     /// `false` for a test session (the webhook body's `livemode`).
     pub livemode: bool,
+    /// How the completing app token was bound to the number (`numberBinding`).
+    pub number_binding: Option<truenumber_entities::verification_session::NumberBinding>,
+    /// When the app's identity provider last proved the number (`phoneVerifiedAt`).
+    pub phone_verified_at: Option<DateTime<Utc>>,
 }
 
 /// The webhook body of an event, byte for byte as PostgreSQL's `jsonb` prints the payload
@@ -68,21 +74,27 @@ pub struct Terminal<'a> {
 pub fn payload_text(t: &Terminal<'_>) -> String {
     use sea_orm::ActiveEnum as _;
     let s = |v: &str| serde_json::Value::from(v).to_string();
-    let verified_at = t.verified_at.map_or_else(
-        || "null".to_owned(),
-        |at| s(&at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
-    );
+    let instant = |at: Option<DateTime<Utc>>| {
+        at.map_or_else(
+            || "null".to_owned(),
+            |at| s(&at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+        )
+    };
     format!(
         "{{\"event\": {}, \"status\": {}, \"livemode\": {}, \"companyId\": {}, \
-         \"requestId\": {}, \"verifiedAt\": {}, \"mobileNumber\": {}, \"verificationId\": {}}}",
+         \"requestId\": {}, \"verifiedAt\": {}, \"mobileNumber\": {}, \"numberBinding\": {}, \
+         \"verificationId\": {}, \"phoneVerifiedAt\": {}}}",
         s(EVENT_TYPE),
         s(&t.status.to_value()),
         t.livemode,
         s(t.company_id),
         s(t.request_id),
-        verified_at,
+        instant(t.verified_at),
         s(t.mobile_number),
+        t.number_binding
+            .map_or_else(|| "null".to_owned(), |b| s(b.as_str())),
         s(t.verification_id),
+        instant(t.phone_verified_at),
     )
 }
 
@@ -366,6 +378,8 @@ pub async fn insert_test_event(
 
 #[cfg(test)]
 mod tests {
+    use truenumber_entities::verification_session::NumberBinding;
+
     use super::*;
 
     #[test]
@@ -381,20 +395,34 @@ mod tests {
             status: SessionStatus::Verified,
             verified_at: Some(at),
             livemode: true,
+            number_binding: Some(NumberBinding::AppToken),
+            phone_verified_at: Some(at - chrono::Duration::days(3)),
         };
         assert_eq!(
             payload_text(&t),
             "{\"event\": \"verification.completed\", \"status\": \"verified\", \
              \"livemode\": true, \"companyId\": \"acme\", \"requestId\": \"r\\\"1\", \
              \"verifiedAt\": \"2026-11-23T10:00:01.234Z\", \"mobileNumber\": \"+447911123456\", \
-             \"verificationId\": \"ver_1\"}"
+             \"numberBinding\": \"app_token\", \"verificationId\": \"ver_1\", \
+             \"phoneVerifiedAt\": \"2026-11-20T10:00:01.234Z\"}"
         );
         let expired = Terminal {
             status: SessionStatus::Expired,
             verified_at: None,
+            number_binding: None,
+            phone_verified_at: None,
             ..t
         };
-        assert!(payload_text(&expired).contains("\"verifiedAt\": null"));
+        let text = payload_text(&expired);
+        assert!(text.contains("\"verifiedAt\": null"));
+        assert!(text.contains("\"numberBinding\": null"));
+        assert!(text.contains("\"phoneVerifiedAt\": null"));
+        let unbound = Terminal {
+            number_binding: Some(NumberBinding::None),
+            phone_verified_at: None,
+            ..t
+        };
+        assert!(payload_text(&unbound).contains("\"numberBinding\": \"none\""));
         let test_mode = Terminal {
             livemode: false,
             ..t

@@ -67,6 +67,7 @@ pub struct Metrics {
     events_relayed: Counter,
     api_key_hashes: Counter,
     api_key_last_used_writes: Counter,
+    app_token_key_fetches: Family<KindLabel, Counter>,
     dependency_up: Family<KindLabel, Gauge>,
 }
 
@@ -95,6 +96,7 @@ impl Metrics {
             events_relayed: Counter::default(),
             api_key_hashes: Counter::default(),
             api_key_last_used_writes: Counter::default(),
+            app_token_key_fetches: Family::default(),
             dependency_up: Family::default(),
             registry: Registry::default(),
         };
@@ -132,6 +134,12 @@ impl Metrics {
             "webhook_attempt_duration_seconds",
             "Webhook attempt latency",
             m.webhook_latency.clone(),
+        );
+        registry.register(
+            "app_token_key_fetches",
+            "Fetches of APP_TOKEN_JWKS_URL by outcome (ok, failed; a failed one keeps the last \
+             good key set)",
+            m.app_token_key_fetches.clone(),
         );
         registry.register(
             "outbox_backlog",
@@ -241,6 +249,11 @@ impl Metrics {
             hashes: self.api_key_hashes.clone(),
             last_used_writes: self.api_key_last_used_writes.clone(),
         }
+    }
+
+    /// The counter of `APP_TOKEN_JWKS_URL` fetches, by outcome (for the key source).
+    pub fn app_token_key_fetches(&self) -> Family<KindLabel, Counter> {
+        self.app_token_key_fetches.clone()
     }
 
     /// The text exposition.

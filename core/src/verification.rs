@@ -10,7 +10,11 @@ use sea_orm::{
 };
 use truenumber_entities::verification_session::{self, Model as SessionRow};
 
-use crate::{phone::MobileNumber, secrets, sql};
+use crate::{
+    app_token::{NumberBinding, TokenBinding},
+    phone::MobileNumber,
+    secrets, sql,
+};
 
 /// The lifecycle of a session: the entity's enum itself, so a stored value outside it is a
 /// decode error.
@@ -44,6 +48,12 @@ pub struct VerificationSession {
     /// The two digits the app must send back, when the company asked for number matching
     /// (shown to the company only).
     pub match_code: Option<String>,
+    /// How the app token that completed it was bound to its number; `None` while the app has
+    /// not completed it.
+    pub number_binding: Option<NumberBinding>,
+    /// When the app's identity provider last proved the number (the completing token's
+    /// `auth_time`).
+    pub phone_verified_at: Option<DateTime<Utc>>,
 }
 
 impl From<SessionRow> for VerificationSession {
@@ -61,6 +71,8 @@ impl From<SessionRow> for VerificationSession {
             expires_at: r.expires_at,
             livemode: r.livemode,
             match_code: r.match_code,
+            number_binding: r.number_binding,
+            phone_verified_at: r.phone_verified_at,
         }
     }
 }
@@ -194,9 +206,11 @@ const PENDING_OF: &str = "verification_id = $1 AND status = 'pending' AND livemo
 
 /// Submit: the conditional update of a pending, unexpired live session and its outbox event,
 /// in one statement. `$1` id, `$2` app user, `$3` confirmed number, `$4` livemode (always
-/// true: the app never sees a test session), `$5` company (`NULL`), `$6` `NULL` (a token bound
-/// to another number fails the session rather than missing it), `$7` whether the token agrees,
-/// `$8` the match code sent (a session with one needs the same).
+/// true: the app never sees a test session), `$5` company (`NULL`), `$6` the token's bound
+/// number (a session of another number is not found, and untouched; `NULL` only for an
+/// unbound token under the development switch), `$7` the token's binding
+/// (`number_binding`), `$8` the match code sent (a session with one needs the same), `$9` the
+/// token's `auth_time` (`phone_verified_at`).
 pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH upd AS ( \
@@ -204,7 +218,9 @@ pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
              status = CASE WHEN {VERIFIES} THEN 'verified' ELSE 'failed' END, \
              verified_at = CASE WHEN {VERIFIES} THEN now() END, \
              completed_at = now(), \
-             app_user_id = $2 \
+             app_user_id = $2, \
+             number_binding = $7, \
+             phone_verified_at = $9 \
            WHERE {PENDING_OF} AND expires_at > now() \
            RETURNING *), \
          {} \
@@ -213,27 +229,30 @@ pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     )
 });
 
-/// When a submit verifies: the token agrees, the number is the session's, and the match
-/// code, if the session has one, is the one sent.
-const VERIFIES: &str = "$7 AND mobile_number = $3 AND (match_code IS NULL OR match_code = $8)";
+/// When a submit verifies: the confirmed number is the session's (the token's bound number
+/// is, by [`PENDING_OF`]), and the match code, if the session has one, is the one sent.
+const VERIFIES: &str = "mobile_number = $3 AND (match_code IS NULL OR match_code = $8)";
 
-/// [`SUBMIT_SQL`]'s update on SQLite (`$1`–`$8` as there, `$9` now). Its outbox event is
+/// [`SUBMIT_SQL`]'s update on SQLite (`$1`–`$9` as there, `$10` now). Its outbox event is
 /// written by [`insert_event_sqlite`] in the same transaction, which this statement opens
 /// with the write (see [`sql`]).
 pub static SUBMIT_SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE verification_sessions SET \
            status = CASE WHEN {VERIFIES} THEN 'verified' ELSE 'failed' END, \
-           verified_at = CASE WHEN {VERIFIES} THEN $9 END, \
-           completed_at = $9, \
-           app_user_id = $2 \
-         WHERE {PENDING_OF} AND expires_at > $9 \
+           verified_at = CASE WHEN {VERIFIES} THEN $10 END, \
+           completed_at = $10, \
+           app_user_id = $2, \
+           number_binding = $7, \
+           phone_verified_at = $9 \
+         WHERE {PENDING_OF} AND expires_at > $10 \
          RETURNING *"
     )
 });
 
 /// Deny and test completion: the pending session becomes `$2` (`$3` the app user, or `NULL`
-/// to keep none; `$4`–`$6` as in [`PENDING_OF`]), with its outbox event, in one statement.
+/// to keep none; `$4`–`$6` as in [`PENDING_OF`]; `$7` the app token's binding and `$8` its
+/// `auth_time`, both `NULL` for a test completion), with its outbox event, in one statement.
 /// `expired` is what the sweep does and needs no unexpired session; every other outcome does.
 pub static DECIDE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -242,7 +261,9 @@ pub static DECIDE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
              status = $2::text, \
              verified_at = CASE WHEN $2::text = 'verified' THEN now() END, \
              completed_at = now(), \
-             app_user_id = COALESCE($3::text, app_user_id) \
+             app_user_id = COALESCE($3::text, app_user_id), \
+             number_binding = $7, \
+             phone_verified_at = $8 \
            WHERE {PENDING_OF} AND (expires_at > now() OR $2::text = 'expired') \
            RETURNING *), \
          {} \
@@ -251,15 +272,17 @@ pub static DECIDE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
     )
 });
 
-/// [`DECIDE_SQL`]'s update on SQLite (`$1`–`$6` as there, `$7` now).
+/// [`DECIDE_SQL`]'s update on SQLite (`$1`–`$8` as there, `$9` now).
 pub static DECIDE_SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE verification_sessions SET \
            status = $2, \
-           verified_at = CASE WHEN $2 = 'verified' THEN $7 END, \
-           completed_at = $7, \
-           app_user_id = COALESCE($3, app_user_id) \
-         WHERE {PENDING_OF} AND (expires_at > $7 OR $2 = 'expired') \
+           verified_at = CASE WHEN $2 = 'verified' THEN $9 END, \
+           completed_at = $9, \
+           app_user_id = COALESCE($3, app_user_id), \
+           number_binding = $7, \
+           phone_verified_at = $8 \
+         WHERE {PENDING_OF} AND (expires_at > $9 OR $2 = 'expired') \
          RETURNING *"
     )
 });
@@ -396,21 +419,13 @@ pub struct Submission<'a> {
     pub verification_id: &'a str,
     /// The number the user confirmed.
     pub confirmed_number: &'a MobileNumber,
-    /// The token's `phone_number` claim, when it has one.
-    pub token_number: Option<&'a str>,
+    /// How the app token binds its holder to a number: a bound token reaches only its
+    /// number's sessions (another number's is not found, and untouched).
+    pub binding: &'a TokenBinding,
     /// The app user (the token's `sub`).
     pub app_user_id: &'a str,
     /// The match code the user picked, when the app sent one.
     pub match_code: Option<&'a str>,
-}
-
-impl Submission<'_> {
-    /// Whether the token allows this number: a token bound to a different number than the
-    /// one confirmed can never verify.
-    fn token_agrees(&self) -> bool {
-        self.token_number
-            .is_none_or(|n| n == self.confirmed_number.as_str())
-    }
 }
 
 /// A session made terminal, with the id of its outbox event.
@@ -423,19 +438,19 @@ pub struct Completed {
 }
 
 impl Completed {
-    /// Why a submit failed this session, if it did: the number (or the token's bound number)
-    /// differed, or else the match code was wrong or missing.
+    /// Why a submit failed this session, if it did: the confirmed number differed, or else
+    /// the match code was wrong or missing.
     pub fn submit_failure(&self, s: &Submission<'_>) -> Option<VerificationError> {
         if self.session.stored_status != SessionStatus::Failed {
             return None;
         }
-        let number_agrees =
-            s.token_agrees() && self.session.mobile_number == s.confirmed_number.as_str();
-        Some(if number_agrees {
-            VerificationError::MatchCodeMismatch
-        } else {
-            VerificationError::NumberMismatch
-        })
+        Some(
+            if self.session.mobile_number == s.confirmed_number.as_str() {
+                VerificationError::MatchCodeMismatch
+            } else {
+                VerificationError::NumberMismatch
+            },
+        )
     }
 }
 
@@ -455,10 +470,10 @@ impl Visible<'_> {
     }
 }
 
-/// Completes a pending, unexpired live session in one conditional update that also writes
-/// its outbox event: `verified` when the confirmed number (and the token's bound number, if
-/// any) equals the session's and, with number matching, the code is the session's; else
-/// `failed` ([`Completed::submit_failure`] says why). Of any number of concurrent submits and
+/// Completes a pending, unexpired live session of the token's bound number in one
+/// conditional update that also writes its outbox event: `verified` when the confirmed number
+/// equals the session's and, with number matching, the code is the session's; else `failed`
+/// ([`Completed::submit_failure`] says why). The token's binding is stored with it. Of any number of concurrent submits and
 /// denies exactly one matches `status = 'pending'`; the others find the session completed.
 ///
 /// PostgreSQL: one statement ([`SUBMIT_SQL`]), no transaction is begun (so `db` may be the
@@ -468,20 +483,22 @@ pub async fn submit(
     db: &(impl ConnectionTrait + TransactionTrait),
     s: Submission<'_>,
 ) -> Result<Completed, VerificationError> {
+    use sea_orm::ActiveEnum as _;
     let values = vec![
         s.verification_id.into(),
         s.app_user_id.into(),
         s.confirmed_number.as_str().into(),
         true.into(),
         Option::<String>::None.into(),
-        Option::<String>::None.into(),
-        s.token_agrees().into(),
+        s.binding.number().map(str::to_owned).into(),
+        s.binding.kind().to_value().into(),
         s.match_code.map(str::to_owned).into(),
+        s.binding.phone_verified_at().into(),
     ];
     let scope = Visible {
         livemode: true,
         company_id: None,
-        number: None,
+        number: s.binding.number(),
     };
     transition(
         db,
@@ -501,8 +518,8 @@ pub enum Decider<'a> {
     App {
         /// The token's `sub`, stored as the session's `appUserId`.
         app_user_id: &'a str,
-        /// The token's bound number (E.164), when it has one.
-        token_number: Option<&'a str>,
+        /// How the token binds its holder to a number.
+        binding: &'a TokenBinding,
     },
     /// A test key completing one of its company's test sessions.
     TestKey {
@@ -522,17 +539,18 @@ pub async fn decide(
     by: Decider<'_>,
 ) -> Result<Completed, VerificationError> {
     use sea_orm::ActiveEnum as _;
-    let (scope, app_user_id) = match by {
+    let (scope, app_user_id, binding) = match by {
         Decider::App {
             app_user_id,
-            token_number,
+            binding,
         } => (
             Visible {
                 livemode: true,
                 company_id: None,
-                number: token_number,
+                number: binding.number(),
             },
             Some(app_user_id.to_owned()),
+            Some(binding),
         ),
         Decider::TestKey { company_id } => (
             Visible {
@@ -540,6 +558,7 @@ pub async fn decide(
                 company_id: Some(company_id),
                 number: None,
             },
+            None,
             None,
         ),
     };
@@ -550,6 +569,8 @@ pub async fn decide(
         scope.livemode.into(),
         scope.company_id.map(str::to_owned).into(),
         scope.number.map(str::to_owned).into(),
+        binding.map(|b| b.kind().to_value()).into(),
+        binding.and_then(TokenBinding::phone_verified_at).into(),
     ];
     transition(
         db,
@@ -678,6 +699,8 @@ impl VerificationSession {
             status: self.stored_status,
             verified_at: self.verified_at,
             livemode: self.livemode,
+            number_binding: self.number_binding,
+            phone_verified_at: self.phone_verified_at,
         }
     }
 }
@@ -714,6 +737,8 @@ mod tests {
             expires_at: now + chrono::Duration::seconds(10),
             livemode: true,
             match_code: None,
+            number_binding: None,
+            phone_verified_at: None,
         };
         assert_eq!(s.status_at(now), SessionStatus::Pending);
         assert_eq!(

@@ -10,6 +10,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult, Statement,
 };
 use truenumber_core::{
+    app_token::{NumberBinding, TokenBinding},
     auth::{ApiKeyAuthenticator, AuthError},
     companies::{self, CompanyError},
     db,
@@ -414,12 +415,20 @@ async fn initiate_replays_and_refuses_a_reused_request_id() {
     );
 }
 
+/// An app token bound to [`NUMBER`], its number proved at [`PROVED_AT`].
+static BOUND: std::sync::LazyLock<TokenBinding> =
+    std::sync::LazyLock::new(|| TokenBinding::Bound {
+        number: NUMBER.to_owned(),
+        phone_verified_at: chrono::DateTime::from_timestamp(PROVED_AT, 0),
+    });
+const PROVED_AT: i64 = 1_796_000_000;
+
 fn submission<'a>(id: &'a str, confirmed: &'a MobileNumber) -> Submission<'a> {
     Submission {
         match_code: None,
         verification_id: id,
         confirmed_number: confirmed,
-        token_number: None,
+        binding: &BOUND,
         app_user_id: "user-1",
     }
 }
@@ -481,7 +490,14 @@ async fn submit_verifies_once_and_writes_its_event() {
             "verifiedAt": ms,
             "companyId": "acme",
             "requestId": "req-1",
+            "numberBinding": "app_token",
+            "phoneVerifiedAt": "2026-11-30T00:53:20.000Z",
         })
+    );
+    assert_eq!(v.number_binding, Some(NumberBinding::AppToken));
+    assert_eq!(
+        v.phone_verified_at,
+        chrono::DateTime::from_timestamp(PROVED_AT, 0)
     );
     // Byte for byte what PostgreSQL's `jsonb::text` gives: its key order and separators.
     let target = deliveries::event_target(&t.db, &done.event_id)
@@ -493,7 +509,8 @@ async fn submit_verifies_once_and_writes_its_event() {
         format!(
             "{{\"event\": \"verification.completed\", \"status\": \"verified\", \
              \"livemode\": true, \"companyId\": \"acme\", \"requestId\": \"req-1\", \"verifiedAt\": \"{ms}\", \
-             \"mobileNumber\": \"{NUMBER}\", \"verificationId\": \"{}\"}}",
+             \"mobileNumber\": \"{NUMBER}\", \"numberBinding\": \"app_token\", \
+             \"verificationId\": \"{}\", \"phoneVerifiedAt\": \"2026-11-30T00:53:20.000Z\"}}",
             s.verification_id
         )
     );
@@ -551,19 +568,30 @@ async fn submit_fails_on_a_mismatch_and_refuses_expired_and_inactive() {
         Err(VerificationError::AlreadyCompleted(SessionStatus::Failed))
     ));
 
-    // The right number but a token bound to another: failed.
+    // The right number but a token bound to another: not found, and the session untouched.
     let s = init("token", TTL).await;
     let confirmed = number(NUMBER);
-    let done = verification::submit(
-        &t.db,
-        Submission {
-            token_number: Some(OTHER_NUMBER),
-            ..submission(&s.verification_id, &confirmed)
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(done.session.stored_status, SessionStatus::Failed);
+    let other_token = TokenBinding::Bound {
+        number: OTHER_NUMBER.to_owned(),
+        phone_verified_at: None,
+    };
+    assert!(matches!(
+        verification::submit(
+            &t.db,
+            Submission {
+                binding: &other_token,
+                ..submission(&s.verification_id, &confirmed)
+            },
+        )
+        .await,
+        Err(VerificationError::SessionNotFound)
+    ));
+    let read = verification::find_for_company(&t.db, "acme", true, &s.verification_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.stored_status, SessionStatus::Pending);
+    assert_eq!(read.number_binding, None);
 
     // Expired: nothing changes, no event.
     let s = init("expired", Duration::ZERO).await;
@@ -592,7 +620,7 @@ async fn submit_fails_on_a_mismatch_and_refuses_expired_and_inactive() {
     assert_eq!(done.session.stored_status, SessionStatus::Verified);
 
     let events = verification_event::Entity::find().all(&t.db).await.unwrap();
-    assert_eq!(events.len(), 3, "mismatch, token, inactive-then-verified");
+    assert_eq!(events.len(), 2, "mismatch, inactive-then-verified");
 }
 
 #[tokio::test]

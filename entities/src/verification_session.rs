@@ -34,6 +34,36 @@ pub struct Model {
     pub livemode: bool,
     /// Two digits the app must send back when the company asked for number matching.
     pub match_code: Option<String>,
+    /// How the app token that completed the session was bound to its number (migration 11);
+    /// `None` while the app has not completed it.
+    pub number_binding: Option<NumberBinding>,
+    /// The completing token's `auth_time`: when the app's identity provider last proved the
+    /// number (migration 11).
+    pub phone_verified_at: Option<DateTimeUtc>,
+}
+
+/// How the app token that completed a session was bound to the session's number, as the
+/// `number_binding` column stores it (its CHECK admits exactly these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum NumberBinding {
+    /// The token's verified `phone_number` was the session's number.
+    #[sea_orm(string_value = "app_token")]
+    AppToken,
+    /// The token carried no verified number: only under the development switch
+    /// `APP_TOKEN_REQUIRE_PHONE_NUMBER=false`.
+    #[sea_orm(string_value = "none")]
+    None,
+}
+
+impl NumberBinding {
+    /// The stored text, without allocating.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AppToken => "app_token",
+            Self::None => "none",
+        }
+    }
 }
 
 /// The lifecycle of a session, as the `status` column stores it (its CHECK constraint admits

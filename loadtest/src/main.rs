@@ -310,7 +310,9 @@ async fn run() -> anyhow::Result<()> {
     let created = companies::create_company(&dbc, &company, "Load test", None).await?;
     companies::set_rate_limits(&dbc, &company, Some(i32::MAX as u32), Some(i32::MAX as u32))
         .await?;
-    let token = AppTokenKeys::new(&config.jwt_secret).mint("loadtest", None, 86_400)?;
+    // Bound to the one number the load verifies, as the app's identity provider would.
+    let token =
+        AppTokenKeys::new(&config.jwt_secret).mint("loadtest", Some("+447911123456"), 86_400)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .timeout(Duration::from_secs(30))

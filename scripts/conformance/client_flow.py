@@ -100,6 +100,20 @@ check(isinstance(pending.parsed, VerificationStatusResponse), "status parses")
 check(pending.parsed.status == VerificationStatus.PENDING, "a new session is pending")
 check(pending.parsed.verified_at is UNSET, "verifiedAt is absent while pending")
 
+# The attack of issue 22: an app token that proves no number cannot confirm anyone's number.
+unbound_app = AuthenticatedClient(base_url=BASE, token=os.environ["TN_APP_TOKEN_UNBOUND"], raise_on_unexpected_status=True)
+attempt = submit_verification.sync_detailed(
+    client=unbound_app,
+    body=SubmitVerificationRequest(
+        verification_id=session.verification_id,
+        user_confirmed_number=NUMBER,
+        app_user_id="conformance_user",
+    ),
+)
+check(attempt.status_code == 403 and attempt.parsed.code == "NUMBER_BINDING_REQUIRED", "an unbound token is a typed 403 NUMBER_BINDING_REQUIRED")
+still = get_verification_status.sync_detailed(client=company, verification_id=session.verification_id)
+check(still.parsed.status == VerificationStatus.PENDING, "and the session stays pending")
+
 submitted = submit_verification.sync_detailed(
     client=app,
     body=SubmitVerificationRequest(
@@ -114,6 +128,9 @@ check(isinstance(submitted.parsed.verified_at, datetime.datetime), "verifiedAt i
 done = get_verification_status.sync_detailed(client=company, verification_id=session.verification_id)
 check(done.parsed.status == VerificationStatus.VERIFIED, "the session is verified")
 check(done.parsed.verified_at == submitted.parsed.verified_at, "status shows when it was verified")
+check(done.parsed.number_binding == "app_token", "by a token bound to the number: numberBinding app_token")
+check(isinstance(done.parsed.phone_verified_at, datetime.datetime), "phoneVerifiedAt is a date-time")
+check(pending.parsed.number_binding is None, "numberBinding is null while pending")
 
 replay = submit_verification.sync_detailed(
     client=app,
@@ -205,15 +222,15 @@ matched = initiate_verification.sync_detailed(
     ),
 ).parsed
 check(isinstance(matched.match_code, str) and len(matched.match_code) == 2, "numberMatching gives a two-digit matchCode")
-bound = AuthenticatedClient(base_url=BASE, token=os.environ["TN_APP_TOKEN_BOUND"], raise_on_unexpected_status=True)
+bound = app
 view = get_app_verification.sync_detailed(matched.verification_id, client=bound)
 check(isinstance(view.parsed, AppVerification), "the consent view parses")
 check(view.parsed.company_name == "Client flow" and view.parsed.number_matching is True, "it names the company and asks for the code")
 pending_list = list_app_verifications.sync_detailed(client=bound, status=AppListStatus.PENDING)
 check(isinstance(pending_list.parsed, AppVerificationList), "the pending list parses")
 check(matched.verification_id in [v.verification_id for v in pending_list.parsed.data], "the request is listed for its number")
-unbound = list_app_verifications.sync_detailed(client=app)
-check(unbound.status_code == 403 and unbound.parsed.code == "FORBIDDEN", "an unbound token cannot list: FORBIDDEN")
+unbound = list_app_verifications.sync_detailed(client=unbound_app)
+check(unbound.status_code == 403 and unbound.parsed.code == "NUMBER_BINDING_REQUIRED", "an unbound token cannot list: NUMBER_BINDING_REQUIRED")
 verified = submit_verification.sync_detailed(
     client=app,
     body=SubmitVerificationRequest(

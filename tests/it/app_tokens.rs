@@ -5,6 +5,7 @@
 //! the test-only fixtures in `tests/fixtures/app-token-keys/`.
 
 use base64::Engine as _;
+use futures::StreamExt as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use truenumber_api::cli::{self, Command};
@@ -72,7 +73,7 @@ fn jwk_member(kid: &str, member: &str) -> Vec<u8> {
 /// Claims for `USER`, valid for ten minutes, plus `extra`.
 fn claims(extra: Value) -> Value {
     let now = chrono::Utc::now().timestamp();
-    let mut c = json!({"sub": USER, "exp": now + 600, "iat": now});
+    let mut c = json!({"sub": USER, "exp": now + 600, "iat": now, "phone_number": NUMBER});
     c.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
@@ -159,7 +160,8 @@ async fn tokens_of_each_key_and_hs256_are_accepted() {
     assert_accepted(&app, &company, &minted, "minted HS256").await;
     let by_hand = hs256(None, &claims(json!({})), TEST_JWT_SECRET.as_bytes());
     assert_accepted(&app, &company, &by_hand, "HS256").await;
-    // A key's token binds its number as an HS256 one does: another number fails the session.
+    // A key's token binds its number as an HS256 one does: another number's session is not
+    // found, and stays pending.
     let id = app.new_session(&company, NUMBER).await;
     let bound = signed(
         &header(Algorithm::EdDSA, Some("test-ed25519")),
@@ -167,7 +169,8 @@ async fn tokens_of_each_key_and_hs256_are_accepted() {
         &private_key(Algorithm::EdDSA, KEYS[0].2),
     );
     let resp = app.submit(&bound, &body(&id)).await;
-    assert_error(resp, 400, "NUMBER_MISMATCH", "failed").await;
+    assert_error(resp, 404, "SESSION_NOT_FOUND", "failed").await;
+    assert_eq!(session_row(&app, &id).await.status, SessionStatus::Pending);
     // And its `sub` must be the body's appUserId.
     let id = app.new_session(&company, NUMBER).await;
     let other_user = signed(
@@ -323,10 +326,19 @@ async fn issuer_and_audience_are_held_to_every_token() {
     // HS256: by hand, from the harness and from the app-token command (which add iss/aud).
     let by_hand = hs256(None, &claims(addressed), TEST_JWT_SECRET.as_bytes());
     assert_accepted(&app, &company, &by_hand, "HS256 with iss/aud").await;
-    assert_accepted(&app, &company, &app.app_token(USER, None), "minted HS256").await;
-    let out = crate::cli::run(&app.config, &["app-token", "--app-user-id", USER])
-        .await
-        .unwrap();
+    assert_accepted(
+        &app,
+        &company,
+        &app.app_token(USER, Some(NUMBER)),
+        "minted HS256",
+    )
+    .await;
+    let out = crate::cli::run(
+        &app.config,
+        &["app-token", "--app-user-id", USER, "--phone", NUMBER],
+    )
+    .await
+    .unwrap();
     assert_accepted(&app, &company, out.trim(), "app-token command").await;
 
     let id = app.new_session(&company, NUMBER).await;
@@ -391,4 +403,361 @@ fn a_bad_key_file_stops_start_up_in_both_modes() {
         assert!(!e.contains("c2VjcmV0"), "{e}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// APP_TOKEN_JWKS_URL: the identity provider's keys, fetched from a local key server (the edge
+// of the world) that counts its hits.
+
+/// What the key server answers now.
+struct KeyServerState {
+    /// The served JWK Set.
+    body: std::sync::Mutex<String>,
+    /// The status to answer with (200 serves `body`).
+    status: std::sync::atomic::AtomicU16,
+    /// The `Cache-Control` header, if any.
+    cache_control: std::sync::Mutex<Option<String>>,
+    /// Requests received.
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+/// An identity provider's JWKS endpoint on a free loopback port.
+struct KeyServer {
+    state: std::sync::Arc<KeyServerState>,
+    url: String,
+}
+
+#[poem::handler]
+fn serve_keys(state: poem::web::Data<&std::sync::Arc<KeyServerState>>) -> poem::Response {
+    use std::sync::atomic::Ordering;
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let status = state.status.load(Ordering::SeqCst);
+    let mut resp = poem::Response::builder()
+        .status(poem::http::StatusCode::from_u16(status).unwrap())
+        .content_type("application/json");
+    if let Some(cc) = state.cache_control.lock().unwrap().clone() {
+        resp = resp.header("cache-control", cc);
+    }
+    resp.body(state.body.lock().unwrap().clone())
+}
+
+impl KeyServer {
+    async fn start(kids: &[&str]) -> Self {
+        use poem::{
+            EndpointExt,
+            listener::{Acceptor, Listener},
+        };
+        let state = std::sync::Arc::new(KeyServerState {
+            body: std::sync::Mutex::new(key_set(kids)),
+            status: std::sync::atomic::AtomicU16::new(200),
+            cache_control: std::sync::Mutex::new(None),
+            hits: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
+        let port = acceptor
+            .local_addr()
+            .into_iter()
+            .find_map(|a| a.as_socket_addr().map(|s| s.port()))
+            .unwrap();
+        let app = poem::Route::new()
+            .at("/jwks.json", poem::get(serve_keys))
+            .data(state.clone());
+        tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+        Self {
+            state,
+            url: format!("http://127.0.0.1:{port}/jwks.json"),
+        }
+    }
+
+    fn serve(&self, kids: &[&str]) {
+        *self.state.body.lock().unwrap() = key_set(kids);
+    }
+
+    fn answer(&self, status: u16) {
+        self.state
+            .status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn hits(&self) -> usize {
+        self.state.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The fixture keys named by `kids`, as a provider publishes them, plus an encryption key a
+/// provider may publish beside them (Keycloak does), which is skipped.
+fn key_set(kids: &[&str]) -> String {
+    let set: Value = serde_json::from_slice(&fixture("jwks.json")).unwrap();
+    let mut keys: Vec<Value> = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| kids.contains(&k["kid"].as_str().unwrap()))
+        .cloned()
+        .collect();
+    let mut encryption = keys
+        .iter()
+        .find(|k| k["kty"] == "RSA")
+        .cloned()
+        .unwrap_or_else(|| set["keys"][2].clone());
+    encryption["kid"] = json!("enc-key");
+    encryption["use"] = json!("enc");
+    encryption["alg"] = json!("RSA-OAEP");
+    keys.push(encryption);
+    json!({ "keys": keys }).to_string()
+}
+
+/// A token signed by fixture key `kid` (its algorithm from [`KEYS`]), bound to [`NUMBER`].
+fn by_key(kid: &str) -> String {
+    let (alg, _, file) = KEYS.iter().find(|(_, k, _)| *k == kid).unwrap();
+    signed(
+        &header(*alg, Some(kid)),
+        &claims(json!({})),
+        &private_key(*alg, file),
+    )
+}
+
+/// An app trusting the key server's set.
+async fn app_fetching(server: &KeyServer) -> TestApp {
+    let url = server.url.clone();
+    TestApp::spawn_with(move |env| {
+        env.insert("APP_TOKEN_JWKS_URL".into(), url);
+        env.insert("RATE_LIMIT_SUBMIT_PER_MINUTE".into(), "1000".into());
+    })
+    .await
+}
+
+/// `/health`'s report of the key source: `(HTTP status, "up" | "down")`.
+async fn key_source_health(app: &TestApp) -> (u16, String) {
+    let resp = app.client.get(app.url("/health")).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    (
+        status,
+        body["checks"]["appTokenKeys"]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+async fn wait_until_keys_are_up(app: &TestApp) {
+    crate::helpers::eventually(std::time::Duration::from_secs(30), || async {
+        (key_source_health(app).await.1 == "up").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_from_the_providers_url_verify_and_unusable_keys_verify_nothing() {
+    let server = KeyServer::start(&["test-ed25519"]).await;
+    let app = app_fetching(&server).await;
+    let company = app.create_company(&unique("jwks")).await;
+    wait_until_keys_are_up(&app).await;
+    assert_eq!(key_source_health(&app).await, (200, "up".into()));
+    assert_eq!(server.hits(), 1, "fetched once at start");
+    assert_accepted(&app, &company, &by_key("test-ed25519"), "EdDSA by URL").await;
+    // The skipped encryption key verifies nothing.
+    let id = app.new_session(&company, NUMBER).await;
+    let enc = signed(
+        &header(Algorithm::RS256, Some("enc-key")),
+        &claims(json!({})),
+        &private_key(Algorithm::RS256, KEYS[2].2),
+    );
+    assert_refused(&app, &id, &enc, "a token naming the encryption key").await;
+    assert_eq!(server.hits(), 2, "the unknown kid fetched once");
+
+    // The provider rotates: the old key goes, a new one comes. Within the 30 s throttle
+    // window of the last token-triggered fetch, an unknown kid waits for the next window.
+    server.serve(&["test-p256"]);
+    let hits = server.hits();
+    assert_refused(
+        &app,
+        &id,
+        &by_key("test-p256"),
+        "within the throttle window",
+    )
+    .await;
+    assert_eq!(server.hits(), hits, "no second fetch within 30 s");
+}
+
+#[tokio::test]
+async fn a_rotation_is_picked_up_at_the_first_token_naming_the_new_key() {
+    let server = KeyServer::start(&["test-ed25519"]).await;
+    let app = app_fetching(&server).await;
+    let company = app.create_company(&unique("jwks")).await;
+    wait_until_keys_are_up(&app).await;
+    assert_accepted(
+        &app,
+        &company,
+        &by_key("test-ed25519"),
+        "before the rotation",
+    )
+    .await;
+    server.serve(&["test-p256", "test-rsa2048"]);
+    assert_accepted(&app, &company, &by_key("test-p256"), "the new key").await;
+    assert_eq!(server.hits(), 2, "one fetch at start, one for the new kid");
+    // The new set replaced the old one: its keys verify without another fetch, the old
+    // key no longer does.
+    assert_accepted(&app, &company, &by_key("test-rsa2048"), "the other new key").await;
+    let id = app.new_session(&company, NUMBER).await;
+    assert_refused(&app, &id, &by_key("test-ed25519"), "the rotated-out key").await;
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn forged_kids_cause_at_most_one_fetch_in_thirty_seconds() {
+    let server = KeyServer::start(&["test-ed25519"]).await;
+    let app = app_fetching(&server).await;
+    let company = app.create_company(&unique("jwks")).await;
+    wait_until_keys_are_up(&app).await;
+    let id = app.new_session(&company, NUMBER).await;
+    let ed = private_key(Algorithm::EdDSA, KEYS[0].2);
+    let tokens: Vec<String> = (0..200)
+        .map(|i| {
+            signed(
+                &header(
+                    Algorithm::EdDSA,
+                    Some(&format!("forged-{i}-{}", unique("k"))),
+                ),
+                &claims(json!({})),
+                &ed,
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let statuses: Vec<u16> = futures::stream::iter(tokens)
+        .map(|token| {
+            let app = &app;
+            let body = body(&id);
+            async move { app.submit(&token, &body).await.status().as_u16() }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(30),
+        "the 200 tokens took {elapsed:?}: the bound below is about a 30 s window"
+    );
+    assert_eq!(
+        server.hits(),
+        2,
+        "200 forged kids in {elapsed:?}: one fetch at start, at most one more"
+    );
+    // The genuine key still verifies, from the held set.
+    assert_accepted(&app, &company, &by_key("test-ed25519"), "after the flood").await;
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_provider_down_after_the_first_fetch_leaves_the_last_good_set() {
+    let server = KeyServer::start(&["test-ed25519"]).await;
+    let app = app_fetching(&server).await;
+    let company = app.create_company(&unique("jwks")).await;
+    wait_until_keys_are_up(&app).await;
+    server.answer(500);
+    // An unknown kid makes it try, and fail.
+    let id = app.new_session(&company, NUMBER).await;
+    assert_refused(
+        &app,
+        &id,
+        &by_key("test-p256"),
+        "unknown kid, provider down",
+    )
+    .await;
+    assert_eq!(server.hits(), 2);
+    // The held set still verifies, health stays up, and the failure is counted.
+    assert_accepted(&app, &company, &by_key("test-ed25519"), "last good set").await;
+    assert_eq!(key_source_health(&app).await, (200, "up".into()));
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("truenumber_app_token_key_fetches_total{kind=\"failed\"} 1")
+            && metrics.contains("truenumber_app_token_key_fetches_total{kind=\"ok\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_down_from_the_start_gives_401_and_health_says_so_until_it_recovers() {
+    let server = KeyServer::start(&["test-ed25519"]).await;
+    server.answer(503);
+    let app = app_fetching(&server).await;
+    let company = app.create_company(&unique("jwks")).await;
+    // Started anyway; the key source is down.
+    crate::helpers::eventually(std::time::Duration::from_secs(10), || async {
+        (server.hits() >= 1).then_some(())
+    })
+    .await;
+    let (status, keys) = key_source_health(&app).await;
+    assert_eq!((status, keys.as_str()), (503, "down"));
+    let ready = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "the key source does not gate readiness"
+    );
+    let id = app.new_session(&company, NUMBER).await;
+    assert_refused(&app, &id, &by_key("test-ed25519"), "no key set yet").await;
+    // HS256 tokens of JWT_SECRET need no key set.
+    assert_accepted(&app, &company, &app.app_token(USER, Some(NUMBER)), "HS256").await;
+
+    // The provider recovers: the background retries (1 s, doubling) pick the set up, with
+    // no restart.
+    server.answer(200);
+    wait_until_keys_are_up(&app).await;
+    assert_eq!(key_source_health(&app).await, (200, "up".into()));
+    assert_accepted(&app, &company, &by_key("test-ed25519"), "after recovery").await;
+}
+
+#[tokio::test]
+async fn the_providers_max_age_is_honoured_within_the_clamp() {
+    use truenumber_core::app_token::{AppTokenKeys, AppTokenTrust, remote};
+    let server = KeyServer::start(&["test-p256"]).await;
+    let keys = AppTokenKeys::with_trust(
+        &truenumber_core::config::Secret::new(TEST_JWT_SECRET),
+        &AppTokenTrust {
+            jwks_url: Some(server.url.clone()),
+            ..AppTokenTrust::default()
+        },
+    );
+    let source = keys.remote_source().unwrap();
+    assert_eq!(source.fresh_for(), None);
+    for (cache_control, expected) in [
+        (Some("public, max-age=600"), 600),
+        (Some("max-age=10"), remote::MIN_CACHE.as_secs()),
+        (Some("max-age=9999999"), remote::MAX_CACHE.as_secs()),
+        (None, remote::DEFAULT_CACHE.as_secs()),
+    ] {
+        *server.state.cache_control.lock().unwrap() = cache_control.map(str::to_owned);
+        source.fetch_and_store().await.unwrap();
+        let fresh = source.fresh_for().unwrap().as_secs();
+        assert!(
+            (expected - 5..=expected).contains(&fresh),
+            "{cache_control:?}: fresh for {fresh} s, expected {expected}"
+        );
+    }
+    assert!(source.is_ready());
+    let token = by_key("test-p256");
+    assert_eq!(keys.verify(&token).await.unwrap().sub, USER);
+    // A body past the size cap, or not a key set, is refused and keeps the held set.
+    *server.state.body.lock().unwrap() = "x".repeat(remote::MAX_BYTES + 1);
+    assert!(matches!(
+        source.fetch_and_store().await,
+        Err(remote::FetchError::TooLarge)
+    ));
+    *server.state.body.lock().unwrap() = r#"{"keys": []}"#.to_owned();
+    assert!(matches!(
+        source.fetch_and_store().await,
+        Err(remote::FetchError::Refused(_))
+    ));
+    assert_eq!(keys.verify(&token).await.unwrap().sub, USER);
 }

@@ -13,7 +13,7 @@ const OTHER: &str = "+447912345678";
 
 impl TestApp {
     /// `POST /verification/deny` with an app token.
-    async fn deny(&self, token: &str, id: &str, user: &str) -> reqwest::Response {
+    pub(crate) async fn deny(&self, token: &str, id: &str, user: &str) -> reqwest::Response {
         self.call(
             Method::POST,
             "/verification/deny",
@@ -33,7 +33,7 @@ async fn deny_makes_the_session_denied_everywhere_with_its_webhook() {
         .create_company_with_webhook(&unique("c"), Some(&receiver.url))
         .await;
     let id = app.new_session(&c, NUMBER).await;
-    let token = app.app_token("app_user_9", None);
+    let token = app.app_token("app_user_9", Some(NUMBER));
 
     // The token's sub must be the body's appUserId, as for submit.
     assert_error(
@@ -144,7 +144,7 @@ async fn a_number_bound_token_denies_only_its_numbers_sessions() {
 async fn deny_and_submit_race_with_exactly_one_winner() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
-    let token = app.app_token("racer", None);
+    let token = app.app_token("racer", Some(NUMBER));
     let mut won = [0usize; 2];
     for _ in 0..8 {
         let id = app.new_session(&c, NUMBER).await;
@@ -193,7 +193,7 @@ async fn the_consent_view_shows_who_asks_and_never_the_match_code() {
     let id = started["verificationId"].as_str().unwrap().to_owned();
     let code = started["matchCode"].as_str().unwrap().to_owned();
 
-    let token = app.app_token("viewer", None);
+    let token = app.app_token("viewer", Some(NUMBER));
     let resp = app
         .call(
             Method::GET,
@@ -295,7 +295,7 @@ async fn the_pending_list_shows_only_the_tokens_numbers_open_live_sessions() {
     );
 
     // Unbound: refused.
-    let unbound = app.app_token("lister", None);
+    let unbound = app.unbound_token("lister");
     let resp = app
         .call(
             Method::GET,
@@ -304,7 +304,7 @@ async fn the_pending_list_shows_only_the_tokens_numbers_open_live_sessions() {
             None,
         )
         .await;
-    assert_error(resp, 403, "FORBIDDEN", "error").await;
+    assert_error(resp, 403, "NUMBER_BINDING_REQUIRED", "error").await;
     // Bound: exactly the open live sessions of that number, across companies, newest first.
     for query in ["?status=pending", ""] {
         let path = format!("/app/verifications{query}");
@@ -346,7 +346,7 @@ async fn the_pending_list_shows_only_the_tokens_numbers_open_live_sessions() {
 async fn number_matching_right_wrong_and_missing() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
-    let token = app.app_token("m", None);
+    let token = app.app_token("m", Some(NUMBER));
     let start = |matching: bool| {
         let app = &app;
         let c = &c;

@@ -68,7 +68,7 @@ fn spawn_worker_process(env: &HashMap<String, String>) -> Child {
 }
 
 async fn complete_verifications(app: &TestApp, key: &str, company: &str, n: usize) {
-    let token = app.app_token("chaos_user", None);
+    let token = app.app_token("chaos_user", Some("+447911123456"));
     let one = |i: usize| {
         let token = token.clone();
         async move {

@@ -311,11 +311,64 @@ async fn app_token_prints_a_token_the_api_accepts() {
     let token = out.trim();
     let claims = truenumber_core::app_token::AppTokenKeys::new(&app.config.jwt_secret)
         .verify(token)
+        .await
         .unwrap();
     assert_eq!(claims.sub, "user_9");
     assert_eq!(claims.phone_number.as_deref(), Some("+447911123456"));
-    let ttl = claims.exp - chrono::Utc::now().timestamp();
+    // As an identity provider's token says it: verified, just now.
+    assert_eq!(claims.phone_number_verified, Some(true));
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        claims
+            .auth_time
+            .is_some_and(|t| (now - 60..=now).contains(&t))
+    );
+    let ttl = claims.exp - now;
     assert!((100..=120).contains(&ttl));
+    // The API accepts it for that number's session.
+    let c = app.create_company(&unique("c")).await;
+    let id = app.new_session(&c, "+447911123456").await;
+    let resp = app
+        .submit(
+            token,
+            &json!({"verificationId": id, "userConfirmedNumber": "+447911123456", "appUserId": "user_9"}),
+        )
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+
+    // A binding must be chosen: --phone, or --unbound (development) for a token with none.
+    let neither = run(&app.config, &["app-token", "--app-user-id", "u"]).await;
+    assert!(
+        neither.unwrap_err().to_string().contains("--phone"),
+        "clap names the missing choice"
+    );
+    assert!(
+        run(
+            &app.config,
+            &[
+                "app-token",
+                "--app-user-id",
+                "u",
+                "--phone",
+                "+447911123456",
+                "--unbound"
+            ]
+        )
+        .await
+        .is_err()
+    );
+    let unbound = run(
+        &app.config,
+        &["app-token", "--app-user-id", "u", "--unbound"],
+    )
+    .await
+    .unwrap();
+    let claims = truenumber_core::app_token::AppTokenKeys::new(&app.config.jwt_secret)
+        .verify(unbound.trim())
+        .await
+        .unwrap();
+    assert_eq!(claims.phone_number, None);
+    assert_eq!(claims.auth_time, None);
     assert!(
         run(
             &app.config,
@@ -327,7 +380,14 @@ async fn app_token_prints_a_token_the_api_accepts() {
     assert!(
         run(
             &app.config,
-            &["app-token", "--app-user-id", "u", "--ttl-seconds", "0"]
+            &[
+                "app-token",
+                "--app-user-id",
+                "u",
+                "--unbound",
+                "--ttl-seconds",
+                "0"
+            ]
         )
         .await
         .is_err()

@@ -703,7 +703,7 @@ async fn during_a_rotation_receivers_on_either_secret_accept_and_after_it_only_t
     let c = app
         .create_company_with_webhook(&unique("c"), Some(&receiver.url))
         .await;
-    let token = app.app_token("app_user_1", None);
+    let token = app.app_token("app_user_1", Some("+447911123456"));
     let verify = |id: String| {
         let token = token.clone();
         let app = &app;

@@ -108,7 +108,7 @@ async fn malformed_bodies_name_what_is_wrong() {
     assert_eq!(resp.status(), 200);
 
     // Submit's body is checked the same way (after the token).
-    let token = app.app_token("u", None);
+    let token = app.app_token("u", Some("+447911123456"));
     let resp = app
         .submit(
             &token,

@@ -289,8 +289,8 @@ async fn app_tokens_honour_nbf_iat_and_a_small_leeway() {
         assert_error(submit(claims).await, 401, "UNAUTHORIZED", "error").await;
     }
     let accepted: [fn(i64, i64) -> Value; 2] = [
-        |now, _| json!({"sub": "u", "exp": now + 600, "nbf": now - 1, "iat": now}),
-        |now, _| json!({"sub": "u", "exp": now - 1}), // within the leeway
+        |now, _| json!({"sub": "u", "exp": now + 600, "nbf": now - 1, "iat": now, "phone_number": "+447911123456"}),
+        |now, _| json!({"sub": "u", "exp": now - 1, "phone_number": "+447911123456"}), // within the leeway
     ];
     for claims in accepted {
         assert_eq!(submit(claims).await.status(), StatusCode::OK);
@@ -323,7 +323,7 @@ async fn identifiers_need_a_visible_character() {
     let user = "\u{200B}";
     let resp = app
         .submit(
-            &app.app_token(user, None),
+            &app.app_token(user, Some("+447911123456")),
             &json!({"verificationId": id, "userConfirmedNumber": "+447911123456", "appUserId": user}),
         )
         .await;
@@ -370,14 +370,18 @@ async fn a_deactivated_companys_sessions_cannot_be_submitted() {
     companies::set_active(&app.db, &c.id, false).await.unwrap();
     let body =
         json!({"verificationId": id, "userConfirmedNumber": "+447911123456", "appUserId": "u"});
-    let resp = app.submit(&app.app_token("u", None), &body).await;
+    let resp = app
+        .submit(&app.app_token("u", Some("+447911123456")), &body)
+        .await;
     assert_error(resp, 403, "COMPANY_INACTIVE", "error").await;
     let row = crate::helpers::session_row(&app, &id).await;
     assert_eq!(row.status, SessionStatus::Pending);
     assert_eq!(row.app_user_id, None);
 
     companies::set_active(&app.db, &c.id, true).await.unwrap();
-    let resp = app.submit(&app.app_token("u", None), &body).await;
+    let resp = app
+        .submit(&app.app_token("u", Some("+447911123456")), &body)
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
 

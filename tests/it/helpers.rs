@@ -275,19 +275,26 @@ impl TestApp {
         }
     }
 
-    /// An app token for `user`, optionally bound to a number (HS256 with `JWT_SECRET`, with
-    /// the configured `iss`/`aud`).
+    /// An app token for `user`, bound to a number as the app's identity provider would issue
+    /// it (HS256 with `JWT_SECRET`, with the configured `iss`/`aud`); `None` mints an unbound
+    /// one, which live sessions refuse unless `APP_TOKEN_REQUIRE_PHONE_NUMBER=false`.
     pub fn app_token(&self, user: &str, phone: Option<&str>) -> String {
         AppTokenKeys::from_config(&self.config)
             .mint(user, phone, 600)
             .expect("mint")
     }
 
+    /// An app token for `user` bound to no number (the attack of issue 22, and the
+    /// development switch).
+    pub fn unbound_token(&self, user: &str) -> String {
+        self.app_token(user, None)
+    }
+
     /// A new session of `company` for `number`, confirmed by the app (so its webhook goes
     /// out); returns its id.
     pub async fn verified_session(&self, company: &TestCompany, number: &str) -> String {
         let id = self.new_session(company, number).await;
-        let token = self.app_token("app_user_1", None);
+        let token = self.app_token("app_user_1", Some(number));
         let resp = self
             .submit(
                 &token,

@@ -40,7 +40,7 @@ async fn the_whole_flow_works_over_the_apis_own_tls() {
     );
     let started: Value = resp.json().await.unwrap();
     let vid = started["verificationId"].as_str().unwrap();
-    let token = app.app_token("tls_user", None);
+    let token = app.app_token("tls_user", Some("+447911123456"));
     let resp = app
         .submit(&token, &json!({"verificationId": vid, "userConfirmedNumber": "+447911123456", "appUserId": "tls_user"}))
         .await;

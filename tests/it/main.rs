@@ -13,6 +13,7 @@ mod errors;
 mod hardening;
 mod helpers;
 mod https;
+mod number_binding;
 mod observability;
 mod openapi;
 mod query_plans;

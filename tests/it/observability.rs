@@ -72,7 +72,7 @@ async fn request_ids_are_logged_and_secrets_never_are() {
     let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let started: Value = resp.json().await.unwrap();
     let vid = started["verificationId"].as_str().unwrap();
-    let token = app.app_token("log_user", None);
+    let token = app.app_token("log_user", Some("+447911123456"));
     let ok = app
         .submit(&token, &json!({"verificationId": vid, "userConfirmedNumber": "+447911123456", "appUserId": "log_user"}))
         .await;
@@ -145,7 +145,7 @@ async fn metrics_move_when_requests_are_made() {
     assert_eq!(value(&before, initiated), 0.0);
 
     let vid = app.new_session(&c, "+447911123456").await;
-    let token = app.app_token("m_user", None);
+    let token = app.app_token("m_user", Some("+447911123456"));
     app.submit(&token, &json!({"verificationId": vid, "userConfirmedNumber": "+447911123456", "appUserId": "m_user"}))
         .await;
     assert_eq!(app.status(&c.api_key, &vid).await.status(), 200);

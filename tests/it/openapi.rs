@@ -219,6 +219,7 @@ async fn references_are_plain_and_timestamps_are_date_times() {
         "SubmitVerificationResponse.verifiedAt",
         "VerificationStatusResponse.createdAt",
         "VerificationStatusResponse.expiresAt",
+        "VerificationStatusResponse.phoneVerifiedAt",
         "VerificationStatusResponse.verifiedAt",
         "WebhookAttempt.attemptedAt",
     ]
@@ -309,7 +310,7 @@ async fn headers_are_declared_where_sent_and_required_where_always_sent() {
         responses,
         11 + 12 + 8 + 5 + 5 + 9 + 10 + 7 + 8 + 5 + 5 + 6 + 7 + 8 + 8 + 7 + 7 + 7 + 6
             // deny, the test completion, the app's view and its list
-            + 12 + 12 + 6 + 6
+            + 12 + 12 + 7 + 6
     );
 }
 

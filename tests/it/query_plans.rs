@@ -109,7 +109,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
         let plan = generic_plan(
             &db,
             &verification::SUBMIT_SQL,
-            "'ver_1', 'user', '+447911123456', true, NULL, NULL, true, NULL",
+            "'ver_1', 'user', '+447911123456', true, NULL, '+447911123456', 'app_token', NULL, NULL",
         )
         .await;
         assert_uses(
@@ -127,8 +127,8 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
 
         // Deny with a number-bound token, and a test completion scoped to a company.
         for args in [
-            "'ver_1', 'denied', 'user', true, NULL, '+447911123456'",
-            "'ver_1', 'verified', NULL, false, 'plans', NULL",
+            "'ver_1', 'denied', 'user', true, NULL, '+447911123456', 'app_token', NULL",
+            "'ver_1', 'verified', NULL, false, 'plans', NULL, NULL, NULL",
         ] {
             let plan = generic_plan(&db, &verification::DECIDE_SQL, args).await;
             assert_uses(

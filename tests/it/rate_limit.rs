@@ -122,7 +122,7 @@ async fn submit_limit_is_per_session() {
     let c = app.create_company(&unique("c")).await;
     let s1 = app.new_session(&c, NUMBER).await;
     let s2 = app.new_session(&c, NUMBER).await;
-    let token = app.app_token("u", None);
+    let token = app.app_token("u", Some(NUMBER));
     let body = |id: &str, user: &str| json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": user});
     // Two attempts that fail before touching the session still count.
     for _ in 0..2 {
@@ -241,7 +241,7 @@ async fn when_redis_is_down_initiate_fails_closed_and_the_rest_fail_open() {
     .await
     .unwrap()
     .session;
-    let token = app.app_token("u", None);
+    let token = app.app_token("u", Some(NUMBER));
     let resp = app
         .submit(&token, &json!({"verificationId": session.verification_id, "userConfirmedNumber": NUMBER, "appUserId": "u"}))
         .await;

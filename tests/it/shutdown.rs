@@ -189,7 +189,7 @@ async fn sigterm_lets_a_worker_finish_its_delivery() {
     let child = spawn_process("shutdown::worker_process", &env);
 
     let vid = app.new_session(&c, "+447911123456").await;
-    let token = app.app_token("w_user", None);
+    let token = app.app_token("w_user", Some("+447911123456"));
     let resp = app
         .submit(&token, &json!({"verificationId": vid, "userConfirmedNumber": "+447911123456", "appUserId": "w_user"}))
         .await;

@@ -69,7 +69,7 @@ impl Flow {
 
     async fn submit(&self, config: &Config, vid: &str) {
         let token = truenumber_core::app_token::AppTokenKeys::new(&config.jwt_secret)
-            .mint(TOKEN_USER, None, 600)
+            .mint(TOKEN_USER, Some(NUMBER), 600)
             .unwrap();
         let resp = self
             .client

@@ -239,7 +239,7 @@ async fn test_and_live_data_are_invisible_to_each_other_and_to_the_app() {
     assert_error(resp, 404, "SESSION_NOT_FOUND", "error").await;
 
     // The app never sees a test session: not in the view, not submittable or deniable.
-    let token = app.app_token("u1", None);
+    let token = app.app_token("u1", Some(NUMBER));
     let view = app
         .call(
             Method::GET,

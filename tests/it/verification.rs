@@ -55,7 +55,7 @@ async fn the_whole_flow_verifies_a_number() {
     assert!(pending.get("verifiedAt").is_none(), "{pending}");
     assert!(pending["createdAt"].is_string() && pending["expiresAt"] == started["expiresAt"]);
 
-    let token = app.app_token("user_def", None);
+    let token = app.app_token("user_def", Some(NUMBER));
     let resp = app
         .submit(
             &token,
@@ -100,7 +100,7 @@ async fn a_malformed_confirmed_number_is_the_request_s_fault_and_leaves_the_sess
     let app = TestApp::spawn().await;
     let company = app.create_company(&unique("c")).await;
     let id = app.new_session(&company, NUMBER).await;
-    let token = app.app_token("u1", None);
+    let token = app.app_token("u1", Some(NUMBER));
     for bad in ["07911123456", "+44abc", "", "+441632960000"] {
         let resp = app
             .submit(
@@ -131,7 +131,7 @@ async fn a_different_number_fails_the_session_for_good() {
     let app = TestApp::spawn().await;
     let company = app.create_company(&unique("c")).await;
     let id = app.new_session(&company, NUMBER).await;
-    let token = app.app_token("u1", None);
+    let token = app.app_token("u1", Some(NUMBER));
     let resp = app
         .submit(
             &token,
@@ -165,7 +165,7 @@ async fn a_different_number_fails_the_session_for_good() {
 }
 
 #[tokio::test]
-async fn a_token_bound_to_another_number_cannot_verify() {
+async fn a_token_bound_to_another_number_cannot_verify_nor_fail_it() {
     let app = TestApp::spawn().await;
     let company = app.create_company(&unique("c")).await;
     let id = app.new_session(&company, NUMBER).await;
@@ -176,14 +176,24 @@ async fn a_token_bound_to_another_number_cannot_verify() {
             &json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "u1"}),
         )
         .await;
-    assert_error(resp, 400, "NUMBER_MISMATCH", "failed").await;
+    // Exactly the answer to an unknown id, and the session is untouched (issue 22: a token
+    // bound to another number used to fail it, so anyone with the link could break it).
+    let body = assert_error(resp, 404, "SESSION_NOT_FOUND", "failed").await;
+    let unknown = app
+        .submit(
+            &token,
+            &json!({"verificationId": "ver_unknown", "userConfirmedNumber": NUMBER, "appUserId": "u1"}),
+        )
+        .await;
+    let unknown = assert_error(unknown, 404, "SESSION_NOT_FOUND", "failed").await;
+    assert_eq!(body["message"], unknown["message"]);
     let status: Value = app
         .status(&company.api_key, &id)
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(status["status"], "failed");
+    assert_eq!(status["status"], "pending");
 
     // A token bound to the right number (in another format) verifies.
     let id = app.new_session(&company, NUMBER).await;
@@ -304,7 +314,7 @@ async fn sessions_expire_lazily_and_refuse_submits() {
     let expired: Value = app.status(&c.api_key, &id).await.json().await.unwrap();
     assert_eq!(expired["status"], "expired");
 
-    let token = app.app_token("u", None);
+    let token = app.app_token("u", Some(NUMBER));
     let resp = app
         .submit(
             &token,
@@ -355,10 +365,10 @@ async fn submit_refuses_bad_tokens_users_and_ids() {
     }
 
     // A token for another user.
-    let resp = app.submit(&app.app_token("u2", None), &body).await;
+    let resp = app.submit(&app.app_token("u2", Some(NUMBER)), &body).await;
     assert_error(resp, 403, "FORBIDDEN", "error").await;
 
-    let token = app.app_token("u1", None);
+    let token = app.app_token("u1", Some(NUMBER));
     // Unknown and absurd ids.
     for vid in ["ver_unknown", &"x".repeat(64)] {
         let resp = app
@@ -541,7 +551,7 @@ async fn verified_keys_are_cached_so_argon2_is_not_paid_per_request() {
 async fn race_submits(app: &TestApp) -> std::collections::BTreeMap<u16, usize> {
     let c = app.create_company(&unique("c")).await;
     let id = app.new_session(&c, NUMBER).await;
-    let token = app.app_token("racer", None);
+    let token = app.app_token("racer", Some(NUMBER));
     let body = json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "racer"});
     let responses = futures::future::join_all((0..100).map(|_| app.submit(&token, &body))).await;
     let mut counts = std::collections::BTreeMap::new();

@@ -27,7 +27,7 @@ async fn get_ok(app: &TestApp, key: &str, path_and_query: &str) -> Value {
 }
 
 async fn submit(app: &TestApp, id: &str, number: &str) -> u16 {
-    let token = app.app_token("app_user_1", None);
+    let token = app.app_token("app_user_1", Some(NUMBER));
     app.submit(
         &token,
         &json!({"verificationId": id, "userConfirmedNumber": number, "appUserId": "app_user_1"}),
@@ -293,7 +293,7 @@ async fn erase_removes_the_session_its_events_and_deliveries() {
         assert_error(resp, 404, "SESSION_NOT_FOUND", "error").await;
     }
     // The erased pending session cannot be submitted; erasing again is a 404.
-    let token = app.app_token("app_user_1", None);
+    let token = app.app_token("app_user_1", Some(NUMBER));
     let resp = app
         .submit(
             &token,

@@ -23,7 +23,7 @@ const NUMBER: &str = "+447911123456";
 const OTHER: &str = "+447912345678";
 
 async fn submit(app: &TestApp, id: &str, number: &str) -> u16 {
-    let token = app.app_token("app_user_1", None);
+    let token = app.app_token("app_user_1", Some(NUMBER));
     app.submit(
         &token,
         &json!({"verificationId": id, "userConfirmedNumber": number, "appUserId": "app_user_1"}),
@@ -99,6 +99,8 @@ async fn verified_failed_and_expired_webhooks_arrive_signed() {
                 "event",
                 "livemode",
                 "mobileNumber",
+                "numberBinding",
+                "phoneVerifiedAt",
                 "requestId",
                 "status",
                 "verificationId",

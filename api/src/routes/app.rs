@@ -1,8 +1,9 @@
 //! The TrueNumber app's view: `GET /app/verifications/{verificationId}` (the consent screen)
 //! and `GET /app/verifications?status=pending` (a number's pending requests).
 //!
-//! Live sessions only; a token bound to a number (`phone_number`) sees that number's sessions
-//! only; the match code is never shown here, only whether number matching is on.
+//! Live sessions only, and only with a token bound to the session's number (`phone_number`,
+//! PRODUCT.md "App identity and number binding"); the match code is never shown here, only
+//! whether number matching is on.
 
 use chrono::Utc;
 use poem_openapi::{
@@ -20,7 +21,7 @@ use crate::{
     routes::{
         ApiTags,
         company::{SYSTEM_ERROR, UNAVAILABLE},
-        verification::{VerificationStatus, bound_number},
+        verification::{VerificationStatus, token_binding},
     },
     security::AppAuth,
     state::AppState,
@@ -99,9 +100,12 @@ impl OperationErrors for ViewErrors {
         ErrorDoc::before_limiter(400, "`INVALID_REQUEST`: `verificationId` out of bounds."),
         UNAUTHORIZED,
         ErrorDoc::before_limiter(
+            403,
+            "`NUMBER_BINDING_REQUIRED`: the token carries no verified `phone_number`.",
+        ),
+        ErrorDoc::before_limiter(
             404,
-            "`SESSION_NOT_FOUND`: unknown, a test-mode session, or (for a number-bound token) \
-             another number's session.",
+            "`SESSION_NOT_FOUND`: unknown, a test-mode session, or another number's session.",
         ),
         SYSTEM_ERROR,
         UNAVAILABLE,
@@ -118,7 +122,7 @@ impl OperationErrors for ListErrors {
         UNAUTHORIZED,
         ErrorDoc::before_limiter(
             403,
-            "`FORBIDDEN`: the token is not bound to a number (`phone_number` claim).",
+            "`NUMBER_BINDING_REQUIRED`: the token carries no verified `phone_number`.",
         ),
         SYSTEM_ERROR,
         UNAVAILABLE,
@@ -137,7 +141,8 @@ impl AppApi {
     /// Show a verification request (TrueNumber app)
     ///
     /// What the consent screen shows: who is asking, for which number, until when, and
-    /// whether the user must pick a match code. Test-mode sessions are never shown.
+    /// whether the user must pick a match code. Only with a token bound to the session's
+    /// number; test-mode sessions are never shown.
     #[oai(
         path = "/:verificationId",
         method = "get",
@@ -150,8 +155,8 @@ impl AppApi {
         #[oai(name = "verificationId", validator(min_length = 1, max_length = 64))]
         verification_id: Path<String>,
     ) -> Result<Success<AppVerification>, Failure<ViewErrors>> {
-        let bound = bound_number(&claims);
-        let session = app_view::find(&self.state.lanes, &verification_id.0, bound.as_deref())
+        let binding = token_binding(&self.state, &claims)?;
+        let session = app_view::find(&self.state.lanes, &verification_id.0, binding.number())
             .await
             .map_err(db_error)?
             .ok_or_else(|| {
@@ -173,14 +178,16 @@ impl AppApi {
         status: Query<Option<AppListStatus>>,
     ) -> Result<Success<AppVerificationList>, Failure<ListErrors>> {
         let _ = status;
-        let Some(number) = bound_number(&claims) else {
+        // Without a number there is nothing to list, development switch or not.
+        let binding = token_binding(&self.state, &claims)?;
+        let Some(number) = binding.number() else {
             return Err(ApiError::new(
-                ErrorCode::Forbidden,
+                ErrorCode::NumberBindingRequired,
                 "Listing needs an app token bound to a number (phone_number claim)",
             )
             .into());
         };
-        let rows = app_view::pending_for_number(&self.state.lanes, &number)
+        let rows = app_view::pending_for_number(&self.state.lanes, number)
             .await
             .map_err(db_error)?;
         let now = Utc::now();

@@ -62,7 +62,9 @@ where
 }
 
 /// Each dependency by name: `database`, `redis` and `rabbitmq` in production mode;
-/// `database`, `rateLimiter` and `queue` (both in-process) in standalone mode.
+/// `database`, `rateLimiter` and `queue` (both in-process) in standalone mode; with
+/// `APP_TOKEN_JWKS_URL`, also `appTokenKeys`: up once the identity provider's key set has
+/// arrived (a later failed refresh keeps it, and it stays up).
 async fn dependency_checks(state: &AppState) -> Vec<(&'static str, Check)> {
     let limiter_name = match state.limiter.backend() {
         LimiterBackend::Redis => "redis",
@@ -77,11 +79,29 @@ async fn dependency_checks(state: &AppState) -> Vec<(&'static str, Check)> {
         check(limiter_name, state.limiter.ping()),
         check(queue_name, state.queue.ping())
     );
-    vec![
+    let mut checks = vec![
         ("database", database),
         (limiter_name, limiter),
         (queue_name, queue),
-    ]
+    ];
+    if let Some(source) = state.app_tokens.remote_source() {
+        let up = source.is_ready();
+        if !up {
+            tracing::warn!(
+                dependency = "appTokenKeys",
+                url = source.url(),
+                "health check failed: no app token key set has been fetched yet"
+            );
+        }
+        checks.push((
+            "appTokenKeys",
+            Check {
+                up,
+                latency_ms: 0.0,
+            },
+        ));
+    }
+    checks
 }
 
 /// Only the database gates readiness: without Redis a node still serves status and submit

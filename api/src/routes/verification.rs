@@ -7,6 +7,7 @@ use chrono::Utc;
 use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
 use truenumber_core::{
+    app_token::{NumberBinding, TokenBinding},
     auth::Scope,
     error_code::ErrorCode,
     phone::parse_mobile_number,
@@ -221,13 +222,15 @@ impl OperationErrors for DenyErrors {
         ),
         ErrorDoc::after_limiter(
             403,
-            "`FORBIDDEN`: the token's `sub` is not `appUserId`; `COMPANY_INACTIVE`: the company \
-             that requested the verification is deactivated (the session stays pending).",
+            "`FORBIDDEN`: the token's `sub` is not `appUserId`; `NUMBER_BINDING_REQUIRED`: the \
+             token carries no verified `phone_number` (the session is untouched); \
+             `COMPANY_INACTIVE`: the company that requested the verification is deactivated \
+             (the session stays pending).",
         ),
         ErrorDoc::after_limiter(
             404,
             "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`): unknown, or another number's \
-             session for a number-bound token.",
+             session (the token is bound to another number; the session is untouched).",
         ),
         ErrorDoc::after_limiter(
             409,
@@ -279,10 +282,16 @@ impl OperationErrors for SubmitErrors {
         ),
         ErrorDoc::after_limiter(
             403,
-            "`FORBIDDEN`: the token's `sub` is not `appUserId`; `COMPANY_INACTIVE`: the company \
-             that requested the verification is deactivated (the session stays pending).",
+            "`FORBIDDEN`: the token's `sub` is not `appUserId`; `NUMBER_BINDING_REQUIRED`: the \
+             token carries no verified `phone_number` (the session is untouched); \
+             `COMPANY_INACTIVE`: the company that requested the verification is deactivated \
+             (the session stays pending).",
         ),
-        ErrorDoc::after_limiter(404, "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`)."),
+        ErrorDoc::after_limiter(
+            404,
+            "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`): unknown, or another number's \
+             session (the token is bound to another number; the session is untouched).",
+        ),
         ErrorDoc::after_limiter(
             409,
             "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): completed before (replay).",
@@ -358,6 +367,80 @@ pub struct VerificationStatusResponse {
     pub expires_at: Timestamp,
     /// Your `requestId`.
     pub request_id: String,
+    /// How the app token that completed the session was bound to its number: `app_token`
+    /// (the token carried the number its identity provider verified, equal to the
+    /// session's), `none` (an unbound token under the development switch
+    /// `APP_TOKEN_REQUIRE_PHONE_NUMBER=false`: do not trust such a verification), or `null`
+    /// while the app has not completed the session (pending, expired, or a test completion).
+    pub number_binding: ReportedBinding,
+    /// When the app's identity provider last proved that the confirming user holds the
+    /// number (the app token's `auth_time`; RFC 3339, UTC): a recent proof is your signal
+    /// against SIM swaps and recycled numbers. `null` when the token did not say, or the app
+    /// has not completed the session.
+    #[oai(nullable)]
+    pub phone_verified_at: Option<Timestamp>,
+}
+
+/// `numberBinding`: `"app_token"`, `"none"` or `null`, documented inline as a nullable
+/// string enum (a `$ref` cannot be nullable in OpenAPI 3.0 without an `allOf` wrapper, which
+/// generators handle poorly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedBinding(pub Option<NumberBinding>);
+
+impl poem_openapi::types::Type for ReportedBinding {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "NumberBinding".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        let mut schema = poem_openapi::registry::MetaSchema::new("string");
+        schema.enum_items = [
+            NumberBinding::AppToken.as_str().into(),
+            NumberBinding::None.as_str().into(),
+            serde_json::Value::Null,
+        ]
+        .into();
+        schema.nullable = true;
+        poem_openapi::registry::MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ToJSON for ReportedBinding {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(
+            self.0
+                .map_or(serde_json::Value::Null, |b| b.as_str().into()),
+        )
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for ReportedBinding {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        match value {
+            None | Some(serde_json::Value::Null) => Ok(Self(None)),
+            Some(serde_json::Value::String(s)) if s == NumberBinding::AppToken.as_str() => {
+                Ok(Self(Some(NumberBinding::AppToken)))
+            }
+            Some(serde_json::Value::String(s)) if s == NumberBinding::None.as_str() => {
+                Ok(Self(Some(NumberBinding::None)))
+            }
+            Some(other) => Err(poem_openapi::types::ParseError::expected_type(other)),
+        }
+    }
 }
 
 impl VerificationStatusResponse {
@@ -367,6 +450,8 @@ impl VerificationStatusResponse {
         Self {
             status: session.status_at(now).into(),
             verified_at: session.verified_at.map(Timestamp::from),
+            number_binding: ReportedBinding(session.number_binding),
+            phone_verified_at: session.phone_verified_at.map(Timestamp::from),
             created_at: session.created_at.into(),
             expires_at: session.expires_at.into(),
             verification_id: session.verification_id,
@@ -430,12 +515,16 @@ async fn app_preamble(
     Ok(())
 }
 
-/// The token's bound number (`phone_number`) as E.164. A bound number in another format
-/// still compares as E.164; one that cannot be parsed can never match.
-pub(crate) fn bound_number(claims: &truenumber_core::app_token::AppClaims) -> Option<String> {
-    claims.phone_number.as_deref().map(|n| {
-        parse_mobile_number(n).map_or_else(|_| String::from("unparseable"), |m| m.into_string())
-    })
+/// The token's binding to a number under the configured rules (PRODUCT.md, "App identity and
+/// number binding"): a verified `phone_number`, normalised to E.164, or 403
+/// `NUMBER_BINDING_REQUIRED` (unless `APP_TOKEN_REQUIRE_PHONE_NUMBER` is off).
+pub(crate) fn token_binding(
+    state: &AppState,
+    claims: &truenumber_core::app_token::AppClaims,
+) -> Result<TokenBinding, ApiError> {
+    claims
+        .binding(state.config.app_token_require_phone_number)
+        .map_err(|why| ApiError::new(ErrorCode::NumberBindingRequired, why.to_string()))
 }
 
 /// A refused transition as the app sees it: `"status":"failed"`, except for a database
@@ -535,15 +624,15 @@ impl VerificationApi {
         JsonBody(req): JsonBody<SubmitVerificationRequest>,
     ) -> Result<Success<SubmitVerificationResponse>, Failure<SubmitErrors>> {
         app_preamble(&self.state, &claims, &req.verification_id, &req.app_user_id).await?;
+        let binding = token_binding(&self.state, &claims)?;
         // A malformed number is the request's fault, not the verification's: `"error"`, and
         // the session is not touched.
         let confirmed = parse_mobile_number(&req.user_confirmed_number)
             .map_err(|e| ApiError::invalid_number("userConfirmedNumber", &e))?;
-        let token_number = bound_number(&claims);
         let submission = Submission {
             verification_id: &req.verification_id,
             confirmed_number: &confirmed,
-            token_number: token_number.as_deref(),
+            binding: &binding,
             app_user_id: &req.app_user_id,
             match_code: req.match_code.as_deref(),
         };
@@ -584,14 +673,14 @@ impl VerificationApi {
         JsonBody(req): JsonBody<DenyVerificationRequest>,
     ) -> Result<Success<DenyVerificationResponse>, Failure<DenyErrors>> {
         app_preamble(&self.state, &claims, &req.verification_id, &req.app_user_id).await?;
-        let token_number = bound_number(&claims);
+        let binding = token_binding(&self.state, &claims)?;
         let done = verification::decide(
             &self.state.lanes,
             &req.verification_id,
             SessionStatus::Denied,
             Decider::App {
                 app_user_id: &req.app_user_id,
-                token_number: token_number.as_deref(),
+                binding: &binding,
             },
         )
         .await

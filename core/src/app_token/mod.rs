@@ -1,23 +1,27 @@
-//! Mobile-app tokens: JWTs signed either with `JWT_SECRET` (HS256) or by the app's own token
-//! service with a public key of `APP_TOKEN_JWKS_FILE` (EdDSA, ES256 or RS256) that the token's
-//! `kid` header names.
+//! Mobile-app tokens: JWTs signed either with `JWT_SECRET` (HS256) or by the app's own
+//! identity provider with a public key that the token's `kid` header names, from
+//! `APP_TOKEN_JWKS_FILE` or fetched from `APP_TOKEN_JWKS_URL` ([`remote`]) (EdDSA, ES256 or
+//! RS256).
 //!
-//! `exp` and `sub` (the app user id) are required; `phone_number`, when present, binds the
-//! token to one number. `nbf`, when present, is enforced, and a token whose `iat` lies in the
-//! future is refused. Clock skew between the token service and the API is allowed for with a
-//! leeway of [`LEEWAY_SECONDS`] on `exp`, `nbf` and `iat`, and no more. When
-//! `APP_TOKEN_ISSUER` / `APP_TOKEN_AUDIENCE` are set, every token (HS256 or not) must carry
-//! that `iss` / an `aud` naming that audience.
+//! `exp` and `sub` (the app user id) are required; `phone_number` binds the token to one
+//! number and, in live mode, is required ([`AppClaims::binding`]). `nbf`, when present, is
+//! enforced, and a token whose `iat` lies in the future is refused. Clock skew between the
+//! token service and the API is allowed for with a leeway of [`LEEWAY_SECONDS`] on `exp`,
+//! `nbf` and `iat`, and no more. When `APP_TOKEN_ISSUER` / `APP_TOKEN_AUDIENCE` are set, every
+//! token (HS256 or not) must carry that `iss` / an `aud` naming that audience.
 //!
 //! Which key verifies a token is decided from its header alone, before any signature work:
 //! - no key set configured: HS256 with `JWT_SECRET`, exactly as before key sets existed;
 //! - a key set configured and no `kid`: HS256 with `JWT_SECRET` only;
 //! - a `kid`: that key of the set, with that key's one algorithm. A `kid` outside the set, an
 //!   `alg` other than the key's (HS256 included, so a public key is never used as an HMAC
-//!   secret), and `crit` extensions are refused.
+//!   secret), and `crit` extensions are refused. With `APP_TOKEN_JWKS_URL`, an unknown `kid`
+//!   first triggers one throttled refresh of the set ([`remote`]).
 //!
-//! `alg: none` never parses. Every key's [`DecodingKey`] and [`Validation`] are built once, at
-//! start-up ([`AppTokenKeys::with_trust`]), so a verification parses no key.
+//! `alg: none` never parses. Every key's [`DecodingKey`] and [`Validation`] are built once,
+//! when its set is read, so a verification parses no key.
+
+pub mod remote;
 
 use std::{collections::HashMap, fmt, io::Read as _, path::Path, sync::Arc};
 
@@ -29,6 +33,9 @@ use jsonwebtoken::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use chrono::{DateTime, Utc};
+pub use truenumber_entities::verification_session::NumberBinding;
 
 use crate::config::{Config, Secret};
 
@@ -57,9 +64,133 @@ pub struct AppClaims {
     /// Not before, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
-    /// When present, the only number this token may confirm (E.164).
+    /// The number the app's identity provider proved this user holds (OIDC's
+    /// `phone_number`; any spelling that normalises to E.164): the only number this token may
+    /// confirm, deny or see. Required in live mode unless `APP_TOKEN_REQUIRE_PHONE_NUMBER` is
+    /// off ([`AppClaims::binding`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
+    /// OIDC's `phone_number_verified`; `false` means the provider has not proved the number,
+    /// so the token binds nothing. Absent means proved (Firebase Auth's phone sign-in, for
+    /// one, sends only `phone_number`). A string `"true"`/`"false"` is read as the boolean.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_bool"
+    )]
+    pub phone_number_verified: Option<bool>,
+    /// OIDC's `auth_time`, seconds since the epoch: when the user last authenticated with the
+    /// provider (proving the number). Reported to the company as `phoneVerifiedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+/// `true`, `false`, or their string spellings (some providers send `"true"`).
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "phone_number_verified must be a boolean, got {other}"
+        ))),
+    }
+}
+
+/// How a token ties its holder to a number, as the binding rules read it (PRODUCT.md, "App
+/// identity and number binding").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenBinding {
+    /// The provider proved this number (E.164, normalised by the initiate rules), last at
+    /// `phone_verified_at` when the token says.
+    Bound {
+        /// E.164.
+        number: String,
+        /// The token's `auth_time`.
+        phone_verified_at: Option<DateTime<Utc>>,
+    },
+    /// No proved number: accepted only with `APP_TOKEN_REQUIRE_PHONE_NUMBER=false`
+    /// (development), and every session it completes says `numberBinding: "none"`.
+    Unbound,
+}
+
+impl TokenBinding {
+    /// The bound number, if any.
+    pub fn number(&self) -> Option<&str> {
+        match self {
+            Self::Bound { number, .. } => Some(number),
+            Self::Unbound => None,
+        }
+    }
+
+    /// What the company is told about it.
+    pub fn kind(&self) -> NumberBinding {
+        match self {
+            Self::Bound { .. } => NumberBinding::AppToken,
+            Self::Unbound => NumberBinding::None,
+        }
+    }
+
+    /// When the provider last proved the number, if the token says.
+    pub fn phone_verified_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Bound {
+                phone_verified_at, ..
+            } => *phone_verified_at,
+            Self::Unbound => None,
+        }
+    }
+}
+
+/// Why a token binds no number when one is required (403 `NUMBER_BINDING_REQUIRED`); the
+/// `Display` is the public message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindingRefused {
+    /// No `phone_number` claim.
+    #[error(
+        "This app token is not bound to a number: it must carry the phone_number your \
+         identity provider verified"
+    )]
+    NoPhoneNumber,
+    /// `phone_number_verified: false`.
+    #[error("This app token's phone_number is not verified (phone_number_verified is false)")]
+    NotVerified,
+    /// A `phone_number` that is not a valid mobile number by the initiate rules.
+    #[error("This app token's phone_number is not a valid mobile number")]
+    Unparseable,
+}
+
+impl AppClaims {
+    /// The token's binding under the rules: a verified `phone_number` binds it to that number
+    /// (in any spelling that normalises to the same E.164); without one it is refused, unless
+    /// `require_phone_number` is off (development), when it is [`TokenBinding::Unbound`]. A
+    /// `phone_number` that is not a valid mobile number is refused either way: it claims a
+    /// number it cannot hold.
+    pub fn binding(&self, require_phone_number: bool) -> Result<TokenBinding, BindingRefused> {
+        let unbound = |why| {
+            if require_phone_number {
+                Err(why)
+            } else {
+                Ok(TokenBinding::Unbound)
+            }
+        };
+        let Some(claimed) = self.phone_number.as_deref() else {
+            return unbound(BindingRefused::NoPhoneNumber);
+        };
+        if self.phone_number_verified == Some(false) {
+            return unbound(BindingRefused::NotVerified);
+        }
+        let number = crate::phone::parse_mobile_number(claimed)
+            .map_err(|_| BindingRefused::Unparseable)?
+            .into_string();
+        Ok(TokenBinding::Bound {
+            number,
+            phone_verified_at: self
+                .auth_time
+                .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)),
+        })
+    }
 }
 
 /// What [`AppTokenKeys::mint`] signs: the claims, plus the configured `iss` and `aud` so that
@@ -255,6 +386,38 @@ impl AppTokenJwks {
         Ok(Self { keys })
     }
 
+    /// Checks a key set published by an identity provider (`APP_TOKEN_JWKS_URL`): keys this
+    /// server cannot use for app tokens (an encryption key, an unsupported type or size, a
+    /// key without `kid`) are skipped and returned as reasons, where [`AppTokenJwks::parse`]
+    /// refuses the whole file; private material and duplicate `kid`s still refuse the set,
+    /// and so does a set left with no usable key.
+    pub fn parse_published(json: &str) -> Result<(Self, Vec<JwksError>), JwksError> {
+        let doc: Value =
+            serde_json::from_str(json).map_err(|e| JwksError::NotJson(e.to_string()))?;
+        let entries = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or(JwksError::NotAKeySet)?;
+        let mut keys: Vec<JwksKey> = Vec::with_capacity(entries.len());
+        let mut skipped = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            match checked_key(index, entry) {
+                Ok(key) if keys.iter().any(|k| k.kid == key.kid) => {
+                    return Err(JwksError::DuplicateKid(key.kid));
+                }
+                Ok(key) => keys.push(key),
+                Err(e @ (JwksError::PrivateMaterial { .. } | JwksError::NotAnObject { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => skipped.push(e),
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError::Empty);
+        }
+        Ok((Self { keys }, skipped))
+    }
+
     /// Each key's `kid` and algorithm, in file order.
     pub fn keys(&self) -> impl Iterator<Item = (&str, Algorithm)> {
         self.keys.iter().map(|k| (k.kid.as_str(), k.algorithm))
@@ -418,11 +581,16 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
 }
 
 /// What app tokens are trusted besides HS256 with `JWT_SECRET`, and which `iss`/`aud` every
-/// token must carry (`APP_TOKEN_JWKS_FILE`, `APP_TOKEN_ISSUER`, `APP_TOKEN_AUDIENCE`).
+/// token must carry (`APP_TOKEN_JWKS_FILE` or `APP_TOKEN_JWKS_URL`, `APP_TOKEN_ISSUER`,
+/// `APP_TOKEN_AUDIENCE`).
 #[derive(Clone, Debug, Default)]
 pub struct AppTokenTrust {
     /// `APP_TOKEN_JWKS_FILE`, read and checked at start-up: the token service's public keys.
     pub jwks: Option<AppTokenJwks>,
+    /// `APP_TOKEN_JWKS_URL` (https, or http on loopback; checked by the configuration): the
+    /// identity provider's published keys, fetched and kept fresh ([`remote`]). Never set
+    /// together with `jwks`.
+    pub jwks_url: Option<String>,
     /// `APP_TOKEN_ISSUER`: when set, every app token's `iss` must be this.
     pub issuer: Option<String>,
     /// `APP_TOKEN_AUDIENCE`: when set, every app token's `aud` must be, or contain, this.
@@ -437,14 +605,23 @@ struct Verifier {
     validation: Validation,
 }
 
+/// Where the key set comes from.
+#[derive(Clone)]
+enum KeySource {
+    /// `APP_TOKEN_JWKS_FILE`: read once, by `kid`.
+    File(Arc<HashMap<String, Verifier>>),
+    /// `APP_TOKEN_JWKS_URL`: fetched and refreshed.
+    Url(Arc<remote::RemoteKeySet>),
+}
+
 /// Signs app tokens (HS256 with `JWT_SECRET`) and verifies them (HS256 and the key set).
 #[derive(Clone)]
 pub struct AppTokenKeys {
     encoding: EncodingKey,
     secret: DecodingKey,
     secret_validation: Validation,
-    /// By `kid`; `None` when no key set is configured.
-    jwks: Option<Arc<HashMap<String, Verifier>>>,
+    /// `None` when no key set is configured.
+    jwks: Option<KeySource>,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -484,29 +661,46 @@ impl AppTokenKeys {
         Self::with_trust(secret, &AppTokenTrust::default())
     }
 
-    /// The keys of a configuration: `JWT_SECRET` and [`Config::app_tokens`].
+    /// The keys of a configuration: `JWT_SECRET` and [`Config::app_tokens`]. A key set from
+    /// `APP_TOKEN_JWKS_URL` starts empty: [`AppTokenKeys::start_refreshing`] fetches it.
     pub fn from_config(config: &Config) -> Self {
         Self::with_trust(&config.jwt_secret, &config.app_tokens)
     }
 
+    /// [`AppTokenKeys::from_config`], counting key-set fetches in `fetches` (by outcome).
+    pub fn from_config_counted(
+        config: &Config,
+        fetches: prometheus_client::metrics::family::Family<
+            crate::metrics::KindLabel,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) -> Self {
+        Self::build(&config.jwt_secret, &config.app_tokens, fetches)
+    }
+
     /// HS256 keys from `secret`, plus the key set and `iss`/`aud` of `trust`; every key's
-    /// validation is built here, once.
+    /// validation is built when its set is read.
     pub fn with_trust(secret: &Secret, trust: &AppTokenTrust) -> Self {
-        let jwks = trust.jwks.as_ref().map(|set| {
-            Arc::new(
-                set.keys
-                    .iter()
-                    .map(|k| {
-                        let verifier = Verifier {
-                            algorithm: k.algorithm,
-                            key: k.key.clone(),
-                            validation: validation(k.algorithm, trust),
-                        };
-                        (k.kid.clone(), verifier)
-                    })
-                    .collect(),
-            )
-        });
+        Self::build(secret, trust, Default::default())
+    }
+
+    fn build(
+        secret: &Secret,
+        trust: &AppTokenTrust,
+        fetches: prometheus_client::metrics::family::Family<
+            crate::metrics::KindLabel,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) -> Self {
+        let jwks = match (&trust.jwks, &trust.jwks_url) {
+            (Some(set), _) => Some(KeySource::File(Arc::new(verifiers(set, trust)))),
+            (None, Some(url)) => Some(KeySource::Url(Arc::new(remote::RemoteKeySet::new(
+                url.clone(),
+                trust.clone(),
+                fetches,
+            )))),
+            (None, None) => None,
+        };
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             secret: DecodingKey::from_secret(secret.expose().as_bytes()),
@@ -514,6 +708,23 @@ impl AppTokenKeys {
             jwks,
             issuer: trust.issuer.clone(),
             audience: trust.audience.clone(),
+        }
+    }
+
+    /// With `APP_TOKEN_JWKS_URL`: starts the task that fetches the key set now and keeps it
+    /// fresh for as long as these keys live (it holds no strong reference). `None` otherwise.
+    pub fn start_refreshing(&self) -> Option<tokio::task::JoinHandle<()>> {
+        match &self.jwks {
+            Some(KeySource::Url(source)) => Some(source.spawn_refresher()),
+            _ => None,
+        }
+    }
+
+    /// The fetched key source, when `APP_TOKEN_JWKS_URL` is configured (health, tests).
+    pub fn remote_source(&self) -> Option<&remote::RemoteKeySet> {
+        match &self.jwks {
+            Some(KeySource::Url(source)) => Some(source),
+            _ => None,
         }
     }
 
@@ -526,12 +737,15 @@ impl AppTokenKeys {
         ttl_seconds: i64,
     ) -> Result<String, AppTokenError> {
         let now = chrono::Utc::now().timestamp();
+        // A bound token says what an identity provider's would: the number, proved now.
         let claims = AppClaims {
             sub: app_user_id.to_owned(),
             exp: now.saturating_add(ttl_seconds),
             iat: Some(now),
             nbf: None,
             phone_number: phone_number.map(str::to_owned),
+            phone_number_verified: phone_number.map(|_| true),
+            auth_time: phone_number.map(|_| now),
         };
         let minted = MintedClaims {
             claims: &claims,
@@ -543,10 +757,35 @@ impl AppTokenKeys {
     }
 
     /// Verifies key, algorithm, signature, expiry and the configured `iss`/`aud`, and returns
-    /// the claims.
-    pub fn verify(&self, token: &str) -> Result<AppClaims, AppTokenError> {
+    /// the claims. With `APP_TOKEN_JWKS_URL`, a `kid` the held set lacks first triggers one
+    /// throttled refresh ([`remote`]).
+    pub async fn verify(&self, token: &str) -> Result<AppClaims, AppTokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
-        let (key, validation) = self.verifier_for(&header)?;
+        let fetched;
+        let keys: Option<&HashMap<String, Verifier>> = match &self.jwks {
+            None => None,
+            Some(KeySource::File(keys)) => Some(keys),
+            Some(KeySource::Url(source)) => {
+                let held = source.keys();
+                let known = match (&held, header.kid.as_deref()) {
+                    (Some(keys), Some(kid)) => keys.contains_key(kid),
+                    // HS256 without a kid needs no set; anything else waits for one.
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                };
+                fetched = if known {
+                    held
+                } else {
+                    source.refresh_for_unknown_kid().await
+                };
+                match fetched.as_deref() {
+                    Some(keys) => Some(keys),
+                    None if header.kid.is_none() => Some(&EMPTY),
+                    None => return Err(invalid("no key set has been fetched yet")),
+                }
+            }
+        };
+        let (key, validation) = self.verifier_for(&header, keys)?;
         let claims = jsonwebtoken::decode::<AppClaims>(token, key, validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
@@ -564,9 +803,14 @@ impl AppTokenKeys {
         Ok(claims)
     }
 
-    /// The key and checks for a token, chosen from its header alone.
-    fn verifier_for(&self, header: &Header) -> Result<(&DecodingKey, &Validation), AppTokenError> {
-        let Some(jwks) = self.jwks.as_deref() else {
+    /// The key and checks for a token, chosen from its header alone (`jwks`: the key set in
+    /// force, if one is configured).
+    fn verifier_for<'a>(
+        &'a self,
+        header: &Header,
+        jwks: Option<&'a HashMap<String, Verifier>>,
+    ) -> Result<(&'a DecodingKey, &'a Validation), AppTokenError> {
+        let Some(jwks) = jwks else {
             // No key set: exactly the HS256 tokens of before (their validation refuses any
             // other alg; a `kid` means nothing here).
             return Ok((&self.secret, &self.secret_validation));
@@ -583,7 +827,7 @@ impl AppTokenKeys {
         // The kid itself is not repeated: it is the caller's text.
         let verifier = jwks
             .get(kid)
-            .ok_or_else(|| invalid("the kid names no key of APP_TOKEN_JWKS_FILE"))?;
+            .ok_or_else(|| invalid("the kid names no key of the app token key set"))?;
         if header.alg != verifier.algorithm {
             return Err(invalid(format!(
                 "alg {:?} is not its key's ({:?})",
@@ -599,9 +843,40 @@ impl AppTokenKeys {
         Ok((&verifier.key, &verifier.validation))
     }
 }
+
+/// Each key of `set` ready to verify with, by `kid`, with the checks of `trust`.
+fn verifiers(set: &AppTokenJwks, trust: &AppTokenTrust) -> HashMap<String, Verifier> {
+    set.keys
+        .iter()
+        .map(|k| {
+            let verifier = Verifier {
+                algorithm: k.algorithm,
+                key: k.key.clone(),
+                validation: validation(k.algorithm, trust),
+            };
+            (k.kid.clone(), verifier)
+        })
+        .collect()
+}
+
+/// The key set of a source that has fetched none yet: HS256 tokens without `kid` still verify.
+static EMPTY: std::sync::LazyLock<HashMap<String, Verifier>> =
+    std::sync::LazyLock::new(HashMap::new);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unit tests' key sets are files (or none): nothing to wait for.
+    trait VerifyNow {
+        fn verify_now(&self, token: &str) -> Result<AppClaims, AppTokenError>;
+    }
+
+    impl VerifyNow for AppTokenKeys {
+        fn verify_now(&self, token: &str) -> Result<AppClaims, AppTokenError> {
+            futures::executor::block_on(self.verify(token))
+        }
+    }
 
     fn keys(secret: &str) -> AppTokenKeys {
         AppTokenKeys::new(&Secret::new(secret))
@@ -611,7 +886,7 @@ mod tests {
     fn round_trip_keeps_claims() {
         let k = keys(&"s".repeat(32));
         let token = k.mint("user_1", Some("+447911123456"), 60).unwrap();
-        let claims = k.verify(&token).unwrap();
+        let claims = k.verify_now(&token).unwrap();
         assert_eq!(claims.sub, "user_1");
         assert_eq!(claims.phone_number.as_deref(), Some("+447911123456"));
         assert!(claims.exp > chrono::Utc::now().timestamp());
@@ -621,14 +896,20 @@ mod tests {
     fn refuses_expired_foreign_and_unsigned_tokens() {
         let k = keys(&"s".repeat(32));
         let expired = k.mint("u", None, -120).unwrap();
-        assert!(matches!(k.verify(&expired), Err(AppTokenError::Expired)));
+        assert!(matches!(
+            k.verify_now(&expired),
+            Err(AppTokenError::Expired)
+        ));
         let foreign = keys(&"t".repeat(32)).mint("u", None, 60).unwrap();
-        assert!(matches!(k.verify(&foreign), Err(AppTokenError::Invalid(_))));
+        assert!(matches!(
+            k.verify_now(&foreign),
+            Err(AppTokenError::Invalid(_))
+        ));
         // alg "none" with the same claims.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
-        assert!(matches!(k.verify(none), Err(AppTokenError::Invalid(_))));
+        assert!(matches!(k.verify_now(none), Err(AppTokenError::Invalid(_))));
         assert!(matches!(
-            k.verify("garbage"),
+            k.verify_now("garbage"),
             Err(AppTokenError::Invalid(_))
         ));
     }
@@ -653,7 +934,7 @@ mod tests {
             c.as_object_mut()
                 .unwrap()
                 .extend(extra.as_object().unwrap().clone());
-            k.verify(&signed(&secret, &c))
+            k.verify_now(&signed(&secret, &c))
         };
         // nbf ten years ahead: refused; nbf now: accepted.
         assert!(matches!(
@@ -685,14 +966,20 @@ mod tests {
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap();
-        assert!(matches!(k.verify(&no_exp), Err(AppTokenError::Invalid(_))));
+        assert!(matches!(
+            k.verify_now(&no_exp),
+            Err(AppTokenError::Invalid(_))
+        ));
         let no_sub = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &serde_json::json!({"exp": 4_102_444_800i64}),
             &EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap();
-        assert!(matches!(k.verify(&no_sub), Err(AppTokenError::Invalid(_))));
+        assert!(matches!(
+            k.verify_now(&no_sub),
+            Err(AppTokenError::Invalid(_))
+        ));
     }
 
     // Key sets. The keys are the test-only fixtures the integration tests use too.
@@ -729,6 +1016,7 @@ mod tests {
             &Secret::new(SECRET),
             &AppTokenTrust {
                 jwks: Some(AppTokenJwks::parse(&fixture("jwks.json")).unwrap()),
+                jwks_url: None,
                 issuer: issuer.map(str::to_owned),
                 audience: audience.map(str::to_owned),
             },
@@ -773,7 +1061,7 @@ mod tests {
     }
 
     fn refused(k: &AppTokenKeys, token: &str) -> String {
-        match k.verify(token) {
+        match k.verify_now(token) {
             Err(AppTokenError::Invalid(reason)) => reason,
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -801,7 +1089,9 @@ mod tests {
                 Some(kid),
                 &claims(serde_json::json!({"phone_number": "+447911123456"})),
             );
-            let verified = k.verify(&token).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            let verified = k
+                .verify_now(&token)
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
             assert_eq!(verified.sub, "u");
             assert_eq!(verified.phone_number.as_deref(), Some("+447911123456"));
             // Expired ones are expired, as with HS256.
@@ -810,10 +1100,10 @@ mod tests {
                 Some(kid),
                 &claims(serde_json::json!({"exp": 1_000_000})),
             );
-            assert!(matches!(k.verify(&old), Err(AppTokenError::Expired)));
+            assert!(matches!(k.verify_now(&old), Err(AppTokenError::Expired)));
         }
         // HS256 with JWT_SECRET and no kid still works beside the key set.
-        assert!(k.verify(&k.mint("u", None, 60).unwrap()).is_ok());
+        assert!(k.verify_now(&k.mint("u", None, 60).unwrap()).is_ok());
     }
 
     #[test]
@@ -903,7 +1193,7 @@ mod tests {
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .unwrap();
-        assert!(k.verify(&with_kid).is_ok());
+        assert!(k.verify_now(&with_kid).is_ok());
         // A token of the key set's algorithms is nothing without the key set.
         assert!(
             refused(&k, &sign(Algorithm::EdDSA, Some("test-ed25519"), &c))
@@ -914,7 +1204,7 @@ mod tests {
         assert!(refused(&k, &aud).contains("InvalidAudience"));
         // An issuer is not checked when none is configured.
         assert!(
-            k.verify(&signed(SECRET, &claims(serde_json::json!({"iss": "x"}))))
+            k.verify_now(&signed(SECRET, &claims(serde_json::json!({"iss": "x"}))))
                 .is_ok()
         );
     }
@@ -925,7 +1215,7 @@ mod tests {
         let good = serde_json::json!({"iss": "https://tokens.example", "aud": "truenumber"});
         for (alg, kid) in KEYS {
             assert!(
-                k.verify(&sign(alg, Some(kid), &claims(good.clone())))
+                k.verify_now(&sign(alg, Some(kid), &claims(good.clone())))
                     .is_ok()
             );
             for bad in [
@@ -941,19 +1231,19 @@ mod tests {
         let list =
             serde_json::json!({"iss": "https://tokens.example", "aud": ["other", "truenumber"]});
         assert!(
-            k.verify(&sign(Algorithm::EdDSA, Some("test-ed25519"), &claims(list)))
+            k.verify_now(&sign(Algorithm::EdDSA, Some("test-ed25519"), &claims(list)))
                 .is_ok()
         );
         // HS256 is held to the same; a minted token carries both and passes.
         refused(&k, &signed(SECRET, &claims(serde_json::json!({}))));
-        assert!(k.verify(&signed(SECRET, &claims(good))).is_ok());
+        assert!(k.verify_now(&signed(SECRET, &claims(good))).is_ok());
         let minted = k.mint("u", None, 60).unwrap();
         let raw: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(&minted)
             .map(|d| d.claims)
             .unwrap();
         assert_eq!(raw["iss"], "https://tokens.example");
         assert_eq!(raw["aud"], "truenumber");
-        assert!(k.verify(&minted).is_ok());
+        assert!(k.verify_now(&minted).is_ok());
         // Without them configured, minted tokens carry neither (unchanged).
         let plain = keys(SECRET).mint("u", None, 60).unwrap();
         let raw: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(&plain)
@@ -1156,11 +1446,11 @@ mod tests {
         for (name, token) in tokens {
             let rounds = 2000;
             for _ in 0..50 {
-                k.verify(&token).unwrap();
+                k.verify_now(&token).unwrap();
             }
             let start = std::time::Instant::now();
             for _ in 0..rounds {
-                k.verify(&token).unwrap();
+                k.verify_now(&token).unwrap();
             }
             let each = start.elapsed() / rounds;
             println!("{name:>6}: {:>8.1} µs per verify", each.as_secs_f64() * 1e6);
