@@ -8,14 +8,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use truenumber_core::{
-    app_token::AppTokenKeys,
     companies,
+    companies::app_tokens::AppTokenKeys,
     config::{Config, Mode},
-    db,
-    db_lanes::ApiConnections,
-    deliveries,
     phone::parse_mobile_number,
     queue::{Broker, DeliveryMessage, Route as QueueRoute, Topology},
+    storage::db,
+    storage::lanes::ApiConnections,
+    webhooks::deliveries,
 };
 
 use crate::state::AppState;
@@ -287,7 +287,7 @@ pub async fn execute(
             };
             let url =
                 url.unwrap_or_else(|| format!("{scheme}://127.0.0.1:{}/health/live", config.port));
-            truenumber_core::probe::probe(&url, std::time::Duration::from_secs(3))
+            truenumber_core::observability::probe::probe(&url, std::time::Duration::from_secs(3))
                 .await
                 .map_err(|e| anyhow::anyhow!("unhealthy: {e}"))?;
             writeln!(out, "ok")?;

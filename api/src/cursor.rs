@@ -4,7 +4,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::DateTime;
-use truenumber_core::deliveries::PageAfter;
+use truenumber_core::webhooks::deliveries::PageAfter;
 use uuid::Uuid;
 
 use crate::error::ApiError;

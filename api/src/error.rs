@@ -8,7 +8,8 @@
 use poem::{Response, http::StatusCode};
 use poem_openapi::{Enum, Object};
 use truenumber_core::{
-    auth::AuthError, error_code::ErrorCode, phone::PhoneError, verification::VerificationError,
+    companies::api_keys::AuthError, error_code::ErrorCode, phone::PhoneError,
+    verification::VerificationError,
 };
 
 use crate::timestamp::Timestamp;

@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use truenumber_api::cli::{self, Cli, Command};
-use truenumber_core::telemetry;
+use truenumber_core::observability::telemetry;
 
 fn main() -> ExitCode {
     telemetry::run_named("truenumber-api", run()).unwrap_or_else(|e| {

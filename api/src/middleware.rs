@@ -8,7 +8,7 @@ use poem::{
     http::{HeaderValue, Method, StatusCode, header},
 };
 use tracing::Instrument;
-use truenumber_core::{config::IpNet, error_code::ErrorCode, metrics::Metrics};
+use truenumber_core::{config::IpNet, error_code::ErrorCode, observability::metrics::Metrics};
 
 use crate::{error::ApiError, request_context, request_context::RequestContext};
 
@@ -40,7 +40,7 @@ const API_PATH_PREFIX: &str = "/api/v1/verification/";
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 /// The longest a request waits for an admission slot before a 503.
-const ADMISSION_TIMEOUT: std::time::Duration = truenumber_core::db::ACQUIRE_TIMEOUT;
+const ADMISSION_TIMEOUT: std::time::Duration = truenumber_core::storage::db::ACQUIRE_TIMEOUT;
 
 /// Whether a request announces a body (a length above zero, or chunked).
 fn has_body(req: &Request) -> bool {

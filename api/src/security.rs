@@ -4,8 +4,8 @@
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
 use truenumber_core::{
-    app_token::AppClaims,
-    auth::{AuthenticatedCompany, Scope},
+    companies::api_keys::{AuthenticatedCompany, Scope},
+    companies::app_tokens::AppClaims,
     error_code::ErrorCode,
 };
 

@@ -20,8 +20,8 @@ use base64::Engine as _;
 use tokio::sync::watch;
 use truenumber_core::{
     config::{Config, ConfigError, Mode, STANDALONE_DB_FILE},
-    db,
-    db_lanes::ApiConnections,
+    storage::db,
+    storage::lanes::ApiConnections,
 };
 
 use crate::state::AppState;

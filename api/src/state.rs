@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use truenumber_core::{
-    app_token::AppTokenKeys,
-    auth::ApiKeyAuthenticator,
+    companies::api_keys::ApiKeyAuthenticator,
+    companies::app_tokens::AppTokenKeys,
     config::Config,
-    db_lanes::{ApiConnections, RequestDb},
-    events::EventPublisher,
-    metrics::Metrics,
+    limits::{InProcessLimiter, LimiterUnavailable, RateLimiter, SlidingWindowLimiter},
+    observability::metrics::Metrics,
     queue::{Broker, InProcessQueue, Queue, Topology},
-    rate_limit::{InProcessLimiter, LimiterUnavailable, RateLimiter, SlidingWindowLimiter},
+    storage::lanes::{ApiConnections, RequestDb},
+    webhooks::events::EventPublisher,
 };
 
 /// Shared state of an API node; cheap to clone.

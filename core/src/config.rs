@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
-use crate::app_token::{AppTokenJwks, AppTokenTrust};
+use crate::companies::app_tokens::{AppTokenJwks, AppTokenTrust};
 
 /// A secret value whose `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,25 +1,26 @@
-//! Shared by the TrueNumber API and worker: configuration, error codes, the database,
-//! repositories and domain rules. The worker never depends on the API crate.
+//! Shared by the TrueNumber API and worker, one folder per domain, so that any behaviour is
+//! found by its name (docs/ARCHITECTURE.md):
+//!
+//! - [`verification`]: sessions: initiate, the transitions (submit, deny, test completion,
+//!   expiry), the company's listing and the app's view.
+//! - [`companies`]: companies and who may call: API keys, app tokens, the secrets they are
+//!   made of.
+//! - [`webhooks`]: the outbox events, their deliveries and attempts.
+//! - [`queue`]: the event queue (RabbitMQ, or in-process over the database).
+//! - [`limits`]: rate limits (Redis, or in-process).
+//! - [`storage`]: the database, the API's request lanes, SQL shared by both engines.
+//! - [`observability`]: metrics, logs, the health-check probe.
+//!
+//! The worker never depends on the API crate.
 
-pub mod app_token;
-pub mod app_view;
-pub mod auth;
 pub mod companies;
 pub mod config;
-pub mod db;
-pub mod db_lanes;
-pub mod deliveries;
 pub mod error_code;
-pub mod events;
-pub mod metrics;
+pub mod limits;
+pub mod observability;
 pub mod phone;
-pub mod probe;
 pub mod queue;
-pub mod rate_limit;
-pub mod secrets;
-pub mod sessions;
-pub mod sql;
-pub mod sweeps;
-pub mod telemetry;
+pub mod storage;
 pub mod text;
 pub mod verification;
+pub mod webhooks;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use truenumber_core::rate_limit::{
+use truenumber_core::limits::{
     Decision, InProcessLimiter, LimiterBackend, RateLimiter, SlidingWindowLimiter,
 };
 

@@ -10,14 +10,14 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult, Statement,
 };
 use truenumber_core::{
-    app_token::{NumberBinding, TokenBinding},
-    auth::{ApiKeyAuthenticator, AuthError},
+    companies::api_keys::{ApiKeyAuthenticator, AuthError},
+    companies::app_tokens::{NumberBinding, TokenBinding},
     companies::{self, CompanyError},
-    db,
-    deliveries::{self, AttemptRecord, DeliveryStatus, NextStep},
     phone::{MobileNumber, parse_mobile_number},
-    sql,
+    storage::db,
+    storage::sql,
     verification::{self, SessionStatus, Submission, VerificationError},
+    webhooks::deliveries::{self, AttemptRecord, DeliveryStatus, NextStep},
 };
 use truenumber_entities::{
     verification_event, verification_event::EventStatus, verification_session, webhook_attempt,
@@ -516,7 +516,7 @@ async fn submit_verifies_once_and_writes_its_event() {
     );
     assert_eq!(
         target.payload,
-        truenumber_core::events::payload_text(&v.terminal())
+        truenumber_core::webhooks::events::payload_text(&v.terminal())
     );
     assert_eq!(target.company_id, "acme");
     assert_eq!(target.webhook_url, None);

@@ -38,8 +38,8 @@ use hdrhistogram::Histogram;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 use truenumber_core::{
     config::Config,
-    db,
-    db_lanes::{ConnectionLanes, LaneOptions},
+    storage::db,
+    storage::lanes::{ConnectionLanes, LaneOptions},
     verification::{FIND_FOR_COMPANY_SQL, INITIATE_SQL},
 };
 
@@ -296,7 +296,7 @@ async fn measure(
 }
 
 fn main() -> anyhow::Result<()> {
-    truenumber_core::telemetry::run_named("tn-dbbench", run())?
+    truenumber_core::observability::telemetry::run_named("tn-dbbench", run())?
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -445,7 +445,7 @@ mod tests {
         let args = Args::parse_from(["truenumber-dbbench"]);
         assert_eq!(
             args.connections,
-            truenumber_core::db_lanes::api_split(10).1,
+            truenumber_core::storage::lanes::api_split(10).1,
             "the API's lanes for DATABASE_MAX_CONNECTIONS=10"
         );
         assert_eq!(args.callers, 64);

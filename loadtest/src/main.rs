@@ -19,7 +19,9 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use truenumber_core::{app_token::AppTokenKeys, companies, config::Config, db};
+use truenumber_core::{
+    companies, companies::app_tokens::AppTokenKeys, config::Config, storage::db,
+};
 
 /// Which traffic to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -282,7 +284,7 @@ fn ms(micros: u64) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    truenumber_core::telemetry::run_named("tn-loadtest", run())?
+    truenumber_core::observability::telemetry::run_named("tn-loadtest", run())?
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -293,10 +295,10 @@ async fn run() -> anyhow::Result<()> {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(truenumber_core::config::default_pool_size);
-        println!("{}", truenumber_core::db_lanes::api_split(total).1);
+        println!("{}", truenumber_core::storage::lanes::api_split(total).1);
         return Ok(());
     }
-    truenumber_core::telemetry::install_crypto_provider();
+    truenumber_core::observability::telemetry::install_crypto_provider();
     // Against a standalone node (TN_LOADTEST_STANDALONE=1), the company is made in its SQLite
     // file in DATA_DIR (WAL lets this process in beside the node).
     let config = if std::env::var("TN_LOADTEST_STANDALONE").is_ok_and(|v| v == "1") {

@@ -8,7 +8,7 @@
 //! Each migration holds its PostgreSQL DDL (`UP`/`DOWN`) and, beside it, its SQLite twin
 //! (`UP_SQLITE`/`DOWN_SQLITE`), chosen by the connection's backend. The SQLite schema has the
 //! same tables, columns, uniques, foreign keys, CHECKs and partial indexes, with the
-//! conventions of `core/src/sql.rs`: time as RFC 3339 UTC text, UUIDs as 16-byte blobs,
+//! conventions of `core/src/storage/sql.rs`: time as RFC 3339 UTC text, UUIDs as 16-byte blobs,
 //! booleans 0/1, JSON as text.
 
 pub use sea_orm_migration::prelude::*;
@@ -27,7 +27,7 @@ mod m20261207_000011_number_binding;
 
 /// The SQLite column default that writes the current time as RFC 3339 UTC text, as written
 /// literally in the SQLite twins above (frozen with them). A copy of
-/// `truenumber_core::sql::SQLITE_NOW_DEFAULT` (core/src/sql.rs), which the migration crate
+/// `truenumber_core::storage::sql::SQLITE_NOW_DEFAULT` (core/src/storage/sql.rs), which the migration crate
 /// cannot depend on; core's SQLite tests check that the two stay equal.
 pub const SQLITE_NOW_DEFAULT: &str = "(strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))";
 

@@ -1,5 +1,5 @@
 //! A short check value of each API key's secret, beside its argon2id hash, so that a known key
-//! id with a wrong secret is refused without hashing (core/src/auth.rs explains the choice).
+//! id with a wrong secret is refused without hashing (core/src/companies/api_keys.rs explains the choice).
 //! Keys made before this migration have none; theirs is written at their next successful use.
 
 use sea_orm_migration::prelude::*;

@@ -720,7 +720,7 @@ async fn a_provider_down_from_the_start_gives_401_and_health_says_so_until_it_re
 
 #[tokio::test]
 async fn the_providers_max_age_is_honoured_within_the_clamp() {
-    use truenumber_core::app_token::{AppTokenKeys, AppTokenTrust, remote};
+    use truenumber_core::companies::app_tokens::{AppTokenKeys, AppTokenTrust, remote};
     let server = KeyServer::start(&["test-p256"]).await;
     let keys = AppTokenKeys::with_trust(
         &truenumber_core::config::Secret::new(TEST_JWT_SECRET),

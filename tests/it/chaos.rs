@@ -135,7 +135,7 @@ async fn every_event_survives_chaos() {
     complete_verifications(&app, &c.api_key, &c.id, 100).await;
     // The newest of those are younger than the relay's minimum age, so they must still be in
     // the outbox: the API really could not publish them.
-    let (backlog, _) = truenumber_core::events::outbox_backlog(&app.db)
+    let (backlog, _) = truenumber_core::webhooks::events::outbox_backlog(&app.db)
         .await
         .unwrap();
     assert!(

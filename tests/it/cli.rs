@@ -118,7 +118,7 @@ async fn company_lifecycle_through_the_cli() {
     assert_eq!(ours["name"], "ACME Ltd");
     assert_eq!(ours["webhookUrl"], "https://acme.example/hooks");
     assert_eq!(ours["isActive"], true);
-    let key_id = truenumber_core::secrets::api_key_parts(&key)
+    let key_id = truenumber_core::companies::secrets::api_key_parts(&key)
         .map(|p| p.lookup_id)
         .unwrap();
     assert_eq!(ours["apiKeys"][0]["keyId"], key_id);
@@ -309,7 +309,7 @@ async fn app_token_prints_a_token_the_api_accepts() {
     .await
     .unwrap();
     let token = out.trim();
-    let claims = truenumber_core::app_token::AppTokenKeys::new(&app.config.jwt_secret)
+    let claims = truenumber_core::companies::app_tokens::AppTokenKeys::new(&app.config.jwt_secret)
         .verify(token)
         .await
         .unwrap();
@@ -363,7 +363,7 @@ async fn app_token_prints_a_token_the_api_accepts() {
     )
     .await
     .unwrap();
-    let claims = truenumber_core::app_token::AppTokenKeys::new(&app.config.jwt_secret)
+    let claims = truenumber_core::companies::app_tokens::AppTokenKeys::new(&app.config.jwt_secret)
         .verify(unbound.trim())
         .await
         .unwrap();
@@ -414,7 +414,9 @@ async fn migrations_are_idempotent_and_safe_to_race() {
         r.unwrap();
     }
     run(&config, &["migrate"]).await.unwrap();
-    let db = truenumber_core::db::connect(&config).await.unwrap();
+    let db = truenumber_core::storage::db::connect(&config)
+        .await
+        .unwrap();
     use sea_orm::{ConnectionTrait, Statement};
     let row = db
         .query_one_raw(Statement::from_string(
@@ -479,7 +481,7 @@ async fn a_second_start_migrates_without_notices() {
     env.insert("LOG_LEVEL".into(), "info".into());
     let config = Config::from_map(&env).unwrap();
     let sink = captured.clone();
-    truenumber_core::telemetry::init_with_writer(
+    truenumber_core::observability::telemetry::init_with_writer(
         &config,
         tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || sink.clone()),
     );

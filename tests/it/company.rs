@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde_json::{Value, json};
-use truenumber_core::{companies, secrets};
+use truenumber_core::{companies, companies::secrets};
 use truenumber_entities::api_key::{self, KeyMode};
 
 use crate::helpers::{TestApp, TestCompany, assert_error, eventually, unique};

@@ -1,4 +1,4 @@
-//! The API's dedicated request connections (`core/src/db_lanes.rs`) against the real
+//! The API's dedicated request connections (`core/src/storage/lanes.rs`) against the real
 //! PostgreSQL: what the pool's release ping protected against still cannot happen.
 
 use std::time::{Duration, Instant};
@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use truenumber_core::{
     config::Config,
-    db,
-    db_lanes::{ApiConnections, ConnectionLanes, LaneOptions, STATEMENT_TIMEOUT, api_split},
+    storage::db,
+    storage::lanes::{ApiConnections, ConnectionLanes, LaneOptions, STATEMENT_TIMEOUT, api_split},
 };
 
 use crate::helpers::base_env;

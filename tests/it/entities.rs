@@ -5,7 +5,7 @@ use sea_orm::{
     ColumnTrait, ColumnType, DatabaseConnection, DbBackend, DbErr, EntityName, EntityTrait,
     FromQueryResult, IdenStatic, Iterable, Statement,
 };
-use truenumber_core::{config::Config, db};
+use truenumber_core::{config::Config, storage::db};
 use truenumber_entities::{
     api_key, company, verification_event,
     verification_event::EventStatus,

@@ -10,7 +10,9 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use truenumber_core::{app_token::LEEWAY_SECONDS, companies, verification::SessionStatus};
+use truenumber_core::{
+    companies, companies::app_tokens::LEEWAY_SECONDS, verification::SessionStatus,
+};
 
 use crate::helpers::{TEST_JWT_SECRET, TestApp, assert_error, unique};
 
@@ -181,10 +183,11 @@ async fn hashes(app: &TestApp) -> u64 {
 
 /// `tn_live_<key id of `key`>_<a random 43-character secret>`.
 fn same_id_other_secret(key: &str) -> String {
-    let id = truenumber_core::secrets::api_key_parts(key)
+    let id = truenumber_core::companies::secrets::api_key_parts(key)
         .map(|p| p.lookup_id)
         .unwrap();
-    let secret = truenumber_core::secrets::new_verification_id().unwrap()[4..].to_owned();
+    let secret =
+        truenumber_core::companies::secrets::new_verification_id().unwrap()[4..].to_owned();
     format!(
         "tn_live_{id}_{}",
         format!("{secret}{secret}")[..43].to_owned()
@@ -214,12 +217,12 @@ async fn a_known_key_id_with_wrong_secrets_never_runs_argon2() {
 
     // A key made before check values existed is hashed as before until its next good use,
     // which records its check value; from then on wrong secrets cost no hash either.
-    let key_id = truenumber_core::secrets::api_key_parts(&c.api_key)
+    let key_id = truenumber_core::companies::secrets::api_key_parts(&c.api_key)
         .map(|p| p.lookup_id)
         .unwrap()
         .to_owned();
     let legacy = app.create_company(&unique("legacy")).await;
-    let legacy_id = truenumber_core::secrets::api_key_parts(&legacy.api_key)
+    let legacy_id = truenumber_core::companies::secrets::api_key_parts(&legacy.api_key)
         .map(|p| p.lookup_id)
         .unwrap()
         .to_owned();

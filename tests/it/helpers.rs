@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use truenumber_api::state::AppState;
 use truenumber_core::{
-    app_token::AppTokenKeys,
     companies,
+    companies::app_tokens::AppTokenKeys,
     config::{Config, Mode},
-    db,
-    db_lanes::ApiConnections,
+    storage::db,
+    storage::lanes::ApiConnections,
 };
 
 /// The JWT secret every test app uses.
@@ -141,12 +141,12 @@ impl TestApp {
 
     /// An app on a given configuration (a second node shares the first one's database).
     pub async fn spawn_config(config: Config) -> Self {
-        truenumber_core::telemetry::install_crypto_provider();
+        truenumber_core::observability::telemetry::install_crypto_provider();
         // `TEST_LOG=debug cargo nextest run … --no-capture` shows the servers' logs.
         if let Ok(level) = std::env::var("TEST_LOG") {
             let mut logged = config.clone();
             logged.log_level = level;
-            truenumber_core::telemetry::init(&logged, true);
+            truenumber_core::observability::telemetry::init(&logged, true);
         }
         if config.mode == Mode::Standalone {
             return Self::spawn_standalone(config).await;

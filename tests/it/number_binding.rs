@@ -282,7 +282,10 @@ async fn the_development_switch_warns_and_marks_unbound_sessions() {
     env.insert("LOG_LEVEL".into(), "info".into());
     let config = config_from(&env);
     let sink = captured.clone();
-    truenumber_core::telemetry::init_with_writer(&config, BoxMakeWriter::new(move || sink.clone()));
+    truenumber_core::observability::telemetry::init_with_writer(
+        &config,
+        BoxMakeWriter::new(move || sink.clone()),
+    );
     let app = TestApp::spawn_config(config).await;
     let warning = captured
         .text()

@@ -39,7 +39,10 @@ async fn request_ids_are_logged_and_secrets_never_are() {
     env.insert("LOG_LEVEL".into(), "debug".into());
     let config = truenumber_core::config::Config::from_map(&env).unwrap();
     let sink = captured.clone();
-    truenumber_core::telemetry::init_with_writer(&config, BoxMakeWriter::new(move || sink.clone()));
+    truenumber_core::observability::telemetry::init_with_writer(
+        &config,
+        BoxMakeWriter::new(move || sink.clone()),
+    );
 
     let receiver = TestReceiver::start().await;
     let app = TestApp::spawn_config(config.clone()).await;
@@ -212,7 +215,10 @@ async fn lines_logged_inside_a_request_carry_its_request_id() {
     env.insert("REDIS_TIMEOUT_MS".into(), "200".into());
     let config = truenumber_core::config::Config::from_map(&env).unwrap();
     let sink = captured.clone();
-    truenumber_core::telemetry::init_with_writer(&config, BoxMakeWriter::new(move || sink.clone()));
+    truenumber_core::observability::telemetry::init_with_writer(
+        &config,
+        BoxMakeWriter::new(move || sink.clone()),
+    );
     let app = TestApp::spawn_config(config).await;
     let company = app.create_company(&unique("span")).await;
     let resp = app.status(&company.api_key, "ver_nothing").await;

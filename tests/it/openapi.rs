@@ -6,7 +6,7 @@ fn generated() -> Value {
     let mut env = crate::helpers::base_env();
     env.insert("API_BASE_URL".into(), "http://localhost:3000".into());
     let config = truenumber_core::config::Config::from_map(&env).unwrap();
-    let connections = truenumber_core::db_lanes::ApiConnections::unopened(&config);
+    let connections = truenumber_core::storage::lanes::ApiConnections::unopened(&config);
     let state = truenumber_api::state::AppState::new(config, connections).unwrap();
     serde_json::from_str(&truenumber_api::openapi_json(state)).unwrap()
 }
@@ -351,7 +351,7 @@ async fn servers_follow_port_unless_api_base_url_is_set() {
     env.remove("API_BASE_URL");
     env.insert("PORT".into(), "3005".into());
     let config = truenumber_core::config::Config::from_map(&env).unwrap();
-    let connections = truenumber_core::db_lanes::ApiConnections::unopened(&config);
+    let connections = truenumber_core::storage::lanes::ApiConnections::unopened(&config);
     let state = truenumber_api::state::AppState::new(config, connections).unwrap();
     let spec: Value = serde_json::from_str(&truenumber_api::openapi_json(state)).unwrap();
     assert_eq!(spec["servers"][0]["url"], "http://localhost:3005/api/v1");

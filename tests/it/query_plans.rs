@@ -9,7 +9,9 @@
 //! this), with generic plans forced, at several table sizes and without ANALYZE.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
-use truenumber_core::{config::Config, db, deliveries, sweeps, verification};
+use truenumber_core::{
+    config::Config, storage::db, verification, verification::sweeps, webhooks::deliveries,
+};
 
 use crate::helpers::base_env;
 
@@ -148,7 +150,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
         // The app's pending list: a range of the open live sessions of one number.
         let plan = generic_plan(
             &db,
-            truenumber_core::app_view::PENDING_FOR_NUMBER_SQL,
+            truenumber_core::verification::app_view::PENDING_FOR_NUMBER_SQL,
             "'+447911123456', now(), 20",
         )
         .await;
@@ -208,13 +210,13 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
     // or without a cursor.
     for after in [
         None,
-        Some(truenumber_core::deliveries::PageAfter {
+        Some(truenumber_core::webhooks::deliveries::PageAfter {
             created_at: chrono::Utc::now(),
             id: uuid::Uuid::nil(),
         }),
     ] {
         use sea_orm::QueryTrait;
-        let stmt = truenumber_core::sessions::list_query(
+        let stmt = truenumber_core::verification::listing::list_query(
             "plans",
             true,
             &Default::default(),

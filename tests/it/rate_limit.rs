@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use truenumber_core::rate_limit::SlidingWindowLimiter;
+use truenumber_core::limits::SlidingWindowLimiter;
 
 use crate::helpers::{TestApp, assert_error, unique};
 

@@ -17,7 +17,7 @@ use std::{
 use serde_json::json;
 use truenumber_core::{
     config::Config,
-    deliveries::{self, DeliveryStatus},
+    webhooks::deliveries::{self, DeliveryStatus},
 };
 
 use crate::helpers::{Reply, TestApp, TestReceiver, base_env, eventually, unique};

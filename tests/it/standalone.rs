@@ -13,8 +13,8 @@ use truenumber_api::{
 use truenumber_core::{
     companies,
     config::{Config, Mode},
-    db,
-    deliveries::{self, DeliveryStatus},
+    storage::db,
+    webhooks::deliveries::{self, DeliveryStatus},
 };
 
 use crate::{
@@ -68,7 +68,7 @@ impl Flow {
     }
 
     async fn submit(&self, config: &Config, vid: &str) {
-        let token = truenumber_core::app_token::AppTokenKeys::new(&config.jwt_secret)
+        let token = truenumber_core::companies::app_tokens::AppTokenKeys::new(&config.jwt_secret)
             .mint(TOKEN_USER, Some(NUMBER), 600)
             .unwrap();
         let resp = self

@@ -354,7 +354,7 @@ async fn a_test_key_manages_test_keys_only_and_cannot_change_company_wide_settin
     assert_eq!(live_view.iter().filter(|m| *m == "live").count(), 1);
 
     // A live key is as unknown to a test key as an unknown id.
-    let live_id = truenumber_core::secrets::api_key_parts(&c.api_key)
+    let live_id = truenumber_core::companies::secrets::api_key_parts(&c.api_key)
         .unwrap()
         .lookup_id
         .to_owned();

@@ -345,12 +345,12 @@ async fn submit_refuses_bad_tokens_users_and_ids() {
         .await
         .unwrap();
     assert_error(no_auth, 401, "UNAUTHORIZED", "error").await;
-    let foreign = truenumber_core::app_token::AppTokenKeys::new(
+    let foreign = truenumber_core::companies::app_tokens::AppTokenKeys::new(
         &truenumber_core::config::Secret::new("another-secret-another-secret-0123456"),
     )
     .mint("u1", None, 600)
     .unwrap();
-    let expired = truenumber_core::app_token::AppTokenKeys::new(&app.config.jwt_secret)
+    let expired = truenumber_core::companies::app_tokens::AppTokenKeys::new(&app.config.jwt_secret)
         .mint("u1", None, -3600)
         .unwrap();
     for token in [
@@ -471,7 +471,7 @@ async fn api_keys_are_checked_rotated_revoked_and_deactivated() {
     let new_key = new_key.expose().to_owned();
     assert_eq!(app.status(&c.api_key, "ver_x").await.status(), 404);
     assert_eq!(app.status(&new_key, "ver_x").await.status(), 404);
-    let old_id = truenumber_core::secrets::api_key_parts(&c.api_key)
+    let old_id = truenumber_core::companies::secrets::api_key_parts(&c.api_key)
         .map(|p| p.lookup_id)
         .unwrap();
     truenumber_core::companies::revoke_key(&app.db, &c.id, old_id)
@@ -536,8 +536,10 @@ async fn verified_keys_are_cached_so_argon2_is_not_paid_per_request() {
         .unwrap();
     assert_eq!(app.status(&c.api_key, "ver_x").await.status(), 404);
     // A different (unknown) key is still refused.
-    let other =
-        truenumber_core::secrets::new_api_key(truenumber_entities::api_key::KeyMode::Live).unwrap();
+    let other = truenumber_core::companies::secrets::new_api_key(
+        truenumber_entities::api_key::KeyMode::Live,
+    )
+    .unwrap();
     assert_error(
         app.status(other.key.expose(), "ver_x").await,
         401,
@@ -614,13 +616,13 @@ async fn a_database_outage_is_a_503_not_a_leak() {
         .await
         .unwrap();
     let base = format!("http://{}", bound.local_addr);
-    let lanes = truenumber_core::db_lanes::ConnectionLanes::start(
+    let lanes = truenumber_core::storage::lanes::ConnectionLanes::start(
         &config,
-        truenumber_core::db_lanes::LaneOptions::new(1),
+        truenumber_core::storage::lanes::LaneOptions::new(1),
     );
-    let connections = truenumber_core::db_lanes::ApiConnections {
+    let connections = truenumber_core::storage::lanes::ApiConnections {
         pool: dead,
-        lanes: truenumber_core::db_lanes::RequestDb::Lanes(lanes),
+        lanes: truenumber_core::storage::lanes::RequestDb::Lanes(lanes),
     };
     let state = truenumber_api::state::AppState::new(config, connections).unwrap();
     tokio::spawn(bound.serve(state, std::future::pending()));

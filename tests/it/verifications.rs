@@ -367,7 +367,7 @@ async fn a_management_only_key_cannot_list_summarise_or_erase() {
 async fn backdate(app: &TestApp, verification_id: &str, days: i64) {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
     use truenumber_entities::verification_session::{Column, Entity};
-    let at = truenumber_core::sql::now() - chrono::Duration::days(days);
+    let at = truenumber_core::storage::sql::now() - chrono::Duration::days(days);
     let res = Entity::update_many()
         .col_expr(Column::CompletedAt, Expr::value(at))
         .filter(Column::VerificationId.eq(verification_id))
@@ -438,7 +438,7 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
         verification_event::Entity::update_many()
             .col_expr(
                 verification_event::Column::CreatedAt,
-                Expr::value(truenumber_core::sql::now() - chrono::Duration::days(31)),
+                Expr::value(truenumber_core::storage::sql::now() - chrono::Duration::days(31)),
             )
             .filter(verification_event::Column::Id.eq(old_test.as_str()))
             .exec(&app.db)
@@ -451,12 +451,12 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
     backdate(&app, &b_young, 1).await;
 
     // Batches of one, so the sweep has to come back for more.
-    let deleted = truenumber_core::sweeps::apply_retention(&app.db, 30, 1)
+    let deleted = truenumber_core::verification::sweeps::apply_retention(&app.db, 30, 1)
         .await
         .unwrap();
     assert_eq!(
         deleted,
-        truenumber_core::sweeps::RetentionRun {
+        truenumber_core::verification::sweeps::RetentionRun {
             sessions: 2,
             test_events: 1
         }
@@ -492,10 +492,10 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
     );
     // Nothing more is due.
     assert_eq!(
-        truenumber_core::sweeps::apply_retention(&app.db, 30, 1)
+        truenumber_core::verification::sweeps::apply_retention(&app.db, 30, 1)
             .await
             .unwrap(),
-        truenumber_core::sweeps::RetentionRun::default()
+        truenumber_core::verification::sweeps::RetentionRun::default()
     );
     worker.stop().await;
 }

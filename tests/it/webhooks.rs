@@ -5,10 +5,10 @@ use std::{collections::HashSet, time::Duration};
 use sea_orm::{ActiveEnum, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use truenumber_core::{
-    deliveries::{self, DeliveryStatus},
-    events,
     queue::{self, Broker, Queue, Topology},
-    sweeps,
+    verification::sweeps,
+    webhooks::deliveries::{self, DeliveryStatus},
+    webhooks::events,
 };
 use truenumber_entities::{
     verification_event::{self, EventStatus},
@@ -450,8 +450,12 @@ async fn two_sweepers_expire_each_session_exactly_once() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // Two workers: each sweeps through its own pool.
     let (pool_a, pool_b) = (
-        truenumber_core::db::connect(&app.config).await.unwrap(),
-        truenumber_core::db::connect(&app.config).await.unwrap(),
+        truenumber_core::storage::db::connect(&app.config)
+            .await
+            .unwrap(),
+        truenumber_core::storage::db::connect(&app.config)
+            .await
+            .unwrap(),
     );
     let sweep = |db: sea_orm::DatabaseConnection| async move {
         let mut mine = Vec::new();

@@ -8,9 +8,9 @@ use std::{
 use reqwest::{StatusCode, header::HeaderMap};
 use sea_orm::DatabaseConnection;
 use truenumber_core::{
-    deliveries::{self, AttemptRecord, DeliveryStatus, NextStep},
-    metrics::Metrics,
+    observability::metrics::Metrics,
     queue::{DeliveryMessage, Queue},
+    webhooks::deliveries::{self, AttemptRecord, DeliveryStatus, NextStep},
 };
 
 use crate::{

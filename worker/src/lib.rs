@@ -22,11 +22,12 @@ use serde_json::json;
 use tokio::sync::watch;
 use truenumber_core::{
     config::Config,
-    db, deliveries,
-    events::{self, EventPublisher},
-    metrics::Metrics,
+    observability::metrics::Metrics,
     queue::{Broker, DeliveryMessage, InProcessQueue, Queue, Route as QueueRoute, Topology},
-    sweeps,
+    storage::db,
+    verification::sweeps,
+    webhooks::deliveries,
+    webhooks::events::{self, EventPublisher},
 };
 
 use crate::delivery::Deliverer;

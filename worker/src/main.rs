@@ -9,7 +9,7 @@ use std::{process::ExitCode, time::Duration};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use truenumber_core::{config::Config, telemetry};
+use truenumber_core::{config::Config, observability::telemetry};
 
 fn main() -> ExitCode {
     telemetry::run_named("tn-worker", run()).unwrap_or_else(|e| {
@@ -37,7 +37,9 @@ async fn run() -> ExitCode {
     };
     if command == "health-check" {
         let url = format!("http://127.0.0.1:{}/health/live", config.worker_port);
-        return match truenumber_core::probe::probe(&url, Duration::from_secs(3)).await {
+        return match truenumber_core::observability::probe::probe(&url, Duration::from_secs(3))
+            .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("unhealthy: {e}");

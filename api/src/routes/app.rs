@@ -11,8 +11,8 @@ use poem_openapi::{
     param::{Path, Query},
 };
 use truenumber_core::{
-    app_view::{self, AppSession},
     error_code::ErrorCode,
+    verification::app_view::{self, AppSession},
 };
 
 use crate::{

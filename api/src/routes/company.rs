@@ -11,7 +11,7 @@ use std::time::Duration;
 use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
 use truenumber_core::{
-    auth::{AuthenticatedCompany, Scope, Scopes},
+    companies::api_keys::{AuthenticatedCompany, Scope, Scopes},
     companies::{self, ApiKeySummary, CompanyError, KeySpec},
     error_code::ErrorCode,
 };
@@ -708,14 +708,14 @@ impl CompanyApi {
             )
             .into());
         };
-        let event_id = truenumber_core::events::insert_test_event(
+        let event_id = truenumber_core::webhooks::events::insert_test_event(
             &self.state.db,
             &company.company_id,
             company.livemode(),
         )
         .await
         .map_err(db_error)?;
-        let delivery = truenumber_core::deliveries::get_or_create(
+        let delivery = truenumber_core::webhooks::deliveries::get_or_create(
             &self.state.db,
             &event_id,
             &company.company_id,

@@ -13,10 +13,10 @@ use poem_openapi::{
 };
 use serde::Deserialize;
 use truenumber_core::{
-    auth::Scope,
-    deliveries::{self, DeliveryStatus, DeliveryView, PageAfter, RedeliverError},
+    companies::api_keys::Scope,
     error_code::ErrorCode,
     queue::{DeliveryMessage, Route},
+    webhooks::deliveries::{self, DeliveryStatus, DeliveryView, PageAfter, RedeliverError},
 };
 use uuid::Uuid;
 

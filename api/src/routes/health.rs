@@ -8,7 +8,7 @@ use poem::{
     web::{Data, Json},
 };
 use serde_json::{Value, json};
-use truenumber_core::{db, events, queue::QueueBackend, rate_limit::LimiterBackend};
+use truenumber_core::{limits::LimiterBackend, queue::QueueBackend, storage::db, webhooks::events};
 
 use crate::state::AppState;
 

@@ -8,7 +8,7 @@ use chrono::Utc;
 use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
 use truenumber_core::{
-    auth::Scope,
+    companies::api_keys::Scope,
     error_code::ErrorCode,
     verification::{self, Decider, SessionStatus},
 };

@@ -7,8 +7,8 @@ use chrono::Utc;
 use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
 use truenumber_core::{
-    app_token::{NumberBinding, TokenBinding},
-    auth::Scope,
+    companies::api_keys::Scope,
+    companies::app_tokens::{NumberBinding, TokenBinding},
     error_code::ErrorCode,
     phone::parse_mobile_number,
     verification::{self, Decider, NewSession, SessionStatus, Submission, VerificationError},
@@ -495,7 +495,7 @@ impl OperationErrors for StatusErrors {
 /// to `appUserId`.
 async fn app_preamble(
     state: &AppState,
-    claims: &truenumber_core::app_token::AppClaims,
+    claims: &truenumber_core::companies::app_tokens::AppClaims,
     verification_id: &str,
     app_user_id: &str,
 ) -> Result<(), ApiError> {
@@ -520,7 +520,7 @@ async fn app_preamble(
 /// `NUMBER_BINDING_REQUIRED` (unless `APP_TOKEN_REQUIRE_PHONE_NUMBER` is off).
 pub(crate) fn token_binding(
     state: &AppState,
-    claims: &truenumber_core::app_token::AppClaims,
+    claims: &truenumber_core::companies::app_tokens::AppClaims,
 ) -> Result<TokenBinding, ApiError> {
     claims
         .binding(state.config.app_token_require_phone_number)

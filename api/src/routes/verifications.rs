@@ -12,11 +12,11 @@ use poem_openapi::{
     param::{Path, Query},
 };
 use truenumber_core::{
-    auth::Scope,
-    deliveries::PageAfter,
+    companies::api_keys::Scope,
     error_code::ErrorCode,
-    sessions::{self, SessionFilter},
     verification::SessionStatus,
+    verification::listing::{self, SessionFilter},
+    webhooks::deliveries::PageAfter,
 };
 
 use crate::{
@@ -147,7 +147,7 @@ pub struct VerificationsApi {
 impl VerificationsApi {
     async fn limit(
         &self,
-        company: &truenumber_core::auth::AuthenticatedCompany,
+        company: &truenumber_core::companies::api_keys::AuthenticatedCompany,
     ) -> Result<(), ApiError> {
         let limit = Limit {
             name: "status",
@@ -204,7 +204,7 @@ impl VerificationsApi {
             created_after: created_after.0.map(|t| t.0),
             created_before: created_before.0.map(|t| t.0),
         };
-        let rows = sessions::list_page(
+        let rows = listing::list_page(
             &self.state.db,
             &company.company_id,
             company.livemode(),
@@ -268,7 +268,7 @@ impl VerificationsApi {
             )
             .into());
         }
-        let s = sessions::summarise(
+        let s = listing::summarise(
             &self.state.db,
             &company.company_id,
             company.livemode(),
@@ -308,7 +308,7 @@ impl VerificationsApi {
         verification_id: Path<String>,
     ) -> Result<NoContent, Failure<EraseErrors>> {
         require_scope(&company, Scope::Verifications)?;
-        let erased = sessions::erase(
+        let erased = listing::erase(
             &self.state.db,
             &company.company_id,
             company.livemode(),

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, mpsc};
 use truenumber_entities::webhook_delivery::{self, DeliveryStatus};
 
 use super::{DeliveryMessage, Route};
-use crate::{db, deliveries};
+use crate::{storage::db, webhooks::deliveries};
 
 /// The in-process queue of a standalone node; cheap to clone.
 #[derive(Clone)]

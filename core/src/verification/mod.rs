@@ -1,5 +1,9 @@
 //! Verification sessions: initiate, submit and read, each one conditional statement.
 
+pub mod app_view;
+pub mod listing;
+pub mod sweeps;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,9 +15,10 @@ use sea_orm::{
 use truenumber_entities::verification_session::{self, Model as SessionRow};
 
 use crate::{
-    app_token::{NumberBinding, TokenBinding},
+    companies::app_tokens::{NumberBinding, TokenBinding},
+    companies::secrets,
     phone::MobileNumber,
-    secrets, sql,
+    storage::sql,
 };
 
 /// The lifecycle of a session: the entity's enum itself, so a stored value outside it is a
@@ -225,7 +230,7 @@ pub static SUBMIT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
            RETURNING *), \
          {} \
          SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
-        crate::events::EVENTS_FROM_UPD
+        crate::webhooks::events::EVENTS_FROM_UPD
     )
 });
 
@@ -268,7 +273,7 @@ pub static DECIDE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
            RETURNING *), \
          {} \
          SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
-        crate::events::EVENTS_FROM_UPD
+        crate::webhooks::events::EVENTS_FROM_UPD
     )
 });
 
@@ -615,7 +620,8 @@ async fn transition(
         if let Some(row) = row {
             let session = VerificationSession::from(row);
             let event_id =
-                crate::events::insert_event_sqlite(&txn, &session.terminal(), now).await?;
+                crate::webhooks::events::insert_event_sqlite(&txn, &session.terminal(), now)
+                    .await?;
             txn.commit().await?;
             return Ok(Completed { session, event_id });
         }
@@ -690,8 +696,8 @@ fn why_not(
 
 impl VerificationSession {
     /// What the outbox event of this session (just made terminal) is made of.
-    pub fn terminal(&self) -> crate::events::Terminal<'_> {
-        crate::events::Terminal {
+    pub fn terminal(&self) -> crate::webhooks::events::Terminal<'_> {
+        crate::webhooks::events::Terminal {
             verification_id: &self.verification_id,
             company_id: &self.company_id,
             request_id: &self.request_id,

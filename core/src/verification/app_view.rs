@@ -91,7 +91,7 @@ pub async fn pending_for_number(
         PENDING_FOR_NUMBER_SQL,
         [
             number.into(),
-            crate::sql::now().into(),
+            crate::storage::sql::now().into(),
             i64::try_from(MAX_PENDING).unwrap_or(20).into(),
         ],
     ))

@@ -16,7 +16,7 @@ use truenumber_entities::verification_session::SessionStatus;
 
 use crate::{
     queue::{DeliveryMessage, Queue, QueueError, Route},
-    sql::Twin,
+    storage::sql::Twin,
 };
 
 /// The one event type (the API document's `event` field).
@@ -167,7 +167,7 @@ pub async fn mark_published(db: &impl ConnectionTrait, ids: &[String]) -> Result
     let backend = db.get_database_backend();
     let mut values = vec![id_list(backend, ids)];
     if backend == DbBackend::Sqlite {
-        values.push(crate::sql::now().into());
+        values.push(crate::storage::sql::now().into());
     }
     db.execute_raw(MARK_PUBLISHED.statement(backend, values))
         .await
@@ -282,7 +282,7 @@ pub async fn relay_unpublished(
     min_age: Duration,
     batch: u64,
 ) -> Result<usize, DbErr> {
-    let now = crate::sql::now();
+    let now = crate::storage::sql::now();
     let age = chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::zero());
     let claim = chrono::Duration::from_std(RELAY_CLAIM).unwrap_or(chrono::Duration::zero());
     let backend = db.get_database_backend();
@@ -334,7 +334,7 @@ pub async fn outbox_backlog(db: &impl ConnectionTrait) -> Result<(i64, f64), DbE
     .await?;
     Ok(b.map_or((0, 0.0), |b| {
         let age = b.oldest.map_or(0.0, |t| {
-            (crate::sql::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            (crate::storage::sql::now() - t).num_milliseconds().max(0) as f64 / 1000.0
         });
         (b.n, age)
     }))
@@ -353,7 +353,7 @@ pub async fn insert_test_event(
 ) -> Result<String, DbErr> {
     use sea_orm::{ActiveModelTrait, ActiveValue::Set};
     let id = new_event_id();
-    let now = crate::sql::now();
+    let now = crate::storage::sql::now();
     truenumber_entities::verification_event::ActiveModel {
         id: Set(id.clone()),
         event_type: Set(WEBHOOK_TEST.to_owned()),

@@ -28,7 +28,7 @@ use truenumber_entities::{
     company,
 };
 
-use crate::{secrets, sql};
+use crate::{companies::secrets, storage::sql};
 
 /// `lastUsedAt` moves at most once per key per this interval (PRODUCT.md: "at most one write
 /// per key per minute"), however many requests and nodes use the key.

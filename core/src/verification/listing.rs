@@ -14,7 +14,9 @@ use truenumber_entities::{
 };
 use uuid::Uuid;
 
-use crate::{deliveries::PageAfter, sql::Twin, verification::VerificationSession};
+use crate::{
+    storage::sql::Twin, verification::VerificationSession, webhooks::deliveries::PageAfter,
+};
 
 /// What a listing keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

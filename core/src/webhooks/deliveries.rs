@@ -13,7 +13,7 @@ pub use truenumber_entities::webhook_delivery::DeliveryStatus;
 use truenumber_entities::{webhook_attempt, webhook_delivery};
 use uuid::Uuid;
 
-use crate::sql::{self, Twin};
+use crate::storage::sql::{self, Twin};
 
 /// A delivery as stored.
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult, Serialize)]

@@ -36,7 +36,7 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
 }
 
 /// Opens a pool of `max_connections` (an API node keeps most of its budget for its request
-/// lanes: [`crate::db_lanes::ApiConnections::open`] sizes both).
+/// lanes: [`crate::storage::lanes::ApiConnections::open`] sizes both).
 pub async fn connect_sized(
     config: &Config,
     max_connections: u32,

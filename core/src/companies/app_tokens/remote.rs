@@ -28,7 +28,7 @@ use futures::StreamExt as _;
 use prometheus_client::metrics::{counter::Counter, family::Family};
 
 use super::{AppTokenJwks, AppTokenTrust, JwksError, Verifier, verifiers};
-use crate::metrics::KindLabel;
+use crate::observability::metrics::KindLabel;
 
 /// The shortest a fetched set is trusted before it is fetched again.
 pub const MIN_CACHE: Duration = Duration::from_secs(5 * 60);

@@ -1,5 +1,9 @@
 //! Companies and their API keys: what the operator commands and authentication read and write.
 
+pub mod api_keys;
+pub mod app_tokens;
+pub mod secrets;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait,
@@ -15,12 +19,11 @@ use truenumber_entities::{
 };
 use uuid::Uuid;
 
-use crate::{
-    auth::{Scope, Scopes},
-    config::Secret,
-    secrets::{self, KeyError},
-    sql,
+use self::{
+    api_keys::{Scope, Scopes},
+    secrets::KeyError,
 };
+use crate::{config::Secret, storage::sql};
 
 /// Failure of a company operation.
 #[derive(Debug, thiserror::Error)]

@@ -244,8 +244,8 @@ impl Metrics {
 
     /// The counters of the API-key authenticator: argon2 verifications and `lastUsedAt`
     /// writes.
-    pub fn auth(&self) -> crate::auth::AuthMetrics {
-        crate::auth::AuthMetrics {
+    pub fn auth(&self) -> crate::companies::api_keys::AuthMetrics {
+        crate::companies::api_keys::AuthMetrics {
             hashes: self.api_key_hashes.clone(),
             last_used_writes: self.api_key_last_used_writes.clone(),
         }

@@ -671,7 +671,7 @@ impl AppTokenKeys {
     pub fn from_config_counted(
         config: &Config,
         fetches: prometheus_client::metrics::family::Family<
-            crate::metrics::KindLabel,
+            crate::observability::metrics::KindLabel,
             prometheus_client::metrics::counter::Counter,
         >,
     ) -> Self {
@@ -688,7 +688,7 @@ impl AppTokenKeys {
         secret: &Secret,
         trust: &AppTokenTrust,
         fetches: prometheus_client::metrics::family::Family<
-            crate::metrics::KindLabel,
+            crate::observability::metrics::KindLabel,
             prometheus_client::metrics::counter::Counter,
         >,
     ) -> Self {

@@ -171,12 +171,12 @@ pub struct LaneOptions {
 
 impl LaneOptions {
     /// `lanes` lanes with the pool's policies: statements wait up to
-    /// [`crate::db::ACQUIRE_TIMEOUT`]; connections idle over 30 s are pinged first; statements
+    /// [`crate::storage::db::ACQUIRE_TIMEOUT`]; connections idle over 30 s are pinged first; statements
     /// run for at most [`STATEMENT_TIMEOUT`].
     pub fn new(lanes: usize) -> Self {
         Self {
             lanes,
-            queue_timeout: crate::db::ACQUIRE_TIMEOUT,
+            queue_timeout: crate::storage::db::ACQUIRE_TIMEOUT,
             ping_if_idle_for: Duration::from_secs(30),
             statement_timeout: STATEMENT_TIMEOUT,
         }
@@ -714,7 +714,7 @@ impl ApiConnections {
             )));
         }
         let (pool_size, lanes) = api_split(total);
-        let pool = crate::db::connect_sized(config, pool_size).await?;
+        let pool = crate::storage::db::connect_sized(config, pool_size).await?;
         Ok(Self {
             pool,
             lanes: RequestDb::Lanes(ConnectionLanes::start(config, LaneOptions::new(lanes))),

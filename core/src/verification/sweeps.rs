@@ -5,7 +5,7 @@
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, TransactionTrait};
 use truenumber_entities::verification_session::Model as SessionRow;
 
-use crate::events::{self, EVENTS_FROM_UPD};
+use crate::webhooks::events::{self, EVENTS_FROM_UPD};
 
 #[derive(Debug, FromQueryResult)]
 struct ExpiredEvent {
@@ -59,7 +59,7 @@ pub async fn expire_due_sessions(
         .await?;
         return Ok(rows.into_iter().map(|r| r.event_id).collect());
     }
-    let now = crate::sql::now();
+    let now = crate::storage::sql::now();
     let txn = db.begin().await?;
     let expired = SessionRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Sqlite,
@@ -180,7 +180,7 @@ pub async fn apply_retention(
         let days = days
             .and_then(|d| u32::try_from(d).ok())
             .unwrap_or(default_days);
-        let cutoff = crate::sql::now() - chrono::Duration::days(i64::from(days));
+        let cutoff = crate::storage::sql::now() - chrono::Duration::days(i64::from(days));
         for (postgres, sqlite, total) in [
             (
                 RETENTION_DELETE_SQL,

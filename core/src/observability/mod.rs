@@ -1,0 +1,6 @@
+//! What operators see: Prometheus metrics ([`metrics`]), structured logs ([`telemetry`]) and
+//! the health-check probe of the `health-check` subcommands ([`probe`]).
+
+pub mod metrics;
+pub mod probe;
+pub mod telemetry;
