@@ -28,8 +28,14 @@ use truenumber_core::config::Config;
 use crate::{
     middleware::{HttpsPolicy, RequestMiddleware, RouteTable},
     routes::{
-        app::AppApi, company::CompanyApi, deliveries::DeliveriesApi, health,
-        test_mode::TestModeApi, verification::VerificationApi, verifications::VerificationsApi,
+        app::AppApi,
+        company::{
+            api_keys::ApiKeysApi, deliveries::DeliveriesApi, profile::ProfileApi,
+            webhook::WebhookApi,
+        },
+        health,
+        test_mode::TestModeApi,
+        verification::{flow::VerificationApi, records::VerificationsApi},
     },
     state::AppState,
 };
@@ -37,20 +43,20 @@ use crate::{
 /// Where the versioned API lives.
 pub const API_PREFIX: &str = "/api/v1";
 
+/// Every operation of the versioned API, one OpenAPI type per resource.
+pub type Api = (
+    VerificationApi,
+    VerificationsApi,
+    AppApi,
+    TestModeApi,
+    ProfileApi,
+    WebhookApi,
+    ApiKeysApi,
+    DeliveriesApi,
+);
+
 /// The OpenAPI service for a state (its `servers` entry comes from `API_BASE_URL`).
-pub fn openapi_service(
-    state: AppState,
-) -> OpenApiService<
-    (
-        VerificationApi,
-        VerificationsApi,
-        AppApi,
-        TestModeApi,
-        CompanyApi,
-        DeliveriesApi,
-    ),
-    (),
-> {
+pub fn openapi_service(state: AppState) -> OpenApiService<Api, ()> {
     let server = format!("{}{API_PREFIX}", state.config.api_base_url);
     OpenApiService::new(
         (
@@ -66,7 +72,13 @@ pub fn openapi_service(
             TestModeApi {
                 state: state.clone(),
             },
-            CompanyApi {
+            ProfileApi {
+                state: state.clone(),
+            },
+            WebhookApi {
+                state: state.clone(),
+            },
+            ApiKeysApi {
                 state: state.clone(),
             },
             DeliveriesApi { state },

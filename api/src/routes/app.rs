@@ -21,7 +21,7 @@ use crate::{
     routes::{
         ApiTags,
         company::{SYSTEM_ERROR, UNAVAILABLE},
-        verification::{VerificationStatus, token_binding},
+        verification::flow::{VerificationStatus, token_binding},
     },
     security::AppAuth,
     state::AppState,

@@ -2,11 +2,9 @@
 
 pub mod app;
 pub mod company;
-pub mod deliveries;
 pub mod health;
 pub mod test_mode;
 pub mod verification;
-pub mod verifications;
 
 use poem_openapi::Tags;
 

@@ -20,7 +20,7 @@ use crate::{
     responses::{ErrorDoc, Failure, OperationErrors, Success},
     routes::{
         ApiTags,
-        verification::{VerificationStatusResponse, session_error},
+        verification::flow::{VerificationStatusResponse, session_error},
     },
     security::{CompanyAuth, require_scope},
     state::AppState,
@@ -152,7 +152,7 @@ impl TestModeApi {
             name: "submit",
             subject: &verification_id.0,
             limit: self.state.config.rate_limit_submit_per_minute,
-            window: crate::routes::verification::MINUTE,
+            window: crate::routes::verification::flow::MINUTE,
         };
         enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;
         let outcome = SessionStatus::from(req.outcome);

@@ -26,7 +26,7 @@ use crate::{
     responses::{ErrorDoc, Failure, NoContent, OperationErrors, Success, SuccessBody},
     routes::{
         ApiTags,
-        verification::{VerificationStatus, VerificationStatusResponse},
+        verification::flow::{VerificationStatus, VerificationStatusResponse},
     },
     security::{CompanyAuth, require_scope},
     state::AppState,

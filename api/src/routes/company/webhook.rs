@@ -1,0 +1,266 @@
+//! The webhook endpoint (`PUT`, `DELETE /company/webhook`), a test event
+//! (`POST /company/webhook/test`) and the signing secret
+//! (`POST /company/webhook/secret/rotate`).
+
+use std::time::Duration;
+
+use poem_openapi::{Object, OpenApi};
+use serde::Deserialize;
+use truenumber_core::{
+    companies::{self, CompanyError},
+    error_code::ErrorCode,
+};
+
+use super::{
+    FORBIDDEN, FORBIDDEN_TO_TEST_KEYS, LiveOnlyErrors, SYSTEM_ERROR, UNAUTHORIZED, UNAVAILABLE,
+    authorize, company_error, own_row, require_live,
+};
+use crate::{
+    error::{ApiError, db_error},
+    json_body::{JsonBody, Validate, check_len},
+    responses::{ErrorDoc, Failure, NoContent, OperationErrors, Success, SuccessBody},
+    routes::ApiTags,
+    security::CompanyAuth,
+    state::AppState,
+    timestamp::Timestamp,
+};
+
+/// Body of `PUT /company/webhook`.
+#[derive(Debug, Object, Deserialize)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetWebhookRequest {
+    /// Where to POST your webhooks: an absolute `http` or `https` URL without credentials, at
+    /// most 2048 characters, whose host is a public address (checked now, after DNS, and again
+    /// at every delivery).
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub url: String,
+}
+
+impl Validate for SetWebhookRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_len("url", &self.url, 1, 2048)
+    }
+}
+
+/// `PUT /company/webhook`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct WebhookEndpoint {
+    /// The URL as stored (normalised).
+    pub webhook_url: String,
+}
+
+impl SuccessBody for WebhookEndpoint {
+    const DESCRIPTION: &'static str = "The webhook URL is set.";
+    const RATE_LIMITED: bool = false;
+}
+
+/// `POST /company/webhook/secret/rotate`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct RotatedWebhookSecret {
+    /// The new signing secret (`whsec_…`). Store it now: it is never shown again.
+    pub webhook_secret: String,
+    /// Until then every delivery carries two signatures, the new secret's and the previous
+    /// one's (RFC 3339, UTC): switch your receiver to the new secret before it.
+    pub previous_secret_expires_at: Timestamp,
+}
+
+impl SuccessBody for RotatedWebhookSecret {
+    const DESCRIPTION: &'static str = "The secret was rotated.";
+    const RATE_LIMITED: bool = false;
+}
+
+/// `POST /company/webhook/test`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct WebhookTest {
+    /// The test event's id: its `webhook-id`.
+    pub event_id: String,
+    /// Its delivery, listed among your deliveries like any other.
+    pub delivery_id: String,
+}
+
+impl SuccessBody for WebhookTest {
+    const DESCRIPTION: &'static str = "Accepted: the test event is on its way to your webhook URL.";
+    const STATUS: u16 = 202;
+    const RATE_LIMITED: bool = false;
+}
+
+/// The error statuses of `POST /company/webhook/test`.
+#[derive(Debug)]
+pub struct WebhookTestErrors;
+
+impl OperationErrors for WebhookTestErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        UNAUTHORIZED,
+        FORBIDDEN,
+        ErrorDoc::before_limiter(
+            409,
+            "`WEBHOOK_NOT_CONFIGURED`: set a webhook URL first (`PUT /company/webhook`).",
+        ),
+        SYSTEM_ERROR,
+        UNAVAILABLE,
+    ];
+}
+
+/// The error statuses of `PUT /company/webhook`.
+#[derive(Debug)]
+pub struct SetWebhookErrors;
+
+impl OperationErrors for SetWebhookErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        ErrorDoc::before_limiter(
+            400,
+            "`INVALID_REQUEST` (malformed body), or `INVALID_WEBHOOK_URL`: not an absolute \
+             http(s) URL, carries credentials, or its host is (or resolves to) a loopback, \
+             private, link-local, multicast or otherwise non-public address; the message says \
+             which.",
+        ),
+        UNAUTHORIZED,
+        FORBIDDEN_TO_TEST_KEYS,
+        ErrorDoc::REQUEST_TIMEOUT,
+        ErrorDoc::PAYLOAD_TOO_LARGE,
+        SYSTEM_ERROR,
+        UNAVAILABLE,
+    ];
+}
+
+/// How long registration waits for DNS before leaving the check to delivery time.
+const REGISTRATION_DNS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The webhook endpoint and its secret.
+#[derive(Debug)]
+pub struct WebhookApi {
+    /// Shared state.
+    pub state: AppState,
+}
+
+#[OpenApi(prefix_path = "/company", tag = "ApiTags::Company")]
+impl WebhookApi {
+    /// Set your webhook URL
+    ///
+    /// Every completed verification is then POSTed there, signed with your webhook secret.
+    #[oai(path = "/webhook", method = "put", operation_id = "setWebhook")]
+    async fn set_webhook(
+        &self,
+        CompanyAuth(company): CompanyAuth,
+        JsonBody(req): JsonBody<SetWebhookRequest>,
+    ) -> Result<Success<WebhookEndpoint>, Failure<SetWebhookErrors>> {
+        authorize(&company)?;
+        require_live(&company, "change the webhook URL")?;
+        let invalid = |why: String| ApiError::new(ErrorCode::InvalidWebhookUrl, why);
+        let url = companies::validate_webhook_url(&req.url).map_err(|e| match e {
+            CompanyError::Invalid(why) => invalid(why),
+            other => company_error(other),
+        })?;
+        truenumber_worker::ssrf::check_registration(
+            &url,
+            self.state.config.webhook_allow_private_networks,
+            REGISTRATION_DNS_TIMEOUT,
+        )
+        .await
+        .map_err(|refused| invalid(refused.to_string()))?;
+        companies::set_webhook(&self.state.db, &company.company_id, Some(&url))
+            .await
+            .map_err(company_error)?;
+        tracing::info!("webhook URL set");
+        Ok(Success(WebhookEndpoint { webhook_url: url }))
+    }
+
+    /// Remove your webhook URL
+    ///
+    /// Events that complete while no URL is set are not delivered.
+    #[oai(path = "/webhook", method = "delete", operation_id = "deleteWebhook")]
+    async fn delete_webhook(
+        &self,
+        CompanyAuth(company): CompanyAuth,
+    ) -> Result<NoContent, Failure<LiveOnlyErrors>> {
+        authorize(&company)?;
+        require_live(&company, "remove the webhook URL")?;
+        companies::set_webhook(&self.state.db, &company.company_id, None)
+            .await
+            .map_err(company_error)?;
+        tracing::info!("webhook URL removed");
+        Ok(NoContent)
+    }
+
+    /// Send a test webhook
+    ///
+    /// A signed `webhook.test` event (`{"event":"webhook.test","companyId","livemode",
+    /// "timestamp"}`) goes to your webhook URL through the normal delivery path, with retries,
+    /// and is listed among your deliveries.
+    #[oai(
+        path = "/webhook/test",
+        method = "post",
+        operation_id = "sendTestWebhook"
+    )]
+    async fn send_test_webhook(
+        &self,
+        CompanyAuth(company): CompanyAuth,
+    ) -> Result<Success<WebhookTest>, Failure<WebhookTestErrors>> {
+        authorize(&company)?;
+        let row = own_row(&self.state, &company).await?;
+        let Some(url) = row.webhook_url else {
+            return Err(ApiError::new(
+                ErrorCode::WebhookNotConfigured,
+                "No webhook URL is set; set one with PUT /company/webhook first",
+            )
+            .into());
+        };
+        let event_id = truenumber_core::webhooks::events::insert_test_event(
+            &self.state.db,
+            &company.company_id,
+            company.livemode(),
+        )
+        .await
+        .map_err(db_error)?;
+        let delivery = truenumber_core::webhooks::deliveries::get_or_create(
+            &self.state.db,
+            &event_id,
+            &company.company_id,
+            &url,
+        )
+        .await
+        .map_err(db_error)?;
+        // Hand it to the queue now; the relay publishes it if this does not.
+        self.state.publisher.publish_soon(event_id.clone());
+        tracing::info!(%event_id, "test webhook queued");
+        Ok(Success(WebhookTest {
+            event_id,
+            delivery_id: delivery.id.to_string(),
+        }))
+    }
+
+    /// Rotate your webhook secret
+    ///
+    /// A new signing secret. For `WEBHOOK_SECRET_OVERLAP_SECONDS` (default one day) every
+    /// delivery is signed with both the new and the previous secret, so your receiver can
+    /// switch without losing an event. Rotating again during an overlap drops the older
+    /// previous secret at once.
+    #[oai(
+        path = "/webhook/secret/rotate",
+        method = "post",
+        operation_id = "rotateWebhookSecret"
+    )]
+    async fn rotate_webhook_secret(
+        &self,
+        CompanyAuth(company): CompanyAuth,
+    ) -> Result<Success<RotatedWebhookSecret>, Failure<LiveOnlyErrors>> {
+        authorize(&company)?;
+        require_live(&company, "rotate the webhook secret")?;
+        let (secret, until) = companies::rotate_webhook_secret(
+            &self.state.db,
+            &company.company_id,
+            self.state.config.webhook_secret_overlap,
+        )
+        .await
+        .map_err(company_error)?;
+        tracing::info!(previous_secret_expires_at = %until, "webhook secret rotated");
+        Ok(Success(RotatedWebhookSecret {
+            webhook_secret: secret.expose().to_owned(),
+            previous_secret_expires_at: until.into(),
+        }))
+    }
+}
