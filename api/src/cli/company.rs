@@ -1,0 +1,186 @@
+//! `truenumber-api company …`: companies, their keys, webhook URL, limits and retention.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use serde_json::json;
+use truenumber_core::companies;
+
+use super::print;
+
+/// `company …` commands.
+#[derive(Debug, Subcommand)]
+pub enum CompanyCommand {
+    /// Create a company; prints `{"companyId","apiKey","testApiKey","webhookSecret"}` (keys
+    /// and secret are shown only once).
+    Create {
+        /// Public company id (letters, digits, `_`, `-`, `.`).
+        #[arg(long)]
+        company_id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Webhook target (http or https).
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
+    /// List companies and their keys (never secrets).
+    List,
+    /// Issue a new API key (printed once); old keys stay valid unless --revoke-existing.
+    RotateKey {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// Revoke every existing key in the same transaction.
+        #[arg(long)]
+        revoke_existing: bool,
+    },
+    /// Revoke one API key by its key id (the part after `tn_`, shown by `list`).
+    RevokeKey {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// The key id.
+        #[arg(long)]
+        key_id: String,
+    },
+    /// Set or clear the webhook URL.
+    SetWebhook {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// The new URL.
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        url: Option<String>,
+        /// Remove the webhook.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Set or clear per-company rate limits (per hour); omit a flag to clear that override.
+    SetRateLimits {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// Initiate calls per hour.
+        #[arg(long)]
+        initiate_per_hour: Option<u32>,
+        /// Status calls per hour.
+        #[arg(long)]
+        status_per_hour: Option<u32>,
+    },
+    /// Set a company's own retention window (1-3650 days), or omit --days to use
+    /// DATA_RETENTION_DAYS again.
+    SetRetention {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// Completed sessions older than this many days are deleted.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
+    },
+    /// Deactivate a company: its keys are refused with COMPANY_INACTIVE.
+    Deactivate {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+    },
+    /// Reactivate a company.
+    Activate {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+    },
+}
+
+pub(super) async fn run(
+    command: CompanyCommand,
+    db: &sea_orm::DatabaseConnection,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    match command {
+        CompanyCommand::Create {
+            company_id,
+            name,
+            webhook_url,
+        } => {
+            let created =
+                match companies::create_company(db, &company_id, &name, webhook_url.as_deref())
+                    .await
+                {
+                    Err(companies::CompanyError::AlreadyExists(id)) => anyhow::bail!(
+                        "company `{id}` already exists; its keys are unchanged. For a new key, \
+                         run `company rotate-key --company-id {id}`"
+                    ),
+                    other => other?,
+                };
+            print(
+                out,
+                &json!({
+                    "companyId": created.company.company_id,
+                    "apiKey": created.api_key.expose(),
+                    "testApiKey": created.test_api_key.expose(),
+                    "webhookSecret": created.company.webhook_secret,
+                }),
+            )
+        }
+        CompanyCommand::List => print(
+            out,
+            &serde_json::to_value(companies::list_companies(db).await?)?,
+        ),
+        CompanyCommand::RotateKey {
+            company_id,
+            revoke_existing,
+        } => {
+            let (key, key_id) = companies::rotate_key(db, &company_id, revoke_existing).await?;
+            print(
+                out,
+                &json!({"companyId": company_id, "apiKey": key.expose(), "keyId": key_id}),
+            )
+        }
+        CompanyCommand::RevokeKey { company_id, key_id } => {
+            companies::revoke_key(db, &company_id, &key_id).await?;
+            print(
+                out,
+                &json!({"companyId": company_id, "keyId": key_id, "revoked": true}),
+            )
+        }
+        CompanyCommand::SetWebhook {
+            company_id,
+            url,
+            clear: _,
+        } => {
+            companies::set_webhook(db, &company_id, url.as_deref()).await?;
+            print(out, &json!({"companyId": company_id, "webhookUrl": url}))
+        }
+        CompanyCommand::SetRateLimits {
+            company_id,
+            initiate_per_hour,
+            status_per_hour,
+        } => {
+            companies::set_rate_limits(db, &company_id, initiate_per_hour, status_per_hour).await?;
+            print(
+                out,
+                &json!({
+                    "companyId": company_id,
+                    "rateLimitInitiatePerHour": initiate_per_hour,
+                    "rateLimitStatusPerHour": status_per_hour,
+                }),
+            )
+        }
+        CompanyCommand::SetRetention { company_id, days } => {
+            companies::set_retention_days(db, &company_id, days).await?;
+            print(
+                out,
+                &json!({"companyId": company_id, "dataRetentionDays": days}),
+            )
+        }
+        CompanyCommand::Deactivate { company_id } => {
+            companies::set_active(db, &company_id, false).await?;
+            print(out, &json!({"companyId": company_id, "isActive": false}))
+        }
+        CompanyCommand::Activate { company_id } => {
+            companies::set_active(db, &company_id, true).await?;
+            print(out, &json!({"companyId": company_id, "isActive": true}))
+        }
+    }
+}
