@@ -459,3 +459,82 @@ async fn oversized_request_lines_and_headers_are_refused_and_closed() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_company_requests_waits_for_admission_like_initiate() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    // One admission slot, held by a request stuck in its handler: the company's row is locked
+    // from outside, so setting the webhook URL waits on it inside the slot.
+    let app = TestApp::spawn_with(|env| {
+        env.insert("MAX_CONCURRENT_REQUESTS".into(), "1".into());
+    })
+    .await;
+    let c = app.create_company(&unique("c")).await;
+    // Warm the key cache, so the requests below need no database before admission.
+    assert_eq!(
+        app.call(reqwest::Method::GET, "/company", &c.api_key, None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let lock = app.db.begin().await.unwrap();
+    lock.execute_unprepared(&format!(
+        "SELECT 1 FROM companies WHERE company_id = '{}' FOR UPDATE",
+        c.id
+    ))
+    .await
+    .unwrap();
+    let stuck = {
+        let app_base = app.base.clone();
+        let client = app.client.clone();
+        let key = c.api_key.clone();
+        tokio::spawn(async move {
+            client
+                .put(format!("{app_base}/api/v1/company/webhook"))
+                .bearer_auth(key)
+                .json(&serde_json::json!({"url": "https://93.184.216.34/hook"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // Let the stuck request take the slot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A flood of company reads, and an initiate: each waits for the slot, bounded like a wait
+    // for a database connection, then 503 with Retry-After, exactly alike.
+    let started = tokio::time::Instant::now();
+    let reads = futures::future::join_all(
+        (0..8).map(|_| app.call(reqwest::Method::GET, "/company", &c.api_key, None)),
+    );
+    let body = json!({"mobileNumber": "+447911123456", "companyId": c.id, "requestId": "r1"});
+    let initiate = app.initiate(&c.api_key, &body);
+    let (reads, initiate) = tokio::join!(reads, initiate);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(4), "{waited:?}");
+    for resp in reads.into_iter().chain([initiate]) {
+        assert_eq!(resp.headers()["retry-after"], "1");
+        let body = assert_error(resp, 503, "SERVICE_UNAVAILABLE", "error").await;
+        assert_eq!(body["message"], "The service is busy; retry shortly");
+    }
+    // Probes and metrics never wait.
+    let live = tokio::time::timeout(
+        Duration::from_secs(2),
+        app.client.get(app.url("/health/live")).send(),
+    )
+    .await
+    .expect("probes skip admission")
+    .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+
+    // The lock goes, the stuck request finishes, and the slot serves the next one.
+    lock.rollback().await.unwrap();
+    assert_eq!(stuck.await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        app.call(reqwest::Method::GET, "/company", &c.api_key, None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
