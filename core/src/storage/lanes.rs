@@ -27,7 +27,8 @@
 //! never more (serve, the tests and the load test all start nodes through it).
 //!
 //! [`ConnectionLanes`] implements sea-orm's [`ConnectionTrait`], so repository functions run on
-//! it unchanged. Statements run in autocommit; transactions stay on the pool.
+//! it unchanged. Statements run in autocommit; transactions stay on the pool
+//! ([`RequestConnection`] says where one may begin).
 //!
 //! # Why the lanes stay, and not deadpool-postgres (measured 2026-11-23, issue 12)
 //!
@@ -57,7 +58,6 @@
 //! ever need pipelining or transactions.
 
 use std::{
-    pin::Pin,
     str::FromStr,
     sync::{
         Arc,
@@ -67,9 +67,8 @@ use std::{
 };
 
 use sea_orm::{
-    AccessMode, ConnAcquireErr, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, RuntimeErr, Statement,
-    TransactionError, TransactionOptions, TransactionTrait,
+    ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult,
+    RuntimeErr, Statement,
 };
 use sea_query_sqlx::SqlxValues;
 use sqlx::{
@@ -484,69 +483,6 @@ impl ConnectionTrait for ConnectionLanes {
     }
 }
 
-/// Lanes run autocommit statements only ("transactions stay on the pool"): every `begin` is
-/// refused. The trait is implemented so that repository functions that need a transaction
-/// on SQLite alone (`verification::submit`) take the lanes unchanged: on PostgreSQL, which is
-/// all the lanes speak, those functions run one statement and never begin.
-#[sea_orm::prelude::async_trait::async_trait]
-impl TransactionTrait for ConnectionLanes {
-    type Transaction = DatabaseTransaction;
-
-    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        Err(no_transactions())
-    }
-
-    async fn begin_with_config(
-        &self,
-        _isolation_level: Option<IsolationLevel>,
-        _access_mode: Option<AccessMode>,
-    ) -> Result<DatabaseTransaction, DbErr> {
-        Err(no_transactions())
-    }
-
-    async fn begin_with_options(
-        &self,
-        _options: TransactionOptions,
-    ) -> Result<DatabaseTransaction, DbErr> {
-        Err(no_transactions())
-    }
-
-    async fn transaction<F, T, E>(&self, _callback: F) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c DatabaseTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        Err(TransactionError::Connection(no_transactions()))
-    }
-
-    async fn transaction_with_config<F, T, E>(
-        &self,
-        _callback: F,
-        _isolation_level: Option<IsolationLevel>,
-        _access_mode: Option<AccessMode>,
-    ) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c DatabaseTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        Err(TransactionError::Connection(no_transactions()))
-    }
-}
-
-fn no_transactions() -> DbErr {
-    DbErr::Custom(
-        "connection lanes run autocommit statements; begin transactions on the pool".into(),
-    )
-}
-
 /// Where an API node runs the statements of requests: its lanes on PostgreSQL (production),
 /// or straight on the pool on SQLite (standalone: the database is a file in the same process,
 /// so there is no round trip, and no ping, to save). Cheap to clone.
@@ -558,122 +494,63 @@ pub enum RequestDb {
     Pool(DatabaseConnection),
 }
 
+/// `match` over both kinds of [`RequestDb`], binding the connection as `$c`: each forwarded
+/// method is one line.
+macro_rules! on_either {
+    ($db:expr, $c:ident => $call:expr) => {
+        match $db {
+            RequestDb::Lanes($c) => $call,
+            RequestDb::Pool($c) => $call,
+        }
+    };
+}
+
 #[sea_orm::prelude::async_trait::async_trait]
 impl ConnectionTrait for RequestDb {
     fn get_database_backend(&self) -> DbBackend {
-        match self {
-            Self::Lanes(l) => l.get_database_backend(),
-            Self::Pool(p) => p.get_database_backend(),
-        }
+        on_either!(self, c => c.get_database_backend())
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match self {
-            Self::Lanes(l) => l.execute_raw(stmt).await,
-            Self::Pool(p) => p.execute_raw(stmt).await,
-        }
+        on_either!(self, c => c.execute_raw(stmt).await)
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        match self {
-            Self::Lanes(l) => l.execute_unprepared(sql).await,
-            Self::Pool(p) => p.execute_unprepared(sql).await,
-        }
+        on_either!(self, c => c.execute_unprepared(sql).await)
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self {
-            Self::Lanes(l) => l.query_one_raw(stmt).await,
-            Self::Pool(p) => p.query_one_raw(stmt).await,
-        }
+        on_either!(self, c => c.query_one_raw(stmt).await)
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self {
-            Self::Lanes(l) => l.query_all_raw(stmt).await,
-            Self::Pool(p) => p.query_all_raw(stmt).await,
-        }
+        on_either!(self, c => c.query_all_raw(stmt).await)
     }
 
     fn support_returning(&self) -> bool {
-        match self {
-            Self::Lanes(l) => l.support_returning(),
-            Self::Pool(p) => p.support_returning(),
-        }
+        on_either!(self, c => c.support_returning())
     }
 }
 
-/// Transactions on the pool of a standalone node; the lanes refuse them (see above).
-#[sea_orm::prelude::async_trait::async_trait]
-impl TransactionTrait for RequestDb {
-    type Transaction = DatabaseTransaction;
+/// Where a request's statements run, and where a transaction may begin: PostgreSQL's
+/// transitions are one statement each and never begin one (so they run on the lanes, which
+/// speak autocommit only); SQLite's are a short transaction, begun on the pool.
+pub trait RequestConnection: ConnectionTrait {
+    /// The pool to begin a transaction on; `None` for the lanes.
+    fn transactions(&self) -> Option<&DatabaseConnection>;
+}
 
-    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        match self {
-            Self::Lanes(l) => l.begin().await,
-            Self::Pool(p) => p.begin().await,
-        }
+impl RequestConnection for DatabaseConnection {
+    fn transactions(&self) -> Option<&DatabaseConnection> {
+        Some(self)
     }
+}
 
-    async fn begin_with_config(
-        &self,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<DatabaseTransaction, DbErr> {
+impl RequestConnection for RequestDb {
+    fn transactions(&self) -> Option<&DatabaseConnection> {
         match self {
-            Self::Lanes(l) => l.begin_with_config(isolation_level, access_mode).await,
-            Self::Pool(p) => p.begin_with_config(isolation_level, access_mode).await,
-        }
-    }
-
-    async fn begin_with_options(
-        &self,
-        options: TransactionOptions,
-    ) -> Result<DatabaseTransaction, DbErr> {
-        match self {
-            Self::Lanes(l) => l.begin_with_options(options).await,
-            Self::Pool(p) => p.begin_with_options(options).await,
-        }
-    }
-
-    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c DatabaseTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        match self {
-            Self::Lanes(l) => l.transaction(callback).await,
-            Self::Pool(p) => p.transaction(callback).await,
-        }
-    }
-
-    async fn transaction_with_config<F, T, E>(
-        &self,
-        callback: F,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c DatabaseTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        match self {
-            Self::Lanes(l) => {
-                l.transaction_with_config(callback, isolation_level, access_mode)
-                    .await
-            }
-            Self::Pool(p) => {
-                p.transaction_with_config(callback, isolation_level, access_mode)
-                    .await
-            }
+            Self::Lanes(_) => None,
+            Self::Pool(p) => Some(p),
         }
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryFilter,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionSession, TransactionTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use truenumber_entities::verification_session::{self, Model as SessionRow};
 
@@ -18,7 +18,7 @@ use crate::{
     companies::app_tokens::{NumberBinding, TokenBinding},
     companies::secrets,
     phone::MobileNumber,
-    storage::sql,
+    storage::{lanes::RequestConnection, sql},
 };
 
 /// The lifecycle of a session: the entity's enum itself, so a stored value outside it is a
@@ -485,7 +485,7 @@ impl Visible<'_> {
 /// API's connection lanes). SQLite: a short transaction, [`SUBMIT_SQLITE_SQL`] then
 /// [`insert_event_sqlite`].
 pub async fn submit(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &impl RequestConnection,
     s: Submission<'_>,
 ) -> Result<Completed, VerificationError> {
     use sea_orm::ActiveEnum as _;
@@ -538,7 +538,7 @@ pub enum Decider<'a> {
 /// of them by a test key in test mode. `expired` needs no unexpired session (it is the
 /// sweep's transition); the others do.
 pub async fn decide(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &impl RequestConnection,
     verification_id: &str,
     outcome: SessionStatus,
     by: Decider<'_>,
@@ -592,7 +592,7 @@ pub async fn decide(
 /// write lock from the start, with "now" bound from Rust as the last value). When nothing
 /// changed, the session as `scope` sees it says why, judged by the same clock.
 async fn transition(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &impl RequestConnection,
     (postgres, sqlite): (&str, &str),
     mut values: Vec<sea_orm::Value>,
     scope: Visible<'_>,
@@ -604,7 +604,10 @@ async fn transition(
     if db.get_database_backend() == DbBackend::Sqlite {
         let now = sql::now();
         values.push(now.into());
-        let txn = db
+        let pool = db.transactions().ok_or_else(|| {
+            DbErr::Custom("a SQLite transition needs the pool to begin a transaction on".into())
+        })?;
+        let txn = pool
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..TransactionOptions::default()
