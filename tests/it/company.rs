@@ -622,6 +622,49 @@ async fn a_company_holds_at_most_fifty_usable_keys() {
 }
 
 #[tokio::test]
+async fn concurrent_key_creates_end_with_exactly_the_budget() {
+    // Read-count-then-insert let 60 concurrent creates pass the budget (55 usable keys were
+    // seen); the budget is now one statement under the company's row lock. All 60 are
+    // admitted at once (each hashes its key first, off the async threads), so they reach the
+    // database together.
+    let app = TestApp::spawn_with(|env| {
+        env.insert("MAX_CONCURRENT_REQUESTS".into(), "64".into());
+    })
+    .await;
+    let c = app.create_company(&unique("c")).await;
+    let (app_ref, key) = (&app, c.api_key.as_str());
+    let statuses: Vec<u16> = futures::future::join_all((0..60).map(|i| async move {
+        app_ref
+            .call(
+                reqwest::Method::POST,
+                "/company/api-keys",
+                key,
+                Some(json!({"label": format!("racer {i}")})),
+            )
+            .await
+            .status()
+            .as_u16()
+    }))
+    .await;
+    // The live and test keys of `company create` leave room for 48.
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 409).count();
+    assert_eq!((created, refused), (48, 12), "{statuses:?}");
+    let keys = app.list_keys(&c.api_key).await;
+    assert_eq!(keys.len(), 50);
+    // A roll needs a slot beside the key it replaces: refused at the budget.
+    let resp = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/company/api-keys/{}/roll", key_id(&c.api_key)),
+            &c.api_key,
+            Some(json!({})),
+        )
+        .await;
+    assert_error(resp, 409, "API_KEY_LIMIT_REACHED", "error").await;
+}
+
+#[tokio::test]
 async fn webhook_urls_are_refused_at_registration_for_every_ssrf_class() {
     let app = TestApp::spawn_with(|env| {
         env.insert("WEBHOOK_ALLOW_PRIVATE_NETWORKS".into(), "false".into());

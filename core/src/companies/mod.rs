@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    SqlErr, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, SqlErr, TransactionTrait,
     sea_query::{Expr, Func},
 };
 use serde::Serialize;
@@ -40,6 +40,9 @@ pub enum CompanyError {
     /// The key is revoked, so it cannot be rolled.
     #[error("API key `{0}` is revoked")]
     KeyRevoked(String),
+    /// The company already holds [`MAX_USABLE_KEYS`] usable keys.
+    #[error("the company already holds {MAX_USABLE_KEYS} usable API keys")]
+    KeyBudgetReached,
     /// A value the operator gave is unusable; the message says which.
     #[error("{0}")]
     Invalid(String),
@@ -286,6 +289,89 @@ pub async fn create_company(
     })
 }
 
+/// How many usable (not revoked, not expired) keys a company may hold through self-service:
+/// enough for every service and rotation, and a bound on what a leaked management key can pile
+/// up. The operator's `company rotate-key` is not bound by it.
+pub const MAX_USABLE_KEYS: i64 = 50;
+
+/// Inserts a key unless the company already holds `$11` usable keys at `$6` (now): the count
+/// and the insert are one statement, run after the company's row is locked
+/// ([`lock_company`]), so concurrent creates and rolls of one company take their turns and
+/// never pass the budget. `$1`–`$10`: id, company, lookup id, hash, check value, created at,
+/// mode, the two scopes, label. Plain SQL both engines run as written.
+pub const INSERT_KEY_WITHIN_BUDGET_SQL: &str = "INSERT INTO api_keys \
+       (id, company_id, lookup_id, key_hash, secret_check, created_at, mode, \
+        scope_verifications, scope_management, label) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+     WHERE (SELECT COUNT(*) FROM api_keys \
+            WHERE company_id = $2 AND revoked_at IS NULL \
+              AND (expires_at IS NULL OR expires_at > $6)) < $11 \
+     RETURNING *";
+
+/// Takes the company's row lock inside `txn` (PostgreSQL: `FOR UPDATE`; SQLite: the
+/// transaction, begun `IMMEDIATE`, already holds the database's write lock), so that the
+/// key-budget statement that follows sees every key committed before it.
+async fn lock_company(txn: &DatabaseTransaction, company_id: &str) -> Result<(), CompanyError> {
+    let backend = txn.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Sqlite => "SELECT 1 AS found FROM companies WHERE company_id = $1",
+        _ => "SELECT 1 AS found FROM companies WHERE company_id = $1 FOR UPDATE",
+    };
+    let found = txn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [company_id.into()],
+        ))
+        .await?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(CompanyError::NotFound(company_id.to_owned())),
+    }
+}
+
+/// Inserts a self-service key within the budget ([`INSERT_KEY_WITHIN_BUDGET_SQL`]); the
+/// company's row must be locked in `txn` first ([`lock_company`]).
+async fn insert_key_within_budget(
+    txn: &DatabaseTransaction,
+    company_id: &str,
+    key: &secrets::NewApiKey,
+    spec: &KeySpec,
+) -> Result<api_key::Model, CompanyError> {
+    use sea_orm::ActiveEnum as _;
+    let now = sql::now();
+    api_key::Model::find_by_statement(sea_orm::Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        INSERT_KEY_WITHIN_BUDGET_SQL,
+        [
+            Uuid::new_v4().into(),
+            company_id.into(),
+            key.lookup_id.clone().into(),
+            key.hash.clone().into(),
+            Some(key.check.clone()).into(),
+            now.into(),
+            spec.mode.to_value().into(),
+            spec.scopes.verifications.into(),
+            spec.scopes.management.into(),
+            spec.label.clone().into(),
+            MAX_USABLE_KEYS.into(),
+        ],
+    ))
+    .one(txn)
+    .await?
+    .ok_or(CompanyError::KeyBudgetReached)
+}
+
+/// A write transaction: on SQLite begun `IMMEDIATE`, so it holds the write lock from the
+/// start and never has to upgrade a read lock (which no busy timeout can wait out).
+async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..sea_orm::TransactionOptions::default()
+    })
+    .await
+}
+
 /// A new key of `mode`, hashed off the async threads (argon2 takes ~18 ms of CPU).
 async fn make_key(mode: KeyMode) -> Result<secrets::NewApiKey, CompanyError> {
     tokio::task::spawn_blocking(move || secrets::new_api_key(mode))
@@ -420,7 +506,7 @@ pub fn validate_label(label: &str) -> Result<(), CompanyError> {
         .map_err(|why| CompanyError::Invalid(format!("label {why}")))
 }
 
-/// Issues a new key for an existing company.
+/// Issues a new key for an existing company, within [`MAX_USABLE_KEYS`].
 pub async fn create_key(
     db: &DatabaseConnection,
     company_id: &str,
@@ -430,11 +516,9 @@ pub async fn create_key(
         validate_label(label)?;
     }
     let key = make_key(spec.mode).await?;
-    let txn = db.begin().await?;
-    if find_company(&txn, company_id).await?.is_none() {
-        return Err(CompanyError::NotFound(company_id.to_owned()));
-    }
-    let row = insert_key(&txn, company_id, &key, spec, None).await?;
+    let txn = begin_write(db).await?;
+    lock_company(&txn, company_id).await?;
+    let row = insert_key_within_budget(&txn, company_id, &key, spec).await?;
     txn.commit().await?;
     Ok(IssuedKey {
         key: key.key,
@@ -444,8 +528,9 @@ pub async fn create_key(
 
 /// Rolls a key: a new key with the same mode, scopes and label, while the old one keeps
 /// working for `overlap` (at most [`MAX_ROLL_OVERLAP`]; zero stops it now). An old key that
-/// already expires sooner keeps its earlier expiry. Returns the new key and the old key's
-/// listing as it now stands.
+/// already expires sooner keeps its earlier expiry. The new key must fit in
+/// [`MAX_USABLE_KEYS`] beside the old one while it still works. Returns the new key and the old
+/// key's listing as it now stands.
 pub async fn roll_key(
     db: &DatabaseConnection,
     company_id: &str,
@@ -470,7 +555,8 @@ pub async fn roll_key(
         .await?
         .ok_or_else(|| CompanyError::KeyNotFound(key_id.to_owned()))?;
     let key = make_key(old.mode).await?;
-    let txn = db.begin().await?;
+    let txn = begin_write(db).await?;
+    lock_company(&txn, company_id).await?;
     // The row again, inside the transaction: a revoke or roll that committed meanwhile counts.
     let old = find()
         .one(&txn)
@@ -499,7 +585,7 @@ pub async fn roll_key(
         .filter(api_key::Column::Id.eq(old.id))
         .exec(&txn)
         .await?;
-    let new = insert_key(&txn, company_id, &key, &spec, None).await?;
+    let new = insert_key_within_budget(&txn, company_id, &key, &spec).await?;
     txn.commit().await?;
     let mut old = ApiKeySummary::from(old);
     old.expires_at = Some(expires_at);

@@ -1,5 +1,5 @@
 //! API keys: list, create, roll, revoke (`/company/api-keys`). A company holds at most
-//! [`MAX_ACTIVE_KEYS`] usable keys; create and roll hash (one argon2id each) off the async
+//! [`companies::MAX_USABLE_KEYS`] usable keys; create and roll hash (one argon2id each) off the async
 //! threads.
 
 use std::time::Duration;
@@ -9,7 +9,6 @@ use serde::Deserialize;
 use truenumber_core::{
     companies::api_keys::{AuthenticatedCompany, Scope, Scopes},
     companies::{self, ApiKeySummary, CompanyError, KeySpec},
-    error_code::ErrorCode,
 };
 use truenumber_entities::api_key::KeyMode;
 
@@ -26,10 +25,6 @@ use crate::{
     state::AppState,
     timestamp::Timestamp,
 };
-
-/// How many usable (not revoked, not expired) keys a company may hold: enough for every
-/// service and rotation, and a bound on what a leaked management key can pile up.
-pub const MAX_ACTIVE_KEYS: usize = 50;
 
 /// Which data a key works on: `live` (real verifications) or `test` (test mode: sessions
 /// that only test keys see, completed with `POST /test/verifications/{verificationId}/complete`).
@@ -314,26 +309,6 @@ impl OperationErrors for RevokeKeyErrors {
     ];
 }
 
-/// Refuses a new key when the company already holds [`MAX_ACTIVE_KEYS`] usable ones.
-async fn check_key_budget(state: &AppState, company_id: &str) -> Result<(), ApiError> {
-    let now = chrono::Utc::now();
-    let usable = companies::list_keys(&state.db, company_id)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now))
-        .count();
-    if usable >= MAX_ACTIVE_KEYS {
-        return Err(ApiError::new(
-            ErrorCode::ApiKeyLimitReached,
-            format!(
-                "Your company already holds {MAX_ACTIVE_KEYS} usable API keys; revoke one first"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Refuses a key the caller's mode cannot see: a test key sees only test keys (a live key is as
 /// unknown to it as an unknown id).
 async fn require_visible_key(
@@ -411,7 +386,6 @@ impl ApiKeysApi {
         if mode == KeyMode::Live {
             require_live(&company, "create a live key")?;
         }
-        check_key_budget(&self.state, &company.company_id).await?;
         let issued = companies::create_key(
             &self.state.db,
             &company.company_id,
@@ -449,7 +423,6 @@ impl ApiKeysApi {
     ) -> Result<Success<RolledApiKey>, Failure<RollKeyErrors>> {
         authorize(&company)?;
         require_visible_key(&self.state, &company, &key_id.0).await?;
-        check_key_budget(&self.state, &company.company_id).await?;
         let overlap = Duration::from_secs(u64::from(req.expires_in_seconds.unwrap_or(86_400)));
         let (issued, old) =
             companies::roll_key(&self.state.db, &company.company_id, &key_id.0, overlap)

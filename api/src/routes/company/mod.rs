@@ -76,6 +76,13 @@ pub(crate) fn company_error(e: CompanyError) -> ApiError {
             ErrorCode::ApiKeyRevoked,
             "This API key is revoked or expired; create a new one instead",
         ),
+        CompanyError::KeyBudgetReached => ApiError::new(
+            ErrorCode::ApiKeyLimitReached,
+            format!(
+                "Your company already holds {} usable API keys; revoke one first",
+                companies::MAX_USABLE_KEYS
+            ),
+        ),
         CompanyError::Invalid(why) => ApiError::new(ErrorCode::InvalidRequest, why),
         CompanyError::Db(db) => db_error(db),
         // The key's own company vanished under it (deleted by an operator): as for a key of
