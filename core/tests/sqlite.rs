@@ -249,7 +249,7 @@ async fn companies_keys_and_authentication() {
     let who = auth.authenticate(&key).await.unwrap();
     assert_eq!(who.company_id, "acme");
     assert!(who.is_active);
-    assert_eq!(who.rate_limit_initiate_per_hour, None);
+    assert_eq!(who.overrides.initiate_per_hour, None);
     assert!(matches!(
         auth.authenticate("tn_live_nope_nope").await,
         Err(AuthError::InvalidKey)
@@ -273,8 +273,8 @@ async fn companies_keys_and_authentication() {
         Err(CompanyError::NotFound(_))
     ));
     let who = auth.authenticate(&key).await.unwrap();
-    assert_eq!(who.rate_limit_initiate_per_hour, Some(7));
-    assert_eq!(who.rate_limit_status_per_hour, Some(9));
+    assert_eq!(who.overrides.initiate_per_hour, Some(7));
+    assert_eq!(who.overrides.status_per_hour, Some(9));
 
     let (new_key, new_id) = companies::rotate_key(&t.db, "acme", false).await.unwrap();
     assert_eq!(

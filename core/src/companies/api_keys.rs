@@ -112,10 +112,9 @@ pub struct AuthenticatedCompany {
     pub expires_at: Option<DateTime<Utc>>,
     /// Whether the company may use the API.
     pub is_active: bool,
-    /// Per-company override of the initiate limit.
-    pub rate_limit_initiate_per_hour: Option<u32>,
-    /// Per-company override of the status limit.
-    pub rate_limit_status_per_hour: Option<u32>,
+    /// The company's own settings (merged over the configuration by
+    /// [`Overrides::in_force`](super::policy::Overrides::in_force)).
+    pub overrides: super::policy::Overrides,
 }
 
 impl AuthenticatedCompany {
@@ -394,7 +393,6 @@ impl ApiKeyAuthenticator {
                 rows.invalidate(lookup_id).await;
             }
         }
-        let to_u32 = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok());
         Ok(Some(AuthenticatedCompany {
             company_id: row.company_id.clone(),
             key_id: lookup_id.to_owned(),
@@ -405,8 +403,11 @@ impl ApiKeyAuthenticator {
             },
             expires_at: row.expires_at,
             is_active: row.is_active,
-            rate_limit_initiate_per_hour: to_u32(row.rate_limit_initiate_per_hour),
-            rate_limit_status_per_hour: to_u32(row.rate_limit_status_per_hour),
+            overrides: super::policy::Overrides::from_columns(
+                row.rate_limit_initiate_per_hour,
+                row.rate_limit_status_per_hour,
+                None,
+            ),
         }))
     }
 

@@ -1,6 +1,7 @@
 //! `GET /company`: the company's profile.
 
 use poem_openapi::{Object, OpenApi};
+use truenumber_core::companies::policy::Overrides;
 
 use super::{ReadErrors, authorize, own_row};
 use crate::{
@@ -70,30 +71,18 @@ impl ProfileApi {
     ) -> Result<Success<CompanyProfile>, Failure<ReadErrors>> {
         authorize(&company)?;
         let row = own_row(&self.state, &company).await?;
-        let config = &self.state.config;
-        let limit = |own: Option<i32>, default: u32| {
-            own.and_then(|n| u32::try_from(n).ok()).unwrap_or(default)
-        };
+        let policy = Overrides::from_row(&row).in_force(&self.state.config);
         Ok(Success(CompanyProfile {
+            rate_limits: RateLimits {
+                initiate_per_hour: policy.initiate_per_hour,
+                status_per_hour: policy.status_per_hour,
+                submit_per_minute: policy.submit_per_minute,
+            },
+            data_retention_days: policy.data_retention_days,
             company_id: row.company_id,
             name: row.name,
             is_active: row.is_active,
             webhook_url: row.webhook_url,
-            rate_limits: RateLimits {
-                initiate_per_hour: limit(
-                    row.rate_limit_initiate_per_hour,
-                    config.rate_limit_initiate_per_hour,
-                ),
-                status_per_hour: limit(
-                    row.rate_limit_status_per_hour,
-                    config.rate_limit_status_per_hour,
-                ),
-                submit_per_minute: config.rate_limit_submit_per_minute,
-            },
-            data_retention_days: row
-                .data_retention_days
-                .and_then(|d| u32::try_from(d).ok())
-                .unwrap_or(config.data_retention_days),
             created_at: row.created_at.into(),
         }))
     }

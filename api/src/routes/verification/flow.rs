@@ -565,9 +565,7 @@ impl VerificationApi {
         let limit = Limit {
             name: "initiate",
             subject: &company.limit_subject(),
-            limit: company
-                .rate_limit_initiate_per_hour
-                .unwrap_or(config.rate_limit_initiate_per_hour),
+            limit: company.overrides.in_force(config).initiate_per_hour,
             window: HOUR,
         };
         enforce(&self.state, limit, WhenUnavailable::FailClosed).await?;
@@ -714,8 +712,9 @@ impl VerificationApi {
             name: "status",
             subject: &company.limit_subject(),
             limit: company
-                .rate_limit_status_per_hour
-                .unwrap_or(self.state.config.rate_limit_status_per_hour),
+                .overrides
+                .in_force(&self.state.config)
+                .status_per_hour,
             window: HOUR,
         };
         enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;

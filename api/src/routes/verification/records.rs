@@ -153,8 +153,9 @@ impl VerificationsApi {
             name: "status",
             subject: &company.limit_subject(),
             limit: company
-                .rate_limit_status_per_hour
-                .unwrap_or(self.state.config.rate_limit_status_per_hour),
+                .overrides
+                .in_force(&self.state.config)
+                .status_per_hour,
             window: HOUR,
         };
         enforce(&self.state, limit, WhenUnavailable::FailOpen).await
