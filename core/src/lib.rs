@@ -23,3 +23,4 @@ pub mod sweeps;
 pub mod telemetry;
 pub mod text;
 pub mod verification;
+pub mod write_watch;

@@ -1,0 +1,249 @@
+//! Standalone mode's watch on its database's write lock: is the SQLite file writable?
+//!
+//! SQLite has one writer at a time. A connection that keeps the write lock (a transaction
+//! left open by a crashed connection, or another process holding `BEGIN IMMEDIATE`) makes
+//! every write wait [`crate::db::SQLITE_BUSY_TIMEOUT`] and fail with `SQLITE_BUSY`, while
+//! reads, and so `SELECT 1` health checks, still succeed. The watch makes that visible:
+//!
+//! - Every [`PROBE_INTERVAL`] a connection of its own (outside the pool, so it never waits
+//!   for one) takes the write lock and gives it back at once (`BEGIN IMMEDIATE; ROLLBACK`),
+//!   waiting at most [`PROBE_BUSY_TIMEOUT`] for it. Nothing is written.
+//! - The database counts as unwritable from the end of the last probe that got the lock, as
+//!   long as the latest probe did not.
+//! - Unwritable for `SQLITE_BUSY_UNHEALTHY_SECONDS`: `/health` and `/health/ready` answer
+//!   503 with the reason ([`WriteWatch::trouble`]).
+//! - Unwritable for `SQLITE_UNWRITABLE_EXIT_SECONDS`: the watch logs one error line and
+//!   reports it through [`WriteWatch::fatal`], and standalone mode exits non-zero, so that a
+//!   supervisor restarts it (a restart closes every connection of this process, and with
+//!   them any lock they held).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use sea_orm::sqlx::{
+    self, ConnectOptions as _, SqliteConnection,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode},
+};
+use tokio::sync::watch;
+
+/// How often the watch probes the write lock.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one probe waits for the write lock before it counts as refused.
+pub const PROBE_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most one probe may take in all (a probe that hangs counts as failed, and its
+/// connection is replaced).
+const PROBE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long the database may stay unwritable before health says so, and before the process
+/// exits (`SQLITE_BUSY_UNHEALTHY_SECONDS`, `SQLITE_UNWRITABLE_EXIT_SECONDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBounds {
+    /// `/health` and `/health/ready` answer 503 past this.
+    pub unhealthy_after: Duration,
+    /// Standalone mode exits past this.
+    pub exit_after: Duration,
+}
+
+/// Why the last probe did not get the write lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRefusal {
+    /// `SQLITE_BUSY`/`SQLITE_LOCKED`: another connection holds the write lock.
+    Locked,
+    /// Anything else (the file cannot be opened, an I/O error, a probe that hung).
+    Failed,
+}
+
+impl WriteRefusal {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Locked => "another connection holds its write lock (SQLITE_BUSY)",
+            Self::Failed => "taking its write lock fails",
+        }
+    }
+}
+
+/// The database has not been writable for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteTrouble {
+    /// Since the last time it was.
+    pub for_how_long: Duration,
+    /// Why the latest probe failed.
+    pub refusal: WriteRefusal,
+}
+
+impl std::fmt::Display for WriteTrouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the database has not been writable for {} s: {}",
+            self.for_how_long.as_secs(),
+            self.refusal.describe()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    /// When a probe last got the write lock (or the watch started).
+    writable_at: Instant,
+    /// Why the latest probe failed, if it did.
+    refused: Option<WriteRefusal>,
+}
+
+/// The watch of one database file; cheap to clone. Started by [`WriteWatch::start`].
+#[derive(Debug, Clone)]
+pub struct WriteWatch {
+    state: Arc<Mutex<State>>,
+    bounds: WriteBounds,
+    fatal: watch::Receiver<Option<String>>,
+}
+
+impl WriteWatch {
+    /// Starts probing `path` until `stop` turns true.
+    pub fn start(
+        path: &Path,
+        bounds: WriteBounds,
+        stop: watch::Receiver<bool>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let state = Arc::new(Mutex::new(State {
+            writable_at: Instant::now(),
+            refused: None,
+        }));
+        let (fatal_tx, fatal) = watch::channel(None);
+        let task = tokio::spawn(probe_loop(
+            path.to_owned(),
+            Arc::clone(&state),
+            bounds,
+            fatal_tx,
+            stop,
+        ));
+        (
+            Self {
+                state,
+                bounds,
+                fatal,
+            },
+            task,
+        )
+    }
+
+    /// How long the database has been unwritable, if the latest probe failed.
+    pub fn unwritable(&self) -> Option<WriteTrouble> {
+        let state = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.refused.map(|refusal| WriteTrouble {
+            for_how_long: state.writable_at.elapsed(),
+            refusal,
+        })
+    }
+
+    /// The trouble health reports: unwritable for at least `SQLITE_BUSY_UNHEALTHY_SECONDS`.
+    pub fn trouble(&self) -> Option<WriteTrouble> {
+        self.unwritable()
+            .filter(|t| t.for_how_long >= self.bounds.unhealthy_after)
+    }
+
+    /// Resolves with the reason once the database has been unwritable for
+    /// `SQLITE_UNWRITABLE_EXIT_SECONDS` (never, if the watch stops first).
+    pub async fn fatal(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        match fatal.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+async fn probe_loop(
+    path: PathBuf,
+    state: Arc<Mutex<State>>,
+    bounds: WriteBounds,
+    fatal: watch::Sender<Option<String>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conn: Option<SqliteConnection> = None;
+    loop {
+        let refused = match tokio::time::timeout(PROBE_LIMIT, probe(&path, &mut conn)).await {
+            Ok(result) => result.err(),
+            Err(_) => {
+                // Dropping the connection closes it (and rolls back whatever it held).
+                conn = None;
+                Some(WriteRefusal::Failed)
+            }
+        };
+        let trouble = {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.refused = refused;
+            if refused.is_none() {
+                s.writable_at = Instant::now();
+            }
+            refused.map(|refusal| WriteTrouble {
+                for_how_long: s.writable_at.elapsed(),
+                refusal,
+            })
+        };
+        match trouble {
+            Some(t) if t.for_how_long >= bounds.exit_after => {
+                let reason = format!(
+                    "{t} (the limit is SQLITE_UNWRITABLE_EXIT_SECONDS={}); exiting so that a \
+                     supervisor restarts TrueNumber",
+                    bounds.exit_after.as_secs()
+                );
+                tracing::error!(file = %path.display(), "{reason}");
+                let _ = fatal.send(Some(reason));
+                return;
+            }
+            Some(t) if t.for_how_long >= bounds.unhealthy_after => {
+                tracing::warn!(file = %path.display(), "{t}");
+            }
+            _ => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Takes the write lock and gives it back, on `conn` (opened on first use, dropped after an
+/// error so the next probe opens a new one).
+async fn probe(path: &Path, conn: &mut Option<SqliteConnection>) -> Result<(), WriteRefusal> {
+    let result = async {
+        let c = match conn {
+            Some(c) => c,
+            None => conn.insert(
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(PROBE_BUSY_TIMEOUT)
+                    .disable_statement_logging()
+                    .connect()
+                    .await?,
+            ),
+        };
+        sqlx::raw_sql(sqlx::AssertSqlSafe("BEGIN IMMEDIATE"))
+            .execute(&mut *c)
+            .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK"))
+            .execute(&mut *c)
+            .await?;
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+    result.map_err(|e| {
+        *conn = None;
+        let locked = matches!(
+            &e,
+            sqlx::Error::Database(d)
+                if matches!(d.code().as_deref(), Some("5" | "6" | "261" | "262" | "517"))
+        );
+        if locked {
+            WriteRefusal::Locked
+        } else {
+            tracing::debug!(error = %e, "database write probe failed");
+            WriteRefusal::Failed
+        }
+    })
+}
