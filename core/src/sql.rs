@@ -99,7 +99,7 @@ pub fn now_expr(backend: DbBackend) -> sea_orm::sea_query::Expr {
 #[cfg(test)]
 mod tests {
     use chrono::Timelike;
-    use sea_orm::{Iterable, sea_query::IdenStatic};
+    use sea_orm::{IdenStatic, Iterable};
 
     fn names<C: Iterable + IdenStatic>() -> Vec<String> {
         C::iter().map(|c| c.as_str().to_owned()).collect()

@@ -8,8 +8,9 @@
 //! - Every [`PROBE_INTERVAL`] a connection of its own (outside the pool, so it never waits
 //!   for one) takes the write lock and gives it back at once (`BEGIN IMMEDIATE; ROLLBACK`),
 //!   waiting at most [`PROBE_BUSY_TIMEOUT`] for it. Nothing is written.
-//! - The database counts as unwritable from the end of the last probe that got the lock, as
-//!   long as the latest probe did not.
+//! - The database counts as unwritable from the start of the first probe that did not get
+//!   the lock, for as long as none does (a lock held for less than the bound is never
+//!   reported; one held longer is seen within the bound and a probe).
 //! - Unwritable for `SQLITE_BUSY_UNHEALTHY_SECONDS`: `/health` and `/health/ready` answer
 //!   503 with the reason ([`WriteWatch::trouble`]).
 //! - Unwritable for `SQLITE_UNWRITABLE_EXIT_SECONDS`: the watch logs one error line and
@@ -85,13 +86,9 @@ impl std::fmt::Display for WriteTrouble {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct State {
-    /// When a probe last got the write lock (or the watch started).
-    writable_at: Instant,
-    /// Why the latest probe failed, if it did.
-    refused: Option<WriteRefusal>,
-}
+/// The latest probes' verdict: since when, and why, none got the write lock (`None` while
+/// the latest did).
+type State = Option<(Instant, WriteRefusal)>;
 
 /// The watch of one database file; cheap to clone. Started by [`WriteWatch::start`].
 #[derive(Debug, Clone)]
@@ -108,10 +105,7 @@ impl WriteWatch {
         bounds: WriteBounds,
         stop: watch::Receiver<bool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let state = Arc::new(Mutex::new(State {
-            writable_at: Instant::now(),
-            refused: None,
-        }));
+        let state = Arc::new(Mutex::new(None));
         let (fatal_tx, fatal) = watch::channel(None);
         let task = tokio::spawn(probe_loop(
             path.to_owned(),
@@ -133,8 +127,8 @@ impl WriteWatch {
     /// How long the database has been unwritable, if the latest probe failed.
     pub fn unwritable(&self) -> Option<WriteTrouble> {
         let state = *self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.refused.map(|refusal| WriteTrouble {
-            for_how_long: state.writable_at.elapsed(),
+        state.map(|(since, refusal)| WriteTrouble {
+            for_how_long: since.elapsed(),
             refusal,
         })
     }
@@ -165,6 +159,7 @@ async fn probe_loop(
 ) {
     let mut conn: Option<SqliteConnection> = None;
     loop {
+        let started = Instant::now();
         let refused = match tokio::time::timeout(PROBE_LIMIT, probe(&path, &mut conn)).await {
             Ok(result) => result.err(),
             Err(_) => {
@@ -175,12 +170,9 @@ async fn probe_loop(
         };
         let trouble = {
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-            s.refused = refused;
-            if refused.is_none() {
-                s.writable_at = Instant::now();
-            }
-            refused.map(|refusal| WriteTrouble {
-                for_how_long: s.writable_at.elapsed(),
+            *s = refused.map(|refusal| (s.map_or(started, |(since, _)| since), refusal));
+            s.map(|(since, refusal)| WriteTrouble {
+                for_how_long: since.elapsed(),
                 refusal,
             })
         };
