@@ -239,3 +239,94 @@ async fn probe(path: &Path, conn: &mut Option<SqliteConnection>) -> Result<(), W
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::sqlx::Executor as _;
+
+    use super::*;
+
+    const BOUNDS: WriteBounds = WriteBounds {
+        unhealthy_after: Duration::from_secs(1),
+        exit_after: Duration::from_secs(3),
+    };
+
+    fn temp_db() -> PathBuf {
+        std::env::temp_dir().join(format!("tn-write-watch-{}.db", uuid::Uuid::new_v4()))
+    }
+
+    async fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !ok() {
+            assert!(Instant::now() < deadline, "not within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_write_lock_is_reported_after_the_bound_and_cleared_when_released() {
+        let path = temp_db();
+        let mut holder = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .unwrap();
+        let (_stop_tx, stop) = watch::channel(false);
+        let (watch, _task) = WriteWatch::start(&path, BOUNDS, stop);
+        wait_until(Duration::from_secs(5), || watch.unwritable().is_none()).await;
+        holder
+            .execute(sqlx::AssertSqlSafe("BEGIN IMMEDIATE"))
+            .await
+            .unwrap();
+        let taken = Instant::now();
+        wait_until(Duration::from_secs(5), || watch.trouble().is_some()).await;
+        assert!(taken.elapsed() >= BOUNDS.unhealthy_after);
+        let trouble = watch.trouble().unwrap();
+        assert_eq!(trouble.refusal, WriteRefusal::Locked);
+        assert!(
+            trouble
+                .to_string()
+                .ends_with("another connection holds its write lock (SQLITE_BUSY)")
+        );
+        holder
+            .execute(sqlx::AssertSqlSafe("ROLLBACK"))
+            .await
+            .unwrap();
+        wait_until(Duration::from_secs(5), || watch.unwritable().is_none()).await;
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_opened_ends_in_the_fatal_reason() {
+        let path = std::env::temp_dir()
+            .join(format!("tn-no-such-dir-{}", uuid::Uuid::new_v4()))
+            .join("truenumber.db");
+        let (_stop_tx, stop) = watch::channel(false);
+        let (watch, task) = WriteWatch::start(&path, BOUNDS, stop);
+        let reason = tokio::time::timeout(Duration::from_secs(10), watch.fatal())
+            .await
+            .unwrap();
+        assert!(reason.contains("taking its write lock fails"), "{reason}");
+        assert!(
+            reason.contains("SQLITE_UNWRITABLE_EXIT_SECONDS=3"),
+            "{reason}"
+        );
+        task.await.unwrap();
+        assert_eq!(watch.trouble().unwrap().refusal, WriteRefusal::Failed);
+    }
+
+    #[tokio::test]
+    async fn the_watch_stops_when_asked() {
+        let path = temp_db();
+        let (stop_tx, stop) = watch::channel(false);
+        let (_watch, task) = WriteWatch::start(&path, BOUNDS, stop);
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+}
