@@ -22,6 +22,7 @@ use truenumber_core::{
     config::{Config, ConfigError, Mode, STANDALONE_DB_FILE},
     storage::db,
     storage::lanes::ApiConnections,
+    storage::write_watch::WriteWatch,
 };
 
 use crate::state::AppState;
@@ -174,11 +175,17 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The database (for tests and tools in the same process).
     pub db: sea_orm::DatabaseConnection,
+    /// The watch on the database's write lock.
+    pub write_watch: WriteWatch,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     loops: Vec<tokio::task::JoinHandle<()>>,
     _lock: DataDirLock,
 }
+
+/// How long a node that must exit because its database stays unwritable waits for its
+/// requests and loops to finish before it exits anyway (its writes fail by then).
+const UNWRITABLE_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Running {
     /// Stops serving and the loops, lets in-flight work finish, and releases `DATA_DIR`.
@@ -193,10 +200,19 @@ impl Running {
         Ok(())
     }
 
-    /// Waits until the server stops (on `shutdown`), then stops the loops.
+    /// Runs until `shutdown`, then stops the server and the loops. If the database stays
+    /// unwritable past `SQLITE_UNWRITABLE_EXIT_SECONDS` first, stops (waiting at most
+    /// [`UNWRITABLE_STOP_GRACE`]) and returns the reason as an error, so the process exits
+    /// non-zero and a supervisor restarts it.
     pub async fn wait(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-        shutdown.await;
-        self.stop().await
+        let watch = self.write_watch.clone();
+        tokio::select! {
+            () = shutdown => self.stop().await,
+            reason = watch.fatal() => {
+                let _ = tokio::time::timeout(UNWRITABLE_STOP_GRACE, self.stop()).await;
+                Err(anyhow::anyhow!(reason))
+            }
+        }
     }
 }
 
@@ -208,20 +224,22 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> 
         "standalone needs a standalone configuration"
     );
     let lock = lock_data_dir(&config.data_dir)?;
+    db::report_sqlite_worker_crashes();
     let db_path = config.standalone_db_path();
-    let pool = db::connect(&config)
+    // Migrates on a connection of its own before the pool opens (see `db::open_sqlite`).
+    let pool = db::open_sqlite(&db_path, config.database_max_connections)
         .await
-        .with_context(|| format!("cannot open {}", db_path.display()))?;
-    db::migrate_sqlite(&pool)
-        .await
-        .context("migration failed")?;
+        .with_context(|| format!("cannot open and migrate {}", db_path.display()))?;
     truenumber_core::phone::warm_up();
     let bound = crate::bind(addr, &config)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let state = AppState::standalone(config.clone(), ApiConnections::sqlite(pool.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let loops = truenumber_worker::spawn_in_process(
+    let (write_watch, watch_task) =
+        WriteWatch::start(&db_path, config.sqlite_write_bounds, stop_rx.clone());
+    let state = AppState::standalone(config.clone(), ApiConnections::sqlite(pool.clone()))
+        .with_write_watch(write_watch.clone());
+    let mut loops = truenumber_worker::spawn_in_process(
         &config,
         pool.clone(),
         state.in_process_queue()?,
@@ -230,6 +248,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> 
         stop_rx.clone(),
     )
     .await?;
+    loops.push(watch_task);
     let local = bound.local_addr;
     let scheme = if config.tls_cert_file.is_some() {
         "https"
@@ -250,6 +269,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> 
     Ok(Running {
         addr: local,
         db: pool,
+        write_watch,
         stop: stop_tx,
         server,
         loops,

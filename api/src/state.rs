@@ -12,6 +12,7 @@ use truenumber_core::{
     observability::metrics::Metrics,
     queue::{Broker, InProcessQueue, Queue, Topology},
     storage::lanes::{ApiConnections, RequestDb},
+    storage::write_watch::WriteWatch,
     webhooks::events::EventPublisher,
 };
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub publisher: EventPublisher,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Standalone only: the watch on the SQLite file's write lock, which health reports.
+    pub write_watch: Option<WriteWatch>,
 }
 
 impl AppState {
@@ -116,7 +119,15 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             db,
+            write_watch: None,
         }
+    }
+
+    /// This state with standalone mode's watch on the database's write lock (health reports
+    /// it).
+    pub fn with_write_watch(mut self, watch: WriteWatch) -> Self {
+        self.write_watch = Some(watch);
+        self
     }
 
     /// The in-process queue of a standalone node.

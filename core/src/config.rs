@@ -209,6 +209,11 @@ pub struct Config {
     /// (after the request has left its admission slot), so a connection guessing credentials
     /// makes a few attempts a second at most.
     pub auth_failure_delay: Duration,
+    /// Standalone only: `SQLITE_BUSY_UNHEALTHY_SECONDS` (default 10, 1–3600) and
+    /// `SQLITE_UNWRITABLE_EXIT_SECONDS` (default 60, 2–86400, more than the first): how long
+    /// the SQLite file may refuse its write lock before health answers 503, and before the
+    /// process exits for a supervisor to restart it ([`crate::storage::write_watch`]).
+    pub sqlite_write_bounds: crate::storage::write_watch::WriteBounds,
 }
 
 /// A configuration value that stops start-up; its `Display` is the one line printed.
@@ -503,6 +508,28 @@ impl Config {
 
         let database_max_connections =
             r.parse("DATABASE_MAX_CONNECTIONS", default_pool_size(), (1, 1000))?;
+        let sqlite_write_bounds = crate::storage::write_watch::WriteBounds {
+            unhealthy_after: Duration::from_secs(r.parse(
+                "SQLITE_BUSY_UNHEALTHY_SECONDS",
+                10,
+                (1, 3600),
+            )?),
+            exit_after: Duration::from_secs(r.parse(
+                "SQLITE_UNWRITABLE_EXIT_SECONDS",
+                60,
+                (2, 86_400),
+            )?),
+        };
+        if sqlite_write_bounds.exit_after <= sqlite_write_bounds.unhealthy_after {
+            return Err(err(
+                "SQLITE_UNWRITABLE_EXIT_SECONDS",
+                format!(
+                    "must be more than SQLITE_BUSY_UNHEALTHY_SECONDS ({}), so health says so \
+                     before the process exits",
+                    sqlite_write_bounds.unhealthy_after.as_secs()
+                ),
+            ));
+        }
         let port = r.parse("PORT", 3000, (0, u16::MAX))?;
         Ok(Self {
             max_concurrent_requests: r.parse(
@@ -610,6 +637,7 @@ impl Config {
                 250,
                 (0, 5000),
             )?),
+            sqlite_write_bounds,
         })
     }
 }
@@ -646,6 +674,33 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.migrate_on_start && !c.require_https && !c.webhook_allow_private_networks);
         assert!(c.database_max_connections >= 10);
+        assert_eq!(
+            c.sqlite_write_bounds,
+            crate::storage::write_watch::WriteBounds {
+                unhealthy_after: Duration::from_secs(10),
+                exit_after: Duration::from_secs(60),
+            }
+        );
+    }
+
+    #[test]
+    fn the_exit_bound_comes_after_the_unhealthy_one() {
+        let c = with(&[
+            ("SQLITE_BUSY_UNHEALTHY_SECONDS", "2"),
+            ("SQLITE_UNWRITABLE_EXIT_SECONDS", "3"),
+        ])
+        .unwrap();
+        assert_eq!(c.sqlite_write_bounds.exit_after, Duration::from_secs(3));
+        for (unhealthy, exit) in [("5", "5"), ("10", "4")] {
+            let e = with(&[
+                ("SQLITE_BUSY_UNHEALTHY_SECONDS", unhealthy),
+                ("SQLITE_UNWRITABLE_EXIT_SECONDS", exit),
+            ])
+            .unwrap_err();
+            assert_eq!(e.var, "SQLITE_UNWRITABLE_EXIT_SECONDS", "{e}");
+        }
+        let e = with(&[("SQLITE_BUSY_UNHEALTHY_SECONDS", "0")]).unwrap_err();
+        assert_eq!(e.var, "SQLITE_BUSY_UNHEALTHY_SECONDS");
     }
 
     #[test]

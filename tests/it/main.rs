@@ -20,6 +20,7 @@ mod query_plans;
 mod rate_limit;
 mod shutdown;
 mod standalone;
+mod standalone_sqlite;
 mod test_mode;
 mod verification;
 mod verifications;

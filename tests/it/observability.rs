@@ -37,7 +37,7 @@ async fn request_ids_are_logged_and_secrets_never_are() {
     let captured = Captured::default();
     let mut env = base_env();
     env.insert("LOG_LEVEL".into(), "debug".into());
-    let config = truenumber_core::config::Config::from_map(&env).unwrap();
+    let config = crate::helpers::config_from(&env);
     let sink = captured.clone();
     truenumber_core::observability::telemetry::init_with_writer(
         &config,

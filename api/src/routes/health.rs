@@ -8,28 +8,53 @@ use poem::{
     web::{Data, Json},
 };
 use serde_json::{Value, json};
-use truenumber_core::{limits::LimiterBackend, queue::QueueBackend, storage::db, webhooks::events};
+use truenumber_core::{
+    limits::LimiterBackend,
+    queue::QueueBackend,
+    storage::{
+        db,
+        write_watch::{WriteTrouble, WriteWatch},
+    },
+    webhooks::events,
+};
 
 use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The result of one dependency check: up or down and how long it took. Why it is down goes
-/// to the log, never into the response (`/health` is unauthenticated).
+/// The result of one dependency check: up or down and how long it took. Why a probe failed
+/// goes to the log, never into the response (`/health` is unauthenticated); only a fixed
+/// description that names no data does ([`Check::reason`]).
 #[derive(Debug)]
 pub struct Check {
     /// Whether it answered in time.
     pub up: bool,
     /// Round-trip time in milliseconds.
     pub latency_ms: f64,
+    /// Why it is down although it answers: standalone's database that has refused its write
+    /// lock for longer than `SQLITE_BUSY_UNHEALTHY_SECONDS`.
+    pub reason: Option<String>,
 }
 
 impl Check {
     fn to_json(&self) -> Value {
-        json!({
+        let mut check = json!({
             "status": if self.up { "up" } else { "down" },
             "latencyMs": (self.latency_ms * 100.0).round() / 100.0,
-        })
+        });
+        if let Some(reason) = &self.reason {
+            check["reason"] = json!(reason);
+        }
+        check
+    }
+
+    /// This check, down for `trouble` when there is any.
+    fn unless_unwritable(mut self, trouble: Option<WriteTrouble>) -> Self {
+        if let Some(t) = trouble {
+            self.up = false;
+            self.reason = Some(t.to_string());
+        }
+        self
     }
 }
 
@@ -58,7 +83,11 @@ where
             false
         }
     };
-    Check { up, latency_ms }
+    Check {
+        up,
+        latency_ms,
+        reason: None,
+    }
 }
 
 /// Each dependency by name: `database`, `redis` and `rabbitmq` in production mode;
@@ -79,6 +108,8 @@ async fn dependency_checks(state: &AppState) -> Vec<(&'static str, Check)> {
         check(limiter_name, state.limiter.ping()),
         check(queue_name, state.queue.ping())
     );
+    let database =
+        database.unless_unwritable(state.write_watch.as_ref().and_then(WriteWatch::trouble));
     let mut checks = vec![
         ("database", database),
         (limiter_name, limiter),
@@ -98,6 +129,7 @@ async fn dependency_checks(state: &AppState) -> Vec<(&'static str, Check)> {
             Check {
                 up,
                 latency_ms: 0.0,
+                reason: None,
             },
         ));
     }
@@ -134,8 +166,9 @@ pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /health/ready`: 200 when this node can serve (the database answers), else 503; every
-/// dependency's state is in the body.
+/// `GET /health/ready`: 200 when this node can serve (the database answers and, standalone,
+/// takes writes), else 503; every dependency's state is in the body, with `reasons` for the
+/// checks that have one.
 #[handler]
 pub async fn ready(Data(state): Data<&AppState>) -> Response {
     let checks = dependency_checks(state).await;
@@ -143,16 +176,26 @@ pub async fn ready(Data(state): Data<&AppState>) -> Response {
         .iter()
         .map(|(n, c)| ((*n).to_owned(), json!(if c.up { "up" } else { "down" })))
         .collect();
+    let reasons: serde_json::Map<_, _> = checks
+        .iter()
+        .filter_map(|(n, c)| Some(((*n).to_owned(), json!(c.reason.as_ref()?))))
+        .collect();
     let ready = checks
         .iter()
         .all(|(n, c)| c.up || !READINESS_GATES.contains(n));
-    if ready {
-        Json(json!({"status": "ready", "checks": report})).into_response()
-    } else {
-        Json(json!({"status": "unavailable", "checks": report}))
-            .with_status(StatusCode::SERVICE_UNAVAILABLE)
-            .into_response()
+    let mut body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": report,
+    });
+    if !reasons.is_empty() {
+        body["reasons"] = Value::Object(reasons);
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Json(body).with_status(status).into_response()
 }
 
 /// `GET /metrics`: Prometheus text. Dependency and outbox gauges are refreshed per scrape.

@@ -176,6 +176,28 @@ type KeyRows = moka::future::Cache<String, Option<Arc<KeyRow>>>;
 /// [`LAST_USED_RESOLUTION`].
 type Touched = moka::future::Cache<String, ()>;
 
+/// The last-used note: moves key `key_id`'s `last_used_at` to `now` unless it was moved
+/// within [`LAST_USED_RESOLUTION`] (by any node); returns how many rows changed (0 or 1).
+pub async fn note_key_use(
+    db: &DatabaseConnection,
+    key_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, sea_orm::DbErr> {
+    let stale_before =
+        now - chrono::Duration::from_std(LAST_USED_RESOLUTION).unwrap_or(chrono::Duration::zero());
+    api_key::Entity::update_many()
+        .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
+        .filter(api_key::Column::LookupId.eq(key_id))
+        .filter(
+            Condition::any()
+                .add(api_key::Column::LastUsedAt.is_null())
+                .add(api_key::Column::LastUsedAt.lt(stale_before)),
+        )
+        .exec(db)
+        .await
+        .map(|res| res.rows_affected)
+}
+
 /// Authenticates API keys against `api_keys`, caching verdicts for a short TTL.
 #[derive(Clone)]
 pub struct ApiKeyAuthenticator {
@@ -276,23 +298,9 @@ impl ApiKeyAuthenticator {
             self.metrics.last_used_writes.clone(),
         );
         tokio::spawn(async move {
-            let now = sql::now();
-            let stale_before = now
-                - chrono::Duration::from_std(LAST_USED_RESOLUTION)
-                    .unwrap_or(chrono::Duration::zero());
-            match api_key::Entity::update_many()
-                .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
-                .filter(api_key::Column::LookupId.eq(&key_id))
-                .filter(
-                    Condition::any()
-                        .add(api_key::Column::LastUsedAt.is_null())
-                        .add(api_key::Column::LastUsedAt.lt(stale_before)),
-                )
-                .exec(&db)
-                .await
-            {
-                Ok(res) => {
-                    writes.inc_by(res.rows_affected);
+            match note_key_use(&db, &key_id, sql::now()).await {
+                Ok(changed) => {
+                    writes.inc_by(changed);
                 }
                 Err(e) => tracing::warn!(error = %e, "could not record API key use"),
             }

@@ -103,10 +103,7 @@ pub async fn ensure_database_exists(url: &str) -> Result<(), DbErr> {
 /// connection, so concurrent starters wait for each other instead of racing.
 pub async fn migrate(config: &Config) -> Result<(), DbErr> {
     if config.mode == Mode::Standalone {
-        let db = connect(config).await?;
-        let result = migrate_sqlite(&db).await;
-        let _ = db.close().await;
-        return result;
+        return migrate_sqlite_alone(&config.standalone_db_path()).await;
     }
     let url = config.database_url.expose();
     ensure_database_exists(url).await?;
@@ -134,7 +131,101 @@ pub async fn migrate(config: &Config) -> Result<(), DbErr> {
 }
 
 /// How long a SQLite statement waits for another connection's write lock before failing.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a standalone (SQLite) transaction may run, from `BEGIN` to `COMMIT`, before it
+/// is abandoned: its first statement may wait [`SQLITE_BUSY_TIMEOUT`] for the write lock, and
+/// what follows takes milliseconds; three times that is never reached by a live transaction.
+/// Only a statement sent to a connection whose worker thread is dying never answers (sqlx
+/// keeps it queued for a thread that will never read it); abandoning the transaction drops
+/// that connection, and closing it rolls back and releases the write lock.
+pub const SQLITE_TRANSACTION_LIMIT: Duration = Duration::from_secs(15);
+
+/// Opens standalone mode's database at `path`: applies pending migrations on a connection of
+/// their own, closes it, and only then opens the pool of `max_connections`.
+///
+/// A pool connection that read the schema while another one migrated keeps that old schema
+/// until its next statement; SQLite prepares that statement against the old schema and
+/// re-prepares it on its first step, so `SELECT *`/`RETURNING *` would return more columns
+/// than sqlx recorded at prepare time, which crashes sqlx-sqlite's worker thread (issue 23).
+/// Opening the pool after migrating means no connection ever saw an older schema.
+pub async fn open_sqlite(path: &Path, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    migrate_sqlite_alone(path).await?;
+    connect_sqlite(path, max_connections).await
+}
+
+/// Migrates the database at `path` on a pool of one connection, closed afterwards.
+async fn migrate_sqlite_alone(path: &Path) -> Result<(), DbErr> {
+    let db = connect_sqlite(path, 1).await?;
+    let result = migrate_sqlite(&db).await;
+    let _ = db.close().await;
+    result
+}
+
+/// Runs `work`, a whole transaction (begin to commit), within `limit`; past it, `work` is
+/// dropped (its transaction rolled back, its connection returned or, if its worker died,
+/// discarded) and an error says so.
+pub async fn within<T, E: From<DbErr>>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => Err(E::from(DbErr::Custom(format!(
+            "a database transaction did not finish within {} s and was abandoned",
+            limit.as_secs_f64()
+        )))),
+    }
+}
+
+/// [`within`] [`SQLITE_TRANSACTION_LIMIT`] on SQLite; on PostgreSQL `work` runs unbounded,
+/// as before (its statements fail on their own when the server or the network does).
+pub async fn within_transaction_limit<T, E: From<DbErr>>(
+    backend: sea_orm::DbBackend,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    if backend == sea_orm::DbBackend::Sqlite {
+        within(SQLITE_TRANSACTION_LIMIT, work).await
+    } else {
+        work.await
+    }
+}
+
+/// The name sqlx gives the thread of each SQLite connection (`sqlx-sqlite-worker-N`).
+const SQLITE_WORKER_THREAD: &str = "sqlx-sqlite-worker";
+
+/// Makes a crash of a SQLite connection's worker thread loud: a panic on such a thread is
+/// logged at error level, as one structured line, before the usual panic report. The
+/// connection's statements then fail with "attempted to communicate with a crashed
+/// background worker", and the pool discards it. Installed once per process; other threads'
+/// panics are reported as before.
+pub fn report_sqlite_worker_crashes() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            if let Some(name) = thread
+                .name()
+                .filter(|n| n.starts_with(SQLITE_WORKER_THREAD))
+            {
+                let message = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(
+                    thread = name,
+                    panic = %message,
+                    location = %info.location().map(ToString::to_string).unwrap_or_default(),
+                    "a SQLite connection's worker thread crashed; the connection is discarded"
+                );
+            }
+            previous(info);
+        }));
+    });
+}
 
 /// Opens (creating it if missing) the SQLite database of standalone mode at `path`, with a
 /// pool of `max_connections`.
@@ -175,6 +266,9 @@ pub async fn connect_sqlite(
 /// PostgreSQL, whereas standalone mode is one process that holds a lock file on its data
 /// directory, so nothing else migrates this database concurrently. (SQLite would serialize
 /// two migrators' writes anyway, but not their "which migrations are pending" reads.)
+///
+/// Other connections of `db`'s pool keep the schema they last read until their next
+/// statement: a serving pool is opened after migrating ([`open_sqlite`]), never migrated.
 pub async fn migrate_sqlite(db: &DatabaseConnection) -> Result<(), DbErr> {
     if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
         return Err(DbErr::Custom(

@@ -4,3 +4,4 @@
 pub mod db;
 pub mod lanes;
 pub mod sql;
+pub mod write_watch;

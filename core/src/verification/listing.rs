@@ -256,36 +256,39 @@ pub async fn erase(
     livemode: bool,
     verification_id: &str,
 ) -> Result<bool, DbErr> {
-    let txn = db.begin().await?;
-    let deleted = verification_session::Entity::delete_many()
-        .filter(verification_session::Column::CompanyId.eq(company_id))
-        .filter(verification_session::Column::Livemode.eq(livemode))
-        .filter(verification_session::Column::VerificationId.eq(verification_id))
-        .exec(&txn)
-        .await?
-        .rows_affected;
-    if deleted == 0 {
-        return Ok(false);
-    }
-    let events: Vec<String> = verification_event::Entity::find()
-        .select_only()
-        .column(verification_event::Column::Id)
-        .filter(verification_event::Column::CompanyId.eq(company_id))
-        .filter(verification_event::Column::VerificationId.eq(verification_id))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    if !events.is_empty() {
-        // Attempts go with their delivery (ON DELETE CASCADE).
-        webhook_delivery::Entity::delete_many()
-            .filter(webhook_delivery::Column::EventId.is_in(events.clone()))
+    crate::storage::db::within_transaction_limit(db.get_database_backend(), async {
+        let txn = db.begin().await?;
+        let deleted = verification_session::Entity::delete_many()
+            .filter(verification_session::Column::CompanyId.eq(company_id))
+            .filter(verification_session::Column::Livemode.eq(livemode))
+            .filter(verification_session::Column::VerificationId.eq(verification_id))
             .exec(&txn)
+            .await?
+            .rows_affected;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        let events: Vec<String> = verification_event::Entity::find()
+            .select_only()
+            .column(verification_event::Column::Id)
+            .filter(verification_event::Column::CompanyId.eq(company_id))
+            .filter(verification_event::Column::VerificationId.eq(verification_id))
+            .into_tuple()
+            .all(&txn)
             .await?;
-        verification_event::Entity::delete_many()
-            .filter(verification_event::Column::Id.is_in(events))
-            .exec(&txn)
-            .await?;
-    }
-    txn.commit().await?;
-    Ok(true)
+        if !events.is_empty() {
+            // Attempts go with their delivery (ON DELETE CASCADE).
+            webhook_delivery::Entity::delete_many()
+                .filter(webhook_delivery::Column::EventId.is_in(events.clone()))
+                .exec(&txn)
+                .await?;
+            verification_event::Entity::delete_many()
+                .filter(verification_event::Column::Id.is_in(events))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(true)
+    })
+    .await
 }

@@ -18,7 +18,10 @@ use crate::{
     companies::app_tokens::{NumberBinding, TokenBinding},
     companies::secrets,
     phone::MobileNumber,
-    storage::{lanes::RequestConnection, sql},
+    storage::{
+        lanes::RequestConnection,
+        sql::{self, SESSION_COLUMNS, session_columns},
+    },
 };
 
 /// The lifecycle of a session: the entity's enum itself, so a stored value outside it is a
@@ -184,20 +187,26 @@ pub const INITIATE_SQL: &str = "WITH ins AS ( \
 /// there, `$5` the expiry, `$6` now (both bound from Rust, [`sql`] conventions), `$7` a v4
 /// row id (PostgreSQL's default is `gen_random_uuid()`; SQLite's `randomblob(16)` is not v4),
 /// `$8` livemode, `$9` match code.
-pub const INITIATE_SQLITE_SQL: &str = "INSERT INTO verification_sessions \
+pub const INITIATE_SQLITE_SQL: &str = concat!(
+    "INSERT INTO verification_sessions \
        (verification_id, mobile_number, company_id, request_id, expires_at, created_at, id, \
         livemode, match_code) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (request_id, company_id, livemode) DO NOTHING \
-     RETURNING *";
+     RETURNING ",
+    session_columns!()
+);
 
 /// Status: one session by id (`$1`). It names no other column, so the only index it can use
 /// is the unique `verification_id`, whatever other indexes exist: a `company_id` predicate
 /// here would let a cached generic plan walk the company's listing index instead (migration 3
 /// explains why that matters; `tests/it/query_plans.rs` checks it). [`find_for_company`]
 /// scopes the row to its company and mode.
-pub const FIND_FOR_COMPANY_SQL: &str =
-    "SELECT * FROM verification_sessions WHERE verification_id = $1";
+pub const FIND_FOR_COMPANY_SQL: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM verification_sessions WHERE verification_id = $1"
+);
 
 /// The condition every transition of a pending session shares: `$1` the session, still
 /// pending, of the expected mode (`$4`), of the expected company (`$5`, or any when `NULL`),
@@ -251,7 +260,7 @@ pub static SUBMIT_SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock:
            number_binding = $7, \
            phone_verified_at = $9 \
          WHERE {PENDING_OF} AND expires_at > $10 \
-         RETURNING *"
+         RETURNING {SESSION_COLUMNS}"
     )
 });
 
@@ -288,7 +297,7 @@ pub static DECIDE_SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock:
            number_binding = $7, \
            phone_verified_at = $8 \
          WHERE {PENDING_OF} AND (expires_at > $9 OR $2 = 'expired') \
-         RETURNING *"
+         RETURNING {SESSION_COLUMNS}"
     )
 });
 
@@ -607,30 +616,33 @@ async fn transition(
         let pool = db.transactions().ok_or_else(|| {
             DbErr::Custom("a SQLite transition needs the pool to begin a transaction on".into())
         })?;
-        let txn = pool
-            .begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..TransactionOptions::default()
-            })
+        return crate::storage::db::within_transaction_limit(DbBackend::Sqlite, async {
+            let txn = pool
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..TransactionOptions::default()
+                })
+                .await?;
+            let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sqlite,
+                values,
+            ))
+            .one(&txn)
             .await?;
-        let row = SessionRow::find_by_statement(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            sqlite,
-            values,
-        ))
-        .one(&txn)
-        .await?;
-        if let Some(row) = row {
-            let session = VerificationSession::from(row);
-            let event_id =
-                crate::webhooks::events::insert_event_sqlite(&txn, &session.terminal(), now)
-                    .await?;
-            txn.commit().await?;
-            return Ok(Completed { session, event_id });
-        }
-        let why = find_row(&txn, verification_id).await?;
-        txn.rollback().await?;
-        return Err(why_not(why, scope, |row| row.expires_at <= now));
+            if let Some(row) = row {
+                let session = VerificationSession::from(row);
+                let event_id =
+                    crate::webhooks::events::insert_event_sqlite(&txn, &session.terminal(), now)
+                        .await?;
+                txn.commit().await?;
+                return Ok(Completed { session, event_id });
+            }
+            let why = find_row(&txn, verification_id).await?;
+            txn.rollback().await?;
+            Err(why_not(why, scope, |row| row.expires_at <= now))
+        })
+        .await;
     }
     let row = db
         .query_one_raw(Statement::from_sql_and_values(

@@ -5,7 +5,10 @@
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement, TransactionTrait};
 use truenumber_entities::verification_session::Model as SessionRow;
 
-use crate::webhooks::events::{self, EVENTS_FROM_UPD};
+use crate::{
+    storage::sql::session_columns,
+    webhooks::events::{self, EVENTS_FROM_UPD},
+};
 
 #[derive(Debug, FromQueryResult)]
 struct ExpiredEvent {
@@ -32,13 +35,17 @@ pub static EXPIRE_DUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::ne
 
 /// SQLite's counterpart of [`EXPIRE_DUE_SQL`] (`$1` batch size, `$2` now): the update, whose
 /// rows then get their events in the same transaction ([`events::insert_event_sqlite`]).
-pub const EXPIRE_DUE_SQLITE: &str = "UPDATE verification_sessions \
+/// It names its columns (never `*`: see [`crate::storage::sql`]).
+pub const EXPIRE_DUE_SQLITE: &str = concat!(
+    "UPDATE verification_sessions \
      SET status = 'expired', completed_at = $2 \
      WHERE id IN ( \
        SELECT id FROM verification_sessions \
        WHERE completed_at IS NULL AND status = 'pending' AND expires_at <= $2 \
        ORDER BY expires_at LIMIT $1) \
-     RETURNING *";
+     RETURNING ",
+    session_columns!()
+);
 
 /// Expires up to `batch` pending sessions past their expiry, each with its event. Several
 /// workers never double-expire: PostgreSQL skips rows another sweeper has locked and expires
@@ -60,21 +67,24 @@ pub async fn expire_due_sessions(
         return Ok(rows.into_iter().map(|r| r.event_id).collect());
     }
     let now = crate::storage::sql::now();
-    let txn = db.begin().await?;
-    let expired = SessionRow::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Sqlite,
-        EXPIRE_DUE_SQLITE,
-        [batch.into(), now.into()],
-    ))
-    .all(&txn)
-    .await?;
-    let mut ids = Vec::with_capacity(expired.len());
-    for s in expired {
-        let session = crate::verification::VerificationSession::from(s);
-        ids.push(events::insert_event_sqlite(&txn, &session.terminal(), now).await?);
-    }
-    txn.commit().await?;
-    Ok(ids)
+    crate::storage::db::within_transaction_limit(DbBackend::Sqlite, async {
+        let txn = db.begin().await?;
+        let expired = SessionRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            EXPIRE_DUE_SQLITE,
+            [batch.into(), now.into()],
+        ))
+        .all(&txn)
+        .await?;
+        let mut ids = Vec::with_capacity(expired.len());
+        for s in expired {
+            let session = crate::verification::VerificationSession::from(s);
+            ids.push(events::insert_event_sqlite(&txn, &session.terminal(), now).await?);
+        }
+        txn.commit().await?;
+        Ok(ids)
+    })
+    .await
 }
 
 /// Deletes up to `$3` of company `$1`'s sessions completed before `$2`, oldest first, with
@@ -229,19 +239,22 @@ async fn delete_batch(
         return Ok(gone.map_or(0, |g| u64::try_from(g.sessions).unwrap_or(0)));
     }
     use sea_orm::ConnectionTrait;
-    let txn = db.begin().await?;
-    let mut gone = 0;
-    for sql in sqlite {
-        gone = txn
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                sql.as_str(),
-                values(),
-            ))
-            .await?
-            .rows_affected();
-    }
-    txn.commit().await?;
-    // The last statement's count: the sessions (or events).
-    Ok(gone)
+    crate::storage::db::within_transaction_limit(DbBackend::Sqlite, async {
+        let txn = db.begin().await?;
+        let mut gone = 0;
+        for sql in sqlite {
+            gone = txn
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    sql.as_str(),
+                    values(),
+                ))
+                .await?
+                .rows_affected();
+        }
+        txn.commit().await?;
+        // The last statement's count: the sessions (or events).
+        Ok(gone)
+    })
+    .await
 }

@@ -13,7 +13,7 @@ pub use truenumber_entities::webhook_delivery::DeliveryStatus;
 use truenumber_entities::{webhook_attempt, webhook_delivery};
 use uuid::Uuid;
 
-use crate::storage::sql::{self, Twin};
+use crate::storage::sql::{self, Twin, delivery_columns};
 
 /// A delivery as stored.
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult, Serialize)]
@@ -129,7 +129,11 @@ pub async fn event_target(
 /// An event belongs to one company, so its delivery is found by `event_id` alone: the leading
 /// column of the unique `(event_id, company_id)`. (A `company_id` predicate here would let a
 /// cached generic plan walk the company's listing index instead; see migration 3.)
-pub const FIND_BY_EVENT_SQL: &str = "SELECT * FROM webhook_deliveries WHERE event_id = $1";
+pub const FIND_BY_EVENT_SQL: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM webhook_deliveries WHERE event_id = $1"
+);
 
 /// Creates the delivery of event `$1` to company `$2` at URL `$3` (in its event's mode), or
 /// reads the existing one, in one round trip.
@@ -143,10 +147,13 @@ pub const GET_OR_CREATE_SQL: &str = "WITH ins AS ( \
 /// [`GET_OR_CREATE_SQL`] on SQLite: the insert alone (`$4` now, `$5` a v4 id from Rust, as
 /// PostgreSQL's `gen_random_uuid()`), returning nothing on conflict; [`FIND_BY_EVENT_SQL`]
 /// then reads the existing row.
-pub const CREATE_SQLITE_SQL: &str = "INSERT INTO webhook_deliveries \
+pub const CREATE_SQLITE_SQL: &str = concat!(
+    "INSERT INTO webhook_deliveries \
        (event_id, company_id, url, created_at, updated_at, id, livemode) \
      VALUES ($1, $2, $3, $4, $4, $5, (SELECT livemode FROM verification_events WHERE id = $1)) \
-     ON CONFLICT (event_id, company_id) DO NOTHING RETURNING *";
+     ON CONFLICT (event_id, company_id) DO NOTHING RETURNING ",
+    delivery_columns!()
+);
 
 /// The delivery of an event to a company, created on first sight. A redelivered message
 /// finds the same row, so it never makes a second delivery.
@@ -287,12 +294,15 @@ pub async fn record_attempt(
     } else {
         update.push(retry_secs.map(|s| s as f64).into());
     }
-    let txn = db.begin().await?;
-    txn.execute_raw(INSERT_ATTEMPT.statement(backend, insert))
-        .await?;
-    txn.execute_raw(UPDATE_AFTER_ATTEMPT.statement(backend, update))
-        .await?;
-    txn.commit().await
+    crate::storage::db::within_transaction_limit(backend, async {
+        let txn = db.begin().await?;
+        txn.execute_raw(INSERT_ATTEMPT.statement(backend, insert))
+            .await?;
+        txn.execute_raw(UPDATE_AFTER_ATTEMPT.statement(backend, update))
+            .await?;
+        txn.commit().await
+    })
+    .await
 }
 
 /// `now + d`, saturating at the latest representable instant.
