@@ -333,7 +333,7 @@ async fn issuer_and_audience_are_held_to_every_token() {
         "minted HS256",
     )
     .await;
-    let out = crate::cli::run(
+    let out = crate::helpers::cli_run(
         &app.config,
         &["app-token", "--app-user-id", USER, "--phone", NUMBER],
     )

@@ -11,19 +11,6 @@ use crate::helpers::{TestApp, TestReceiver, TestWorker, assert_error, unique};
 const NUMBER: &str = "+447911123456";
 const OTHER: &str = "+447912345678";
 
-impl TestApp {
-    /// `POST /verification/deny` with an app token.
-    pub(crate) async fn deny(&self, token: &str, id: &str, user: &str) -> reqwest::Response {
-        self.call(
-            Method::POST,
-            "/verification/deny",
-            token,
-            Some(json!({"verificationId": id, "appUserId": user})),
-        )
-        .await
-    }
-}
-
 #[tokio::test]
 async fn deny_makes_the_session_denied_everywhere_with_its_webhook() {
     let receiver = TestReceiver::start().await;

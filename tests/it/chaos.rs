@@ -64,7 +64,7 @@ impl FaultyProxy {
 }
 
 fn spawn_worker_process(env: &HashMap<String, String>) -> Child {
-    crate::shutdown::spawn_process("shutdown::worker_process", env)
+    crate::helpers::spawn_process("shutdown::worker_process", env)
 }
 
 async fn complete_verifications(app: &TestApp, key: &str, company: &str, n: usize) {

@@ -1,24 +1,12 @@
 //! Operator commands, parsed by clap and executed as the binary does.
 
-use clap::Parser;
 use serde_json::{Value, json};
-use truenumber_api::cli::{self, Cli, Command};
+use truenumber_api::cli::{self};
 use truenumber_core::config::Config;
 
-use crate::helpers::{TestApp, assert_error, base_env, unique};
-
-pub async fn run(config: &Config, args: &[&str]) -> anyhow::Result<String> {
-    let mut argv = vec!["truenumber-api"];
-    argv.extend_from_slice(args);
-    let command = Cli::try_parse_from(argv)?.command.unwrap_or(Command::Serve);
-    let mut out = Vec::new();
-    cli::execute(command, config.clone(), &mut out).await?;
-    Ok(String::from_utf8(out)?)
-}
-
-pub async fn run_json(config: &Config, args: &[&str]) -> Value {
-    serde_json::from_str(&run(config, args).await.unwrap()).unwrap()
-}
+use crate::helpers::{
+    TestApp, assert_error, base_env, cli_json as run_json, cli_run as run, unique,
+};
 
 #[tokio::test]
 async fn company_lifecycle_through_the_cli() {
@@ -476,7 +464,7 @@ fn configuration_errors_name_the_variable() {
 
 #[tokio::test]
 async fn a_second_start_migrates_without_notices() {
-    let captured = crate::observability::Captured::default();
+    let captured = crate::helpers::Captured::default();
     let mut env = base_env();
     env.insert("LOG_LEVEL".into(), "info".into());
     let config = Config::from_map(&env).unwrap();

@@ -12,45 +12,6 @@ use truenumber_entities::api_key::{self, KeyMode};
 
 use crate::helpers::{TestApp, TestCompany, assert_error, eventually, unique};
 
-impl TestApp {
-    /// A request to the API under `/api/v1` with an API key (or app token) and, for POST, a
-    /// JSON body.
-    pub(crate) async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut req = self
-            .client
-            .request(method, self.url(&format!("/api/v1{path}")))
-            .bearer_auth(key);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        req.send().await.expect("request")
-    }
-
-    /// `POST /company/api-keys`, asserting 201; returns the body.
-    async fn create_key(&self, key: &str, body: Value) -> Value {
-        let resp = self
-            .call(reqwest::Method::POST, "/company/api-keys", key, Some(body))
-            .await;
-        assert_eq!(resp.status().as_u16(), 201);
-        resp.json().await.expect("JSON")
-    }
-
-    async fn list_keys(&self, key: &str) -> Vec<Value> {
-        let resp = self
-            .call(reqwest::Method::GET, "/company/api-keys", key, None)
-            .await;
-        assert_eq!(resp.status().as_u16(), 200);
-        let body: Value = resp.json().await.expect("JSON");
-        body["data"].as_array().expect("data").clone()
-    }
-}
-
 fn key_id(key: &str) -> String {
     secrets::api_key_parts(key)
         .map(|p| p.lookup_id.to_owned())
@@ -102,16 +63,6 @@ async fn the_profile_shows_the_company_and_the_limits_in_force() {
     let body = app.get_company(&c).await;
     assert_eq!(body["rateLimits"]["initiatePerHour"], 7);
     assert_eq!(body["rateLimits"]["statusPerHour"], 9);
-}
-
-impl TestApp {
-    async fn get_company(&self, c: &TestCompany) -> Value {
-        let resp = self
-            .call(reqwest::Method::GET, "/company", &c.api_key, None)
-            .await;
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.json().await.unwrap()
-    }
 }
 
 #[tokio::test]
@@ -831,35 +782,6 @@ async fn during_a_rotation_receivers_on_either_secret_accept_and_after_it_only_t
         "the one before that is dropped"
     );
     worker.stop().await;
-}
-
-impl TestApp {
-    /// `GET /company/deliveries` with a query string; asserts 200.
-    async fn deliveries_page(&self, key: &str, query: &str) -> Value {
-        let resp = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/company/deliveries?{query}"),
-                key,
-                None,
-            )
-            .await;
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.json().await.unwrap()
-    }
-
-    /// The delivery of session `verification_id`, once it is no longer pending.
-    async fn finished_delivery(&self, key: &str, verification_id: &str) -> Value {
-        eventually(Duration::from_secs(20), || async {
-            self.deliveries_page(key, "limit=100").await["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|d| d["verificationId"] == verification_id && d["status"] != "pending")
-                .cloned()
-        })
-        .await
-    }
 }
 
 #[tokio::test]

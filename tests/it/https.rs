@@ -59,7 +59,7 @@ async fn the_whole_flow_works_over_the_apis_own_tls() {
     );
 
     // The health-check subcommand probes the TLS listener.
-    let out = crate::cli::run(
+    let out = crate::helpers::cli_run(
         &app.config,
         &["health-check", "--url", &app.url("/health/live")],
     )
@@ -136,7 +136,7 @@ async fn a_trusted_proxy_may_vouch_for_https() {
     assert_error(resp, 403, "HTTPS_REQUIRED", "error").await;
     // The health-check subcommand fails against a port where nothing listens.
     assert!(
-        crate::cli::run(
+        crate::helpers::cli_run(
             &app.config,
             &["health-check", "--url", "http://127.0.0.1:1/health/live"]
         )

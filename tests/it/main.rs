@@ -22,6 +22,7 @@ mod shutdown;
 mod standalone;
 mod standalone_sqlite;
 mod test_mode;
+mod typed_client;
 mod verification;
 mod verifications;
 mod webhooks;

@@ -10,12 +10,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::{
-    helpers::{
-        TEST_JWT_SECRET, TestApp, TestReceiver, TestWorker, assert_error, base_env, config_from,
-        session_row, unique,
-    },
-    observability::Captured,
+use crate::helpers::{
+    Captured, TEST_JWT_SECRET, TestApp, TestReceiver, TestWorker, assert_error, base_env,
+    config_from, session_row, unique,
 };
 
 const NUMBER: &str = "+447911123456";

@@ -1,36 +1,11 @@
 //! Logs and metrics: request ids in log lines, no secret ever logged, metrics that move.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use crate::helpers::{TestApp, TestReceiver, TestWorker, base_env, unique};
-
-/// Log output captured in memory.
-#[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    /// What was written so far.
-    pub fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::helpers::{Captured, TestApp, TestReceiver, TestWorker, base_env, cli_json, unique};
 
 #[tokio::test]
 async fn request_ids_are_logged_and_secrets_never_are() {
@@ -47,7 +22,7 @@ async fn request_ids_are_logged_and_secrets_never_are() {
     let receiver = TestReceiver::start().await;
     let app = TestApp::spawn_config(config.clone()).await;
     let worker = TestWorker::spawn(&config).await;
-    let created = crate::cli::run_json(
+    let created = cli_json(
         &config,
         &[
             "company",
@@ -86,7 +61,7 @@ async fn request_ids_are_logged_and_secrets_never_are() {
     receiver.wait_for(1, Duration::from_secs(20)).await;
     worker.stop().await;
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let line = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -20,20 +20,9 @@ use truenumber_core::{
     webhooks::deliveries::{self, DeliveryStatus},
 };
 
-use crate::helpers::{Reply, TestApp, TestReceiver, base_env, eventually, unique};
-
-const PROCESS_ENV: &str = "TN_TEST_PROCESS_ENV";
-
-/// Starts `entry` (an ignored test below) in a child process with `env` as its configuration.
-pub fn spawn_process(entry: &str, env: &HashMap<String, String>) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", entry, "--nocapture"])
-        .env(PROCESS_ENV, serde_json::to_string(env).unwrap())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
+use crate::helpers::{
+    Reply, TestApp, TestReceiver, base_env, eventually, process::PROCESS_ENV, spawn_process, unique,
+};
 
 fn process_config() -> Config {
     let env: HashMap<String, String> =

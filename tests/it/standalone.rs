@@ -17,10 +17,7 @@ use truenumber_core::{
     webhooks::deliveries::{self, DeliveryStatus},
 };
 
-use crate::{
-    helpers::{Reply, TestReceiver, eventually, production_env, unique},
-    shutdown::spawn_process,
-};
+use crate::helpers::{Reply, TestReceiver, eventually, production_env, spawn_process, unique};
 
 const TOKEN_USER: &str = "standalone_user";
 const NUMBER: &str = "+447911123456";

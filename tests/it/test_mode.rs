@@ -7,70 +7,9 @@ use std::{collections::HashMap, time::Duration};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    Received, TestApp, TestCompany, TestReceiver, TestWorker, assert_error, unique,
-};
+use crate::helpers::{Received, TestApp, TestReceiver, TestWorker, assert_error, unique};
 
 const NUMBER: &str = "+447911123456";
-
-impl TestApp {
-    /// Initiates with `key` (live or test) for `company`; asserts 200 and returns the body.
-    pub(crate) async fn initiate_with(
-        &self,
-        key: &str,
-        company: &TestCompany,
-        body: Value,
-    ) -> Value {
-        let mut body = body;
-        body["companyId"] = company.id.as_str().into();
-        if body.get("requestId").is_none() {
-            body["requestId"] = unique("req").into();
-        }
-        if body.get("mobileNumber").is_none() {
-            body["mobileNumber"] = NUMBER.into();
-        }
-        let resp = self.initiate(key, &body).await;
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.json().await.expect("JSON")
-    }
-
-    /// `GET` of a listing under `/api/v1` with `key` (an API key or app token), asserting
-    /// 200: the `verificationId` of each item of its `data`.
-    pub(crate) async fn listed_ids(&self, path: &str, key: &str) -> Vec<String> {
-        let resp = self.call(Method::GET, path, key, None).await;
-        assert_eq!(resp.status().as_u16(), 200, "{path}");
-        let page: Value = resp.json().await.expect("JSON");
-        page["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .map(|item| {
-                item["verificationId"]
-                    .as_str()
-                    .expect("verificationId")
-                    .to_owned()
-            })
-            .collect()
-    }
-
-    /// The status body of a session the key sees, asserting 200.
-    pub(crate) async fn status_body(&self, key: &str, id: &str) -> Value {
-        let resp = self.status(key, id).await;
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.json().await.expect("JSON")
-    }
-
-    /// `POST /test/verifications/{id}/complete` with `key`.
-    pub(crate) async fn complete(&self, key: &str, id: &str, outcome: &str) -> reqwest::Response {
-        self.call(
-            Method::POST,
-            &format!("/test/verifications/{id}/complete"),
-            key,
-            Some(json!({ "outcome": outcome })),
-        )
-        .await
-    }
-}
 
 fn body(r: &Received) -> Value {
     serde_json::from_str(&r.body).expect("JSON webhook")

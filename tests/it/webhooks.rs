@@ -330,7 +330,7 @@ async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     );
 
     // The operator lists and redelivers.
-    let listed = crate::cli::run_json(
+    let listed = crate::helpers::cli_json(
         &app.config,
         &[
             "deliveries",
@@ -345,7 +345,7 @@ async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     assert_eq!(listed[0]["eventId"], event_id.as_str());
     assert_eq!(listed[0]["attemptLog"].as_array().unwrap().len(), 2);
     assert_eq!(listed[0]["livemode"], true, "the operator sees which mode");
-    let redelivered = crate::cli::run_json(
+    let redelivered = crate::helpers::cli_json(
         &app.config,
         &[
             "deliveries",
@@ -364,7 +364,7 @@ async fn exhausted_deliveries_fail_and_can_be_redelivered() {
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 3));
     // Nothing left to redeliver.
     assert!(
-        crate::cli::run(
+        crate::helpers::cli_run(
             &app.config,
             &[
                 "deliveries",

@@ -39,7 +39,7 @@ pub struct AppVerification {
     /// The number being verified, E.164.
     pub mobile_number: String,
     // Documented on the type, so the schema is a plain `$ref`.
-    status: VerificationStatus,
+    pub status: VerificationStatus,
     /// When the session expires (RFC 3339, UTC).
     pub expires_at: Timestamp,
     /// Whether the user must pick the two digits the company shows (send them as

@@ -95,7 +95,7 @@ pub struct ApiKey {
     /// The key's public id (the part after `tn_live_`).
     pub key_id: String,
     // Documented on the type, so the schema is a plain `$ref`.
-    mode: ApiKeyMode,
+    pub mode: ApiKeyMode,
     /// What it may call.
     pub scopes: Vec<ApiKeyScope>,
     /// Your name for it; absent when none was given.

@@ -103,7 +103,7 @@ pub struct WebhookDelivery {
     #[oai(skip_serializing_if_is_none)]
     pub verification_id: Option<String>,
     // Documented on the type, so the schema is a plain `$ref`.
-    status: WebhookDeliveryStatus,
+    pub status: WebhookDeliveryStatus,
     /// Attempts made so far.
     pub attempts: u32,
     /// The HTTP status of the latest attempt; absent if none came.

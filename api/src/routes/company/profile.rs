@@ -39,7 +39,7 @@ pub struct CompanyProfile {
     #[oai(skip_serializing_if_is_none)]
     pub webhook_url: Option<String>,
     // Documented on the type, so the schema is a plain `$ref`.
-    rate_limits: RateLimits,
+    pub rate_limits: RateLimits,
     /// Completed verifications older than this many days are deleted with their events and
     /// deliveries (your own window where the operator set one, else the default).
     pub data_retention_days: u32,

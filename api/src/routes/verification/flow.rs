@@ -355,7 +355,7 @@ pub struct VerificationStatusResponse {
     /// The session id.
     pub verification_id: String,
     // Documented on the type, so the schema is a plain `$ref`.
-    status: VerificationStatus,
+    pub status: VerificationStatus,
     /// E.164.
     pub mobile_number: String,
     /// When verified (RFC 3339, UTC); absent (not `null`) otherwise.
