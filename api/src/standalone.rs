@@ -221,7 +221,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> 
         .with_context(|| format!("cannot listen on {addr}"))?;
     let state = AppState::standalone(config.clone(), ApiConnections::sqlite(pool.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let loops = truenumber_worker::spawn_in_process(
+    let loops = truenumber_core::background::spawn_standalone(
         &config,
         pool.clone(),
         state.in_process_queue()?,
