@@ -1,12 +1,12 @@
 //! Standalone mode's queue: the database is the queue, a channel is the fast path.
 //!
 //! - **Publishing an event** ([`Route::Deliver`]) makes sure the event's delivery row exists
-//!   (when its company has a webhook URL; [`delivery::open`]), claims it for [`InProcessQueue::lease`] by setting
-//!   its `next_attempt_at`, commits, and then hands the message to the consumer over a bounded
-//!   channel. Once `publish` returns, a crash loses nothing: the claimed row comes due again
-//!   when the claim runs out.
+//!   (when its company has a webhook URL; [`delivery::open`]), claims it for
+//!   [`InProcessQueue::lease`] by setting its `next_attempt_at`, commits, and then hands the
+//!   message to the consumer over a bounded channel. Once `publish` returns, a crash loses
+//!   nothing: the claimed row comes due again when the claim runs out.
 //! - **Retries** need no message at all: recording an attempt writes the delivery's
-//!   `next_attempt_at`, and the dispatcher ([`InProcessQueue::dispatch_due`], called every
+//!   `next_attempt_at` (the one retry decision, `webhooks::retry`), and the dispatcher ([`InProcessQueue::dispatch_due`], called every
 //!   fraction of a second by the standalone loops) claims the rows that are due and hands them
 //!   over. After a restart the first dispatch sends every retry that fell due while the
 //!   process was down.

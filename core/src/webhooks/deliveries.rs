@@ -10,10 +10,11 @@ use sea_orm::{
 };
 use serde::Serialize;
 pub use truenumber_entities::webhook_delivery::DeliveryStatus;
-use truenumber_entities::{webhook_attempt, webhook_delivery};
+use truenumber_entities::{
+    verification_session::{NumberBinding, SessionStatus},
+    webhook_attempt, webhook_delivery,
+};
 use uuid::Uuid;
-
-use truenumber_entities::verification_session::{NumberBinding, SessionStatus};
 
 use super::{
     body::{TestBody, WebhookBody},

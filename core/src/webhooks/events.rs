@@ -152,9 +152,10 @@ pub async fn publish_and_mark(
             id
         })
         .collect();
+    let unpublished: std::collections::HashSet<&str> = left.iter().map(String::as_str).collect();
     let published: Vec<String> = ids
         .iter()
-        .filter(|id| !left.contains(id))
+        .filter(|id| !unpublished.contains(id.as_str()))
         .cloned()
         .collect();
     if let Err(e) = mark_published(db, &published).await {

@@ -24,8 +24,9 @@ use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::queue::{DeliveryMessage, Queue, QueueError, Route};
 
-/// Messages published at once by [`publish_attempts`].
-const PUBLISH_CONCURRENCY: usize = 64;
+/// Messages published at once by [`publish_attempts`] (a whole batch of the event publisher,
+/// so new events go out as before; a large recovery is published this many at a time).
+const PUBLISH_CONCURRENCY: usize = 256;
 
 /// Hands attempts to the delivery side: for each `(event_id, attempt)`, a message asking for
 /// that attempt now, published durably (RabbitMQ's webhook queue; standalone's in-process
