@@ -239,7 +239,7 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> 
         WriteWatch::start(&db_path, config.sqlite_write_bounds, stop_rx.clone());
     let state = AppState::standalone(config.clone(), ApiConnections::sqlite(pool.clone()))
         .with_write_watch(write_watch.clone());
-    let mut loops = truenumber_worker::spawn_in_process(
+    let mut loops = truenumber_core::background::spawn_standalone(
         &config,
         pool.clone(),
         state.in_process_queue()?,

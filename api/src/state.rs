@@ -10,7 +10,7 @@ use truenumber_core::{
     config::Config,
     limits::{InProcessLimiter, LimiterUnavailable, RateLimiter, SlidingWindowLimiter},
     observability::metrics::Metrics,
-    queue::{Broker, InProcessQueue, Queue, Topology},
+    queue::{InProcessQueue, Queue},
     storage::lanes::{ApiConnections, RequestDb},
     storage::write_watch::WriteWatch,
     webhooks::events::EventPublisher,
@@ -48,12 +48,7 @@ impl AppState {
     /// starts, and serves what it can, while they are down); only an unparseable `REDIS_URL`
     /// fails here.
     pub fn new(config: Config, connections: ApiConnections) -> Result<Self, LimiterUnavailable> {
-        let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
-        let queue = Queue::RabbitMq(Arc::new(Broker::new(
-            config.amqp_url.expose(),
-            topology,
-            std::time::Duration::from_secs(5),
-        )));
+        let queue = Queue::from_config(&config, &connections.pool);
         let limiter = RateLimiter::Redis(SlidingWindowLimiter::new(
             config.redis_url.expose(),
             &config.redis_key_prefix,
@@ -65,10 +60,7 @@ impl AppState {
     /// Standalone state: one SQLite pool ([`ApiConnections::sqlite`]), the in-process limiter
     /// and the in-process queue (whose consumer the standalone loops take).
     pub fn standalone(config: Config, connections: ApiConnections) -> Self {
-        // A claim outlives the longest attempt: the webhook timeout, plus a margin for the
-        // wait in the channel and the database.
-        let lease = config.webhook_timeout + std::time::Duration::from_secs(60);
-        let queue = Queue::InProcess(InProcessQueue::new(connections.pool.clone(), lease));
+        let queue = Queue::from_config(&config, &connections.pool);
         let limiter = RateLimiter::InProcess(InProcessLimiter::new());
         Self::assemble(config, connections, limiter, queue)
     }

@@ -5,7 +5,10 @@
 //!   expiry), the company's listing and the app's view.
 //! - [`companies`]: companies and who may call: API keys, app tokens, the secrets they are
 //!   made of.
-//! - [`webhooks`]: the outbox events, their deliveries and attempts.
+//! - [`webhooks`]: the outbox events, their bodies, deliveries, attempts and retries, the
+//!   HTTP attempt itself, where a webhook may go and how it is signed.
+//! - [`background`]: the loops the worker daemon and standalone mode both run (relay, sweeps,
+//!   standalone's consumer and dispatcher).
 //! - [`queue`]: the event queue (RabbitMQ, or in-process over the database).
 //! - [`limits`]: rate limits (Redis, or in-process).
 //! - [`storage`]: the database, the API's request lanes, SQL shared by both engines.
@@ -13,6 +16,7 @@
 //!
 //! The worker never depends on the API crate.
 
+pub mod background;
 pub mod companies;
 pub mod config;
 pub mod error_code;

@@ -479,8 +479,16 @@ async fn submit_verifies_once_and_writes_its_event() {
     assert_eq!(ev.published_at, None);
     assert_eq!(ev.relay_claimed_until, None);
     let ms = verified_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    // The body is not stored with the event; it is rendered from the event and its session
+    // when delivered.
+    assert_eq!(ev.payload, None);
+    let target = deliveries::event_target(&t.db, &done.event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let body = target.body().unwrap().render();
     assert_eq!(
-        ev.payload,
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
         serde_json::json!({
             "event": "verification.completed",
             "verificationId": s.verification_id,
@@ -499,13 +507,10 @@ async fn submit_verifies_once_and_writes_its_event() {
         v.phone_verified_at,
         chrono::DateTime::from_timestamp(PROVED_AT, 0)
     );
-    // Byte for byte what PostgreSQL's `jsonb::text` gives: its key order and separators.
-    let target = deliveries::event_target(&t.db, &done.event_id)
-        .await
-        .unwrap()
-        .unwrap();
+    // Byte for byte what PostgreSQL's `jsonb::text` gave when the body was stored: its key
+    // order and separators, so receivers see the same bytes as before.
     assert_eq!(
-        target.payload,
+        body,
         format!(
             "{{\"event\": \"verification.completed\", \"status\": \"verified\", \
              \"livemode\": true, \"companyId\": \"acme\", \"requestId\": \"req-1\", \"verifiedAt\": \"{ms}\", \
@@ -515,8 +520,8 @@ async fn submit_verifies_once_and_writes_its_event() {
         )
     );
     assert_eq!(
-        target.payload,
-        truenumber_core::webhooks::events::payload_text(&v.terminal())
+        body,
+        truenumber_core::webhooks::body::WebhookBody::Completed(v.terminal()).render()
     );
     assert_eq!(target.company_id, "acme");
     assert_eq!(target.webhook_url, None);
@@ -560,9 +565,19 @@ async fn submit_fails_on_a_mismatch_and_refuses_expired_and_inactive() {
     assert!(done.session.completed_at.is_some());
     let ev = event_row(&t.db, &done.event_id).await;
     assert_eq!(ev.status, Some(EventStatus::Failed));
-    assert_eq!(ev.payload["status"], "failed");
-    assert_eq!(ev.payload["verifiedAt"], serde_json::Value::Null);
-    assert_eq!(ev.payload["mobileNumber"], NUMBER);
+    let body: serde_json::Value = serde_json::from_str(
+        &deliveries::event_target(&t.db, &done.event_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .body()
+            .unwrap()
+            .render(),
+    )
+    .unwrap();
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["verifiedAt"], serde_json::Value::Null);
+    assert_eq!(body["mobileNumber"], NUMBER);
     assert!(matches!(
         verification::submit(&t.db, submission(&s.verification_id, &other)).await,
         Err(VerificationError::AlreadyCompleted(SessionStatus::Failed))
@@ -654,15 +669,15 @@ async fn deliveries_record_retry_fail_reopen_and_are_taken_when_due() {
         .unwrap();
     assert_eq!(same, d);
 
-    // Attempt 1: a 500, retry in 30 s.
-    let before = Utc::now();
+    // Attempt 1: a 500, retry in 30 s (the instant is decided in Rust and stored as is).
+    let in_30s = chrono::SubsecRound::trunc_subsecs(Utc::now() + chrono::Duration::seconds(30), 3);
     let retry = AttemptRecord {
         attempt: 1,
         url: "https://a.example/h2".into(),
         status_code: Some(500),
         latency_ms: 12,
         error: Some("HTTP 500".into()),
-        next: NextStep::RetryIn(30),
+        next: NextStep::RetryAt(in_30s),
     };
     deliveries::record_attempt(&t.db, d.id, &retry)
         .await
@@ -680,9 +695,7 @@ async fn deliveries_record_retry_fail_reopen_and_are_taken_when_due() {
     assert_eq!(d1.last_status_code, Some(500));
     assert_eq!(d1.last_error.as_deref(), Some("HTTP 500"));
     assert_eq!(d1.completed_at, None);
-    let next = d1.next_attempt_at.unwrap();
-    assert!(next >= before + chrono::Duration::seconds(30));
-    assert!(next <= Utc::now() + chrono::Duration::seconds(30));
+    assert_eq!(d1.next_attempt_at, Some(in_30s));
 
     // Not due yet, even with no grace.
     assert!(
@@ -702,7 +715,7 @@ async fn deliveries_record_retry_fail_reopen_and_are_taken_when_due() {
             status_code: None,
             latency_ms: 5000,
             error: Some("timed out".into()),
-            next: NextStep::RetryIn(0),
+            next: NextStep::RetryAt(Utc::now()),
         },
     )
     .await

@@ -17,9 +17,11 @@ pub struct Model {
     pub company_id: String,
     /// The session's terminal status; `None` for an event about no session.
     pub status: Option<EventStatus>,
-    /// The webhook body of the API document.
-    #[sea_orm(column_type = "JsonBinary")]
-    pub payload: Json,
+    /// The webhook body as stored by releases before migration 12; `None` since (the body is
+    /// rendered from the event and its session at delivery, `truenumber_core::webhooks::body`).
+    /// Nothing reads it.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub payload: Option<Json>,
     /// Created.
     pub created_at: DateTimeUtc,
     /// Set when the broker confirmed it; `None` while the relay still has to publish it.

@@ -24,6 +24,7 @@ mod m20261206_000008_retention_and_listings;
 mod m20261206_000009_webhook_test_events;
 mod m20261206_000010_test_mode_and_deny;
 mod m20261207_000011_number_binding;
+mod m20261208_000012_event_body_rendered_at_delivery;
 
 /// The SQLite column default that writes the current time as RFC 3339 UTC text, as written
 /// literally in the SQLite twins above (frozen with them). A copy of
@@ -67,6 +68,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_webhook_test_events::Migration),
             Box::new(m20261206_000010_test_mode_and_deny::Migration),
             Box::new(m20261207_000011_number_binding::Migration),
+            Box::new(m20261208_000012_event_body_rendered_at_delivery::Migration),
         ]
     }
 }

@@ -18,6 +18,7 @@ mod observability;
 mod openapi;
 mod query_plans;
 mod rate_limit;
+mod retries;
 mod shutdown;
 mod standalone;
 mod standalone_sqlite;

@@ -290,7 +290,7 @@ async fn every_loop_statement_holds_over_thousands_of_rounds_and_schema_changes(
                     status_code: Some(500),
                     latency_ms: 1,
                     error: None,
-                    next: NextStep::RetryIn(0),
+                    next: NextStep::RetryAt(chrono::Utc::now()),
                 },
             )
             .await

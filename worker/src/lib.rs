@@ -2,10 +2,10 @@
 //! signed webhooks with retries; relays events the API could not publish; expires overdue
 //! sessions; republishes retries lost with a dying worker. Any number of workers run side by
 //! side against one PostgreSQL and RabbitMQ.
-
-pub mod delivery;
-pub mod signing;
-pub mod ssrf;
+//!
+//! The delivery itself and the loops beside the consumer live in `truenumber_core`
+//! (`webhooks::delivery`, `background`), shared with standalone mode; this crate is the
+//! daemon: the RabbitMQ consumer, its health server and its shutdown.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -21,31 +21,16 @@ use sea_orm::DatabaseConnection;
 use serde_json::json;
 use tokio::sync::watch;
 use truenumber_core::{
+    background::{self, sleep_or_stop, stopped},
     config::Config,
     observability::metrics::Metrics,
-    queue::{Broker, DeliveryMessage, InProcessQueue, Queue, Route as QueueRoute, Topology},
+    queue::{Broker, DeliveryMessage, Queue, Route as QueueRoute},
     storage::db,
-    verification::sweeps,
-    webhooks::deliveries,
-    webhooks::events::{self, EventPublisher},
+    webhooks::{
+        delivery::Deliverer,
+        events::{self, EventPublisher},
+    },
 };
-
-use crate::delivery::Deliverer;
-
-/// How often the relay looks for events the API did not publish, and how old they must be.
-const RELAY_INTERVAL: Duration = Duration::from_secs(1);
-const RELAY_MIN_AGE: Duration = Duration::from_secs(2);
-/// How often overdue deliveries are looked for, and how overdue they must be.
-const OVERDUE_INTERVAL: Duration = Duration::from_secs(15);
-const OVERDUE_GRACE_SECS: f64 = 60.0;
-/// How often standalone mode hands due deliveries (first attempts and retries) to its consumer.
-const DISPATCH_INTERVAL: Duration = Duration::from_millis(250);
-/// How often the retention sweep runs (deleting a day-old boundary's worth of sessions late by
-/// a minute changes nothing; each run is one index probe per company when there is nothing to
-/// delete).
-const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
-/// Sessions deleted per statement by the retention sweep: a bounded transaction.
-const RETENTION_BATCH: u64 = 500;
 
 /// Shared state of a worker.
 #[derive(Clone, Debug)]
@@ -147,22 +132,10 @@ pub async fn run(
     on_bound: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let db = db::connect(&config).await?;
-    let topology = Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule);
-    let broker = Arc::new(Broker::new(
-        config.amqp_url.expose(),
-        topology,
-        Duration::from_secs(5),
-    ));
+    let broker = Arc::new(Broker::from_config(&config));
     let queue = Queue::RabbitMq(broker.clone());
     let metrics = Arc::new(Metrics::new());
-    let deliverer = Deliverer::new(
-        db.clone(),
-        queue.clone(),
-        config.webhook_timeout,
-        config.webhook_allow_private_networks,
-        config.webhook_retry_schedule.clone(),
-        metrics.clone(),
-    )?;
+    let deliverer = Deliverer::new(&config, db.clone(), queue.clone(), metrics.clone())?;
 
     let bind_addr = SocketAddr::from(([0, 0, 0, 0], config.worker_port));
     let acceptor = TcpListener::bind(bind_addr)
@@ -188,33 +161,15 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let publisher = EventPublisher::start(db.clone(), queue.clone());
-    let tasks = vec![
-        tokio::spawn(consume_loop(
-            broker.clone(),
-            deliverer,
-            config.worker_concurrency,
-            stop_rx.clone(),
-        )),
-        tokio::spawn(relay_loop(
-            db.clone(),
-            queue.clone(),
-            metrics.clone(),
-            stop_rx.clone(),
-        )),
-        tokio::spawn(sweep_loop(
-            db.clone(),
-            publisher,
-            metrics.clone(),
-            config.sweep_interval,
-            stop_rx.clone(),
-        )),
-        tokio::spawn(overdue_loop(db.clone(), broker.clone(), stop_rx.clone())),
-        tokio::spawn(retention_loop(
-            db.clone(),
-            config.data_retention_days,
-            stop_rx.clone(),
-        )),
-    ];
+    let mut tasks = vec![tokio::spawn(consume_loop(
+        broker.clone(),
+        deliverer,
+        config.worker_concurrency,
+        stop_rx.clone(),
+    ))];
+    tasks.extend(background::spawn_upkeep(
+        &config, &db, &queue, publisher, &metrics, &stop_rx,
+    ));
     tracing::info!(%addr, health = %format!("http://{addr}/health"), "truenumber-worker running");
 
     let app = Route::new()
@@ -245,123 +200,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Standalone mode: the worker's loops inside the API's process, on its SQLite database and
-/// in-process queue: the consumer (deliveries with retries), the dispatcher of due deliveries,
-/// the relay, the expiry sweep and the retention sweep. They return once `stop` turns true, after in-flight
-/// deliveries finish. `publisher` is the process's one event publisher (the API's).
-pub async fn spawn_in_process(
-    config: &Config,
-    db: DatabaseConnection,
-    queue: InProcessQueue,
-    publisher: EventPublisher,
-    metrics: Arc<Metrics>,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let receiver = queue
-        .take_receiver()
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the in-process queue already has its consumer"))?;
-    let deliverer = Deliverer::new(
-        db.clone(),
-        Queue::InProcess(queue.clone()),
-        config.webhook_timeout,
-        config.webhook_allow_private_networks,
-        config.webhook_retry_schedule.clone(),
-        metrics.clone(),
-    )?;
-    Ok(vec![
-        tokio::spawn(consume_in_process(
-            receiver,
-            deliverer,
-            config.worker_concurrency,
-            stop.clone(),
-        )),
-        tokio::spawn(dispatch_loop(queue.clone(), stop.clone())),
-        tokio::spawn(relay_loop(
-            db.clone(),
-            Queue::InProcess(queue),
-            metrics.clone(),
-            stop.clone(),
-        )),
-        tokio::spawn(retention_loop(
-            db.clone(),
-            config.data_retention_days,
-            stop.clone(),
-        )),
-        tokio::spawn(sweep_loop(
-            db,
-            publisher,
-            metrics,
-            config.sweep_interval,
-            stop,
-        )),
-    ])
-}
-
-/// Delivers what the in-process queue hands over, `concurrency` at a time. Nothing needs
-/// acknowledging: a delivery's state is in its row, and one that could not be processed (the
-/// database failed) comes due again when its claim runs out.
-async fn consume_in_process(
-    mut receiver: tokio::sync::mpsc::Receiver<DeliveryMessage>,
-    deliverer: Deliverer,
-    concurrency: u16,
-    stop: watch::Receiver<bool>,
-) {
-    let mut stop_stream = stop.clone();
-    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
-        .take_until(Box::pin(async move { stopped(&mut stop_stream).await }))
-        .for_each_concurrent(usize::from(concurrency), |msg| {
-            let deliverer = deliverer.clone();
-            async move {
-                match deliverer.handle(&msg).await {
-                    Ok(outcome) => {
-                        tracing::debug!(event_id = %msg.event_id, ?outcome, "message handled");
-                    }
-                    Err(e) => tracing::warn!(event_id = %msg.event_id, error = %e,
-                        "delivery postponed; it comes due again when its claim runs out"),
-                }
-            }
-        })
-        .await;
-}
-
-/// Hands due deliveries (retries, and anything a crash or a full channel left behind) to the
-/// in-process consumer. The first pass runs at once, so retries that fell due while the
-/// process was down go out right after start.
-async fn dispatch_loop(queue: InProcessQueue, mut stop: watch::Receiver<bool>) {
-    const BATCH: u64 = 200;
-    loop {
-        loop {
-            match queue.dispatch_due(BATCH, Duration::from_secs(5)).await {
-                Ok(n) if n as u64 == BATCH => {}
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dispatching due deliveries failed");
-                    break;
-                }
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
-        if sleep_or_stop(DISPATCH_INTERVAL, &mut stop).await {
-            return;
-        }
-    }
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Sleeps `d`, or returns true early when asked to stop.
-async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(d) => *stop.borrow(),
-        () = stopped(stop) => true,
-    }
-}
-
+/// Consumes the webhook queue, `concurrency` deliveries at a time, reconnecting with a
+/// backoff; returns once `stop` turns true and the deliveries in flight are done.
 async fn consume_loop(
     broker: Arc<Broker>,
     deliverer: Deliverer,
@@ -449,123 +289,6 @@ async fn process(deliverer: &Deliverer, broker: &Broker, d: lapin::message::Deli
                     })
                     .await;
             }
-        }
-    }
-}
-
-async fn relay_loop(
-    db: DatabaseConnection,
-    queue: Queue,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        loop {
-            match events::relay_unpublished(&db, &queue, RELAY_MIN_AGE, 200).await {
-                Ok(200) => {
-                    metrics.relayed(200);
-                    continue;
-                }
-                Ok(n) => {
-                    metrics.relayed(n as u64);
-                    if n > 0 {
-                        tracing::info!(published = n, "relayed unpublished events");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "relay pass failed");
-                    break;
-                }
-            }
-        }
-        if sleep_or_stop(RELAY_INTERVAL, &mut stop).await {
-            return;
-        }
-    }
-}
-
-async fn sweep_loop(
-    db: DatabaseConnection,
-    publisher: EventPublisher,
-    metrics: Arc<Metrics>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        loop {
-            match sweeps::expire_due_sessions(&db, 500).await {
-                Ok(ids) => {
-                    let n = ids.len();
-                    metrics.sweep(n as u64);
-                    if n > 0 {
-                        tracing::info!(expired = n, "expired overdue sessions");
-                    }
-                    for id in ids {
-                        publisher.publish_soon(id);
-                    }
-                    if n < 500 {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "expiry sweep failed");
-                    break;
-                }
-            }
-        }
-        if sleep_or_stop(every, &mut stop).await {
-            return;
-        }
-    }
-}
-
-/// Deletes completed sessions past their company's retention window, with their events and
-/// deliveries, every [`RETENTION_INTERVAL`]. Logs counts only, never a number.
-async fn retention_loop(
-    db: DatabaseConnection,
-    default_days: u32,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        match sweeps::apply_retention(&db, default_days, RETENTION_BATCH).await {
-            Ok(run) if run == sweeps::RetentionRun::default() => {}
-            Ok(run) => tracing::info!(
-                sessions = run.sessions,
-                test_events = run.test_events,
-                "retention: old data deleted"
-            ),
-            Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
-        }
-        if sleep_or_stop(RETENTION_INTERVAL, &mut stop).await {
-            return;
-        }
-    }
-}
-
-async fn overdue_loop(
-    db: DatabaseConnection,
-    broker: Arc<Broker>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        if sleep_or_stop(OVERDUE_INTERVAL, &mut stop).await {
-            return;
-        }
-        match deliveries::take_overdue(&db, OVERDUE_GRACE_SECS, 200).await {
-            Ok(due) => {
-                for (event_id, attempt) in due {
-                    let msg = DeliveryMessage {
-                        v: DeliveryMessage::VERSION,
-                        event_id,
-                        attempt,
-                    };
-                    if let Err(e) = broker.publish(&msg, QueueRoute::Deliver).await {
-                        tracing::warn!(error = %e, "could not republish an overdue delivery");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "overdue sweep failed"),
         }
     }
 }

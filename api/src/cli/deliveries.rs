@@ -6,8 +6,8 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 use truenumber_core::{
     config::{Config, Mode},
-    queue::{Broker, DeliveryMessage, Route as QueueRoute, Topology},
-    webhooks::deliveries,
+    queue::Queue,
+    webhooks::{self, deliveries},
 };
 
 use super::print;
@@ -103,24 +103,13 @@ pub(super) async fn run(
                     &json!({"companyId": company_id, "redelivered": reopened.len(), "published": reopened.len()}),
                 );
             }
-            let broker = Broker::new(
-                config.amqp_url.expose(),
-                Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule),
-                std::time::Duration::from_secs(5),
-            );
-            let mut published = 0;
-            for (event_id, attempt) in &reopened {
-                let msg = DeliveryMessage {
-                    v: DeliveryMessage::VERSION,
-                    event_id: event_id.clone(),
-                    attempt: *attempt,
-                };
-                match broker.publish(&msg, QueueRoute::Deliver).await {
-                    Ok(()) => published += 1,
-                    // The delivery is pending and due; a worker's overdue sweep sends it.
-                    Err(e) => tracing::warn!(%event_id, error = %e, "redelivery not published now"),
-                }
+            let queue = Queue::from_config(config, db);
+            let failed = webhooks::publish_attempts(&queue, &reopened).await;
+            for (event_id, e) in &failed {
+                // The delivery is pending and due; a worker's overdue sweep sends it.
+                tracing::warn!(%event_id, error = %e, "redelivery not published now");
             }
+            let published = reopened.len() - failed.len();
             print(
                 out,
                 &json!({"companyId": company_id, "redelivered": reopened.len(), "published": published}),

@@ -1,12 +1,12 @@
 //! Standalone mode's queue: the database is the queue, a channel is the fast path.
 //!
 //! - **Publishing an event** ([`Route::Deliver`]) makes sure the event's delivery row exists
-//!   (when its company has a webhook URL), claims it for [`InProcessQueue::lease`] by setting
-//!   its `next_attempt_at`, commits, and then hands the message to the consumer over a bounded
-//!   channel. Once `publish` returns, a crash loses nothing: the claimed row comes due again
-//!   when the claim runs out.
+//!   (when its company has a webhook URL; [`delivery::open`]), claims it for
+//!   [`InProcessQueue::lease`] by setting its `next_attempt_at`, commits, and then hands the
+//!   message to the consumer over a bounded channel. Once `publish` returns, a crash loses
+//!   nothing: the claimed row comes due again when the claim runs out.
 //! - **Retries** need no message at all: recording an attempt writes the delivery's
-//!   `next_attempt_at`, and the dispatcher ([`InProcessQueue::dispatch_due`], called every
+//!   `next_attempt_at` (the one retry decision, `webhooks::retry`), and the dispatcher ([`InProcessQueue::dispatch_due`], called every
 //!   fraction of a second by the standalone loops) claims the rows that are due and hands them
 //!   over. After a restart the first dispatch sends every retry that fell due while the
 //!   process was down.
@@ -21,7 +21,11 @@ use tokio::sync::{Mutex, mpsc};
 use truenumber_entities::webhook_delivery::{self, DeliveryStatus};
 
 use super::{DeliveryMessage, Route};
-use crate::{storage::db, webhooks::deliveries};
+use crate::{
+    config::Config,
+    storage::db,
+    webhooks::{deliveries, delivery},
+};
 
 /// The in-process queue of a standalone node; cheap to clone.
 #[derive(Clone)]
@@ -61,6 +65,12 @@ impl InProcessQueue {
         }
     }
 
+    /// Standalone's queue over `db`. A claim outlives the longest attempt: `WEBHOOK_TIMEOUT`,
+    /// plus a margin for the wait in the channel and the database.
+    pub fn from_config(config: &Config, db: DatabaseConnection) -> Self {
+        Self::new(db, config.webhook_timeout + Duration::from_secs(60))
+    }
+
     /// How long a dispatched delivery stays claimed.
     pub fn lease(&self) -> Duration {
         self.inner.lease
@@ -77,14 +87,11 @@ impl InProcessQueue {
             return Ok(());
         }
         let db = &self.inner.db;
-        let Some(target) = deliveries::event_target(db, &msg.event_id).await? else {
-            return Ok(()); // no such event: nothing to deliver
+        let Some(delivery::OpenDelivery { delivery, .. }) =
+            delivery::open(db, &msg.event_id).await?
+        else {
+            return Ok(()); // no such event, or no webhook: nothing to deliver
         };
-        let Some(url) = target.webhook_url.as_deref() else {
-            return Ok(()); // the company has no webhook
-        };
-        let delivery =
-            deliveries::get_or_create(db, &target.event_id, &target.company_id, url).await?;
         if delivery.status != DeliveryStatus::Pending {
             return Ok(());
         }
@@ -104,11 +111,7 @@ impl InProcessQueue {
         let due = deliveries::take_due(&self.inner.db, 0.0, self.inner.lease, batch).await?;
         let mut sent = 0;
         for (event_id, attempt) in due {
-            let msg = DeliveryMessage {
-                v: DeliveryMessage::VERSION,
-                event_id,
-                attempt,
-            };
+            let msg = DeliveryMessage::new(&event_id, attempt);
             if self.inner.tx.send_timeout(msg, wait).await.is_ok() {
                 sent += 1;
             }

@@ -78,6 +78,23 @@ impl Topology {
         format!("{}.retry.{}s", self.prefix, delay.as_secs())
     }
 
+    /// Where a retry due in `left` waits: the queue of the smallest retry delay that is at
+    /// least `left` (or of the largest), expiring after `left` exactly (rounded up to the
+    /// millisecond, the resolution of an expiration, so it never comes out early); straight to
+    /// the webhook queue when it is due now or there is no retry queue.
+    pub fn retry_route(&self, left: Duration) -> Route {
+        let left = Duration::from_millis(
+            u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX),
+        );
+        match self.retry_delay_at_least(left) {
+            Some(delay) if !left.is_zero() => Route::Retry {
+                delay,
+                expiration: left.min(delay),
+            },
+            _ => Route::Deliver,
+        }
+    }
+
     /// The smallest retry delay of the schedule that is at least `wanted` (or the largest).
     pub fn retry_delay_at_least(&self, wanted: Duration) -> Option<Duration> {
         self.retry_delays
@@ -209,6 +226,19 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
+    /// How long a publish (or connecting for one) may take.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// The broker of a configuration: `AMQP_URL`, the queues under `AMQP_QUEUE_PREFIX` with one
+    /// retry queue per step of `WEBHOOK_RETRY_SCHEDULE`; nothing is connected yet.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self::new(
+            config.amqp_url.expose(),
+            Topology::new(&config.amqp_queue_prefix, &config.webhook_retry_schedule),
+            Self::TIMEOUT,
+        )
+    }
+
     /// A broker at `url` (`AMQP_URL`); nothing is connected yet.
     pub fn new(url: &str, topology: Topology, timeout: Duration) -> Self {
         Self {
@@ -366,6 +396,48 @@ mod tests {
         assert_eq!(
             Topology::new("x", &[]).retry_delay_at_least(Duration::ZERO),
             None
+        );
+    }
+
+    #[test]
+    fn a_retry_waits_in_the_smallest_queue_that_covers_it_for_exactly_its_time() {
+        let t = Topology::new("tn", &[5, 30, 120].map(Duration::from_secs));
+        let ms = Duration::from_millis;
+        assert_eq!(
+            t.retry_route(ms(4_200)),
+            Route::Retry {
+                delay: Duration::from_secs(5),
+                expiration: ms(4_200)
+            }
+        );
+        assert_eq!(
+            t.retry_route(ms(5_900)),
+            Route::Retry {
+                delay: Duration::from_secs(30),
+                expiration: ms(5_900)
+            },
+            "a step jittered past its own queue waits in the next"
+        );
+        assert_eq!(
+            t.retry_route(Duration::from_secs(86_400)),
+            Route::Retry {
+                delay: Duration::from_secs(120),
+                expiration: Duration::from_secs(120)
+            },
+            "longer than the longest queue: that queue, then again for the rest"
+        );
+        assert_eq!(
+            t.retry_route(Duration::from_micros(1_200_001)),
+            Route::Retry {
+                delay: Duration::from_secs(5),
+                expiration: ms(1_201)
+            },
+            "rounded up, never early"
+        );
+        assert_eq!(t.retry_route(Duration::ZERO), Route::Deliver);
+        assert_eq!(
+            Topology::new("x", &[]).retry_route(Duration::from_secs(3)),
+            Route::Deliver
         );
     }
 }

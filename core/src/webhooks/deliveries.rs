@@ -10,9 +10,16 @@ use sea_orm::{
 };
 use serde::Serialize;
 pub use truenumber_entities::webhook_delivery::DeliveryStatus;
-use truenumber_entities::{webhook_attempt, webhook_delivery};
+use truenumber_entities::{
+    verification_session::{NumberBinding, SessionStatus},
+    webhook_attempt, webhook_delivery,
+};
 use uuid::Uuid;
 
+use super::{
+    body::{TestBody, WebhookBody},
+    events::{EVENT_TYPE, Terminal, WEBHOOK_TEST},
+};
 use crate::storage::sql::{self, Twin, delivery_columns};
 
 /// A delivery as stored.
@@ -63,15 +70,34 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// What the worker needs to deliver an event.
+/// What the worker needs to deliver an event: the event, what its body is rendered from
+/// (its session's fields for `verification.completed`), and its company's webhook settings.
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct EventTarget {
     /// The event.
     pub event_id: String,
-    /// The webhook body, exactly as signed and sent.
-    pub payload: String,
+    /// `verification.completed` or `webhook.test`.
+    pub event_type: String,
+    /// The event's mode (`false`: test mode).
+    pub livemode: bool,
+    /// When the event was written.
+    pub created_at: DateTime<Utc>,
     /// The company.
     pub company_id: String,
+    /// The session it reports on (`None` for `webhook.test`).
+    pub verification_id: Option<String>,
+    /// The session's terminal status.
+    pub status: Option<SessionStatus>,
+    /// The session's number.
+    pub mobile_number: Option<String>,
+    /// The company's request id.
+    pub request_id: Option<String>,
+    /// When the session was verified.
+    pub verified_at: Option<DateTime<Utc>>,
+    /// How the completing app token was bound to the number.
+    pub number_binding: Option<NumberBinding>,
+    /// When the app's identity provider last proved the number.
+    pub phone_verified_at: Option<DateTime<Utc>>,
     /// Its webhook URL, if it has one.
     pub webhook_url: Option<String>,
     /// Its `whsec_` secret.
@@ -97,31 +123,54 @@ impl EventTarget {
         }
         secrets
     }
+
+    /// The webhook body of this event; `None` for an event whose session is gone (erased
+    /// sessions take their events with them, so there is nothing to deliver) or of a type
+    /// this release does not know.
+    pub fn body(&self) -> Option<WebhookBody<'_>> {
+        match self.event_type.as_str() {
+            EVENT_TYPE => Some(WebhookBody::Completed(Terminal {
+                verification_id: self.verification_id.as_deref()?,
+                company_id: &self.company_id,
+                request_id: self.request_id.as_deref()?,
+                mobile_number: self.mobile_number.as_deref()?,
+                status: self.status?,
+                verified_at: self.verified_at,
+                livemode: self.livemode,
+                number_binding: self.number_binding,
+                phone_verified_at: self.phone_verified_at,
+            })),
+            WEBHOOK_TEST => Some(WebhookBody::Test(TestBody {
+                company_id: &self.company_id,
+                livemode: self.livemode,
+                created_at: self.created_at,
+            })),
+            _ => None,
+        }
+    }
 }
 
-/// An event (`$1`) with its company's webhook settings; the payload as text (SQLite stores
-/// it as text already).
-pub const EVENT_TARGET: Twin = Twin {
-    postgres: "SELECT e.id AS event_id, e.payload::text AS payload, e.company_id, \
-                c.webhook_url, c.webhook_secret, c.previous_webhook_secret, \
-                c.previous_webhook_secret_expires_at \
-         FROM verification_events e JOIN companies c ON c.company_id = e.company_id \
-         WHERE e.id = $1",
-    sqlite: "SELECT e.id AS event_id, e.payload AS payload, e.company_id, \
-                c.webhook_url, c.webhook_secret, c.previous_webhook_secret, \
-                c.previous_webhook_secret_expires_at \
-         FROM verification_events e JOIN companies c ON c.company_id = e.company_id \
-         WHERE e.id = $1",
-};
+/// An event (`$1`) with its session's fields (none for `webhook.test`) and its company's
+/// webhook settings. One statement on both engines.
+pub const EVENT_TARGET_SQL: &str = "SELECT e.id AS event_id, e.event_type, e.livemode, e.created_at, \
+            e.company_id, e.verification_id, s.status, s.mobile_number, s.request_id, \
+            s.verified_at, s.number_binding, s.phone_verified_at, \
+            c.webhook_url, c.webhook_secret, c.previous_webhook_secret, \
+            c.previous_webhook_secret_expires_at \
+     FROM verification_events e JOIN companies c ON c.company_id = e.company_id \
+       LEFT JOIN verification_sessions s ON s.verification_id = e.verification_id \
+     WHERE e.id = $1";
 
 /// Loads an event with its company's webhook settings.
 pub async fn event_target(
     db: &impl ConnectionTrait,
     event_id: &str,
 ) -> Result<Option<EventTarget>, DbErr> {
-    EventTarget::find_by_statement(
-        EVENT_TARGET.statement(db.get_database_backend(), [event_id.into()]),
-    )
+    EventTarget::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        EVENT_TARGET_SQL,
+        [event_id.into()],
+    ))
     .one(db)
     .await
 }
@@ -220,8 +269,8 @@ pub enum NextStep {
     Succeeded,
     /// Given up (410, schedule exhausted, or a refused target).
     Failed,
-    /// Another attempt after this many seconds.
-    RetryIn(u64),
+    /// Another attempt at this instant (the one retry decision, [`super::retry`]).
+    RetryAt(DateTime<Utc>),
 }
 
 /// Inserts attempt `$2` of delivery `$1` (`$3` status code, `$4` latency, `$5` error) unless
@@ -235,14 +284,13 @@ pub const INSERT_ATTEMPT: Twin = Twin {
 };
 
 /// The delivery's state after attempt `$2`: `$1` id, `$3` URL, `$4` status, `$5` status
-/// code, `$6` error. PostgreSQL: `$7` seconds until the next attempt (or `NULL`); SQLite:
-/// `$7` the next attempt's instant (or `NULL`) and `$8` now, both bound from Rust.
+/// code, `$6` error, `$7` the next attempt's instant (or `NULL`), decided in Rust and bound on
+/// both engines (it is also the time the queue holds the retry for); SQLite binds `$8`, now.
 pub const UPDATE_AFTER_ATTEMPT: Twin = Twin {
     postgres: "UPDATE webhook_deliveries SET \
            attempts = GREATEST(attempts, $2), url = $3, status = $4, \
            last_status_code = $5, last_error = $6, updated_at = now(), \
-           next_attempt_at = CASE WHEN $7::float8 IS NULL THEN NULL \
-                                  ELSE now() + make_interval(secs => $7::float8) END, \
+           next_attempt_at = $7, \
            completed_at = CASE WHEN $4 = 'pending' THEN NULL ELSE now() END \
          WHERE id = $1",
     sqlite: "UPDATE webhook_deliveries SET \
@@ -262,10 +310,10 @@ pub async fn record_attempt(
 ) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     let now = sql::now();
-    let (status, retry_secs) = match r.next {
+    let (status, next_attempt_at) = match r.next {
         NextStep::Succeeded => (DeliveryStatus::Succeeded, None),
         NextStep::Failed => (DeliveryStatus::Failed, None),
-        NextStep::RetryIn(s) => (DeliveryStatus::Pending, Some(s)),
+        NextStep::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
     };
     let mut insert: Vec<sea_orm::Value> = vec![
         delivery_id.into(),
@@ -281,18 +329,12 @@ pub async fn record_attempt(
         status.into(),
         r.status_code.into(),
         r.error.clone().into(),
+        next_attempt_at.into(),
     ];
     if backend == DbBackend::Sqlite {
         insert.push(now.into());
         insert.push(Uuid::new_v4().into());
-        update.push(
-            retry_secs
-                .map(|s| after(now, Duration::from_secs(s)))
-                .into(),
-        );
         update.push(now.into());
-    } else {
-        update.push(retry_secs.map(|s| s as f64).into());
     }
     crate::storage::db::within_transaction_limit(backend, async {
         let txn = db.begin().await?;

@@ -15,7 +15,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryRe
 use truenumber_entities::verification_session::SessionStatus;
 
 use crate::{
-    queue::{DeliveryMessage, Queue, QueueError, Route},
+    queue::{Queue, QueueError},
     storage::sql::Twin,
 };
 
@@ -23,29 +23,20 @@ use crate::{
 pub const EVENT_TYPE: &str = "verification.completed";
 
 /// A CTE named `ev` that inserts one event per row of a preceding CTE named `upd` (the
-/// sessions just made terminal), with the webhook body of the API document as its payload.
-/// It returns `event_id` and `verification_id`.
+/// sessions just made terminal), in the transition's own statement (the transactional
+/// outbox). It returns `event_id` and `verification_id`. The event's body is not stored: it is
+/// rendered from the event and its session when delivered ([`super::body`]).
 pub const EVENTS_FROM_UPD: &str = "ev AS ( \
     INSERT INTO verification_events \
-      (id, event_type, verification_id, company_id, status, livemode, payload) \
+      (id, event_type, verification_id, company_id, status, livemode) \
     SELECT 'evt_' || replace(gen_random_uuid()::text, '-', ''), 'verification.completed', \
-      upd.verification_id, upd.company_id, upd.status, upd.livemode, \
-      jsonb_build_object( \
-        'event', 'verification.completed', \
-        'verificationId', upd.verification_id, \
-        'status', upd.status, \
-        'livemode', upd.livemode, \
-        'mobileNumber', upd.mobile_number, \
-        'verifiedAt', to_char(upd.verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
-        'companyId', upd.company_id, \
-        'requestId', upd.request_id, \
-        'numberBinding', upd.number_binding, \
-        'phoneVerifiedAt', to_char(upd.phone_verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) \
+      upd.verification_id, upd.company_id, upd.status, upd.livemode \
     FROM upd \
     RETURNING id AS event_id, verification_id)";
 
-/// A session just made terminal: what its event is made of (SQLite writes the event from
-/// Rust; PostgreSQL from the same fields in [`EVENTS_FROM_UPD`]).
+/// A session just made terminal: what its event reports (SQLite writes the event row from
+/// Rust, PostgreSQL in [`EVENTS_FROM_UPD`]; the webhook body is rendered from the same fields,
+/// [`super::body::WebhookBody::Completed`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Terminal<'a> {
     /// The session.
@@ -68,36 +59,6 @@ pub struct Terminal<'a> {
     pub phone_verified_at: Option<DateTime<Utc>>,
 }
 
-/// The webhook body of an event, byte for byte as PostgreSQL's `jsonb` prints the payload
-/// [`EVENTS_FROM_UPD`] builds (keys ordered by length, then bytes; `": "` and `", "`), so a
-/// receiver gets the same bytes from either mode.
-pub fn payload_text(t: &Terminal<'_>) -> String {
-    use sea_orm::ActiveEnum as _;
-    let s = |v: &str| serde_json::Value::from(v).to_string();
-    let instant = |at: Option<DateTime<Utc>>| {
-        at.map_or_else(
-            || "null".to_owned(),
-            |at| s(&at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
-        )
-    };
-    format!(
-        "{{\"event\": {}, \"status\": {}, \"livemode\": {}, \"companyId\": {}, \
-         \"requestId\": {}, \"verifiedAt\": {}, \"mobileNumber\": {}, \"numberBinding\": {}, \
-         \"verificationId\": {}, \"phoneVerifiedAt\": {}}}",
-        s(EVENT_TYPE),
-        s(&t.status.to_value()),
-        t.livemode,
-        s(t.company_id),
-        s(t.request_id),
-        instant(t.verified_at),
-        s(t.mobile_number),
-        t.number_binding
-            .map_or_else(|| "null".to_owned(), |b| s(b.as_str())),
-        s(t.verification_id),
-        instant(t.phone_verified_at),
-    )
-}
-
 /// A new event id: `evt_` and 32 hex digits, as PostgreSQL makes them.
 pub fn new_event_id() -> String {
     format!("evt_{}", uuid::Uuid::new_v4().simple())
@@ -115,15 +76,14 @@ pub async fn insert_event_sqlite(
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Sqlite,
         "INSERT INTO verification_events \
-           (id, event_type, verification_id, company_id, status, payload, created_at, livemode) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+           (id, event_type, verification_id, company_id, status, created_at, livemode) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [
             id.clone().into(),
             EVENT_TYPE.into(),
             t.verification_id.into(),
             t.company_id.into(),
             t.status.to_value().into(),
-            payload_text(t).into(),
             now.into(),
             t.livemode.into(),
         ],
@@ -174,32 +134,30 @@ pub async fn mark_published(db: &impl ConnectionTrait, ids: &[String]) -> Result
         .map(|_| ())
 }
 
-/// Publishes events to the queue (concurrently, each confirmed) and marks the confirmed
-/// ones published in one statement: the one publish path, used by the publisher task and by
-/// the relay. Returns the ids that were not published (the queue refused or did not confirm).
+/// Publishes events' first attempts ([`super::publish_attempts`]: concurrently, each
+/// confirmed) and marks the confirmed ones published in one statement: the one publish path of
+/// new events, used by the publisher task and by the relay. Returns the ids that were not
+/// published (the queue refused or did not confirm).
 pub async fn publish_and_mark(
     db: &impl ConnectionTrait,
     queue: &Queue,
     ids: &[String],
 ) -> Vec<String> {
-    let results = futures::future::join_all(ids.iter().map(|id| async move {
-        let result = queue
-            .publish(&DeliveryMessage::first(id), Route::Deliver)
-            .await;
-        (id, result)
-    }))
-    .await;
-    let mut published = Vec::with_capacity(results.len());
-    let mut left = Vec::new();
-    for (id, result) in results {
-        match result {
-            Ok(()) => published.push(id.clone()),
-            Err(e) => {
-                tracing::debug!(event_id = %id, error = %e, "event left to the relay");
-                left.push(id.clone());
-            }
-        }
-    }
+    let firsts: Vec<(String, u32)> = ids.iter().map(|id| (id.clone(), 1)).collect();
+    let failed = super::publish_attempts(queue, &firsts).await;
+    let left: Vec<String> = failed
+        .into_iter()
+        .map(|(id, e)| {
+            tracing::debug!(event_id = %id, error = %e, "event left to the relay");
+            id
+        })
+        .collect();
+    let unpublished: std::collections::HashSet<&str> = left.iter().map(String::as_str).collect();
+    let published: Vec<String> = ids
+        .iter()
+        .filter(|id| !unpublished.contains(id.as_str()))
+        .cloned()
+        .collect();
     if let Err(e) = mark_published(db, &published).await {
         tracing::warn!(error = %e, "events published but not marked; the relay will publish them again");
     }
@@ -344,8 +302,9 @@ pub async fn outbox_backlog(db: &impl ConnectionTrait) -> Result<(i64, f64), DbE
 pub const WEBHOOK_TEST: &str = "webhook.test";
 
 /// Writes a `webhook.test` event for `company_id` to the outbox: it reports on no session,
-/// and its body is `{"event":"webhook.test","companyId","livemode","timestamp"}`. Returns its
-/// id. The caller publishes it like any other event (the relay does if the caller cannot).
+/// and its body ([`super::body::TestBody`]) is `event`, `companyId`, `livemode` and
+/// `timestamp` (its creation). Returns its id. The caller publishes it like any other event
+/// (the relay does if the caller cannot).
 pub async fn insert_test_event(
     db: &impl sea_orm::ConnectionTrait,
     company_id: &str,
@@ -360,12 +319,7 @@ pub async fn insert_test_event(
         verification_id: Set(None),
         company_id: Set(company_id.to_owned()),
         status: Set(None),
-        payload: Set(serde_json::json!({
-            "event": WEBHOOK_TEST,
-            "companyId": company_id,
-            "livemode": livemode,
-            "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        })),
+        payload: Set(None),
         created_at: Set(now),
         published_at: Set(None),
         relay_claimed_until: Set(None),
@@ -378,56 +332,12 @@ pub async fn insert_test_event(
 
 #[cfg(test)]
 mod tests {
-    use truenumber_entities::verification_session::NumberBinding;
-
     use super::*;
 
     #[test]
-    fn payload_text_matches_jsonb_output() {
-        let at = DateTime::parse_from_rfc3339("2026-11-23T10:00:01.234567Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let t = Terminal {
-            verification_id: "ver_1",
-            company_id: "acme",
-            request_id: "r\"1",
-            mobile_number: "+447911123456",
-            status: SessionStatus::Verified,
-            verified_at: Some(at),
-            livemode: true,
-            number_binding: Some(NumberBinding::AppToken),
-            phone_verified_at: Some(at - chrono::Duration::days(3)),
-        };
-        assert_eq!(
-            payload_text(&t),
-            "{\"event\": \"verification.completed\", \"status\": \"verified\", \
-             \"livemode\": true, \"companyId\": \"acme\", \"requestId\": \"r\\\"1\", \
-             \"verifiedAt\": \"2026-11-23T10:00:01.234Z\", \"mobileNumber\": \"+447911123456\", \
-             \"numberBinding\": \"app_token\", \"verificationId\": \"ver_1\", \
-             \"phoneVerifiedAt\": \"2026-11-20T10:00:01.234Z\"}"
-        );
-        let expired = Terminal {
-            status: SessionStatus::Expired,
-            verified_at: None,
-            number_binding: None,
-            phone_verified_at: None,
-            ..t
-        };
-        let text = payload_text(&expired);
-        assert!(text.contains("\"verifiedAt\": null"));
-        assert!(text.contains("\"numberBinding\": null"));
-        assert!(text.contains("\"phoneVerifiedAt\": null"));
-        let unbound = Terminal {
-            number_binding: Some(NumberBinding::None),
-            phone_verified_at: None,
-            ..t
-        };
-        assert!(payload_text(&unbound).contains("\"numberBinding\": \"none\""));
-        let test_mode = Terminal {
-            livemode: false,
-            ..t
-        };
-        assert!(payload_text(&test_mode).contains("\"livemode\": false, "));
-        assert_eq!(new_event_id().len(), 4 + 32);
+    fn event_ids_are_evt_and_32_hex_digits() {
+        let id = new_event_id();
+        assert_eq!(id.len(), 4 + 32);
+        assert!(id.starts_with("evt_"));
     }
 }

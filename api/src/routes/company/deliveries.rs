@@ -15,8 +15,10 @@ use serde::Deserialize;
 use truenumber_core::{
     companies::api_keys::Scope,
     error_code::ErrorCode,
-    queue::{DeliveryMessage, Route},
-    webhooks::deliveries::{self, DeliveryStatus, DeliveryView, PageAfter, RedeliverError},
+    webhooks::{
+        self,
+        deliveries::{self, DeliveryStatus, DeliveryView, PageAfter, RedeliverError},
+    },
 };
 use uuid::Uuid;
 
@@ -322,15 +324,8 @@ fn not_found() -> ApiError {
 /// Hands reopened deliveries to the queue now; what cannot be published stays due in the
 /// database for the overdue sweep.
 async fn publish_all(state: &AppState, reopened: &[(String, u32)]) {
-    for (event_id, attempt) in reopened {
-        let msg = DeliveryMessage {
-            v: DeliveryMessage::VERSION,
-            event_id: event_id.clone(),
-            attempt: *attempt,
-        };
-        if let Err(e) = state.queue.publish(&msg, Route::Deliver).await {
-            tracing::warn!(%event_id, error = %e, "redelivery not published now; the overdue sweep will");
-        }
+    for (event_id, e) in webhooks::publish_attempts(&state.queue, reopened).await {
+        tracing::warn!(%event_id, error = %e, "redelivery not published now; the overdue sweep will");
     }
 }
 

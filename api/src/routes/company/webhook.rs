@@ -7,8 +7,9 @@ use std::time::Duration;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use truenumber_core::{
-    companies::{self, CompanyError},
+    companies::{self},
     error_code::ErrorCode,
+    webhooks::target,
 };
 
 use super::{
@@ -151,11 +152,8 @@ impl WebhookApi {
         authorize(&company)?;
         require_live(&company, "change the webhook URL")?;
         let invalid = |why: String| ApiError::new(ErrorCode::InvalidWebhookUrl, why);
-        let url = companies::validate_webhook_url(&req.url).map_err(|e| match e {
-            CompanyError::Invalid(why) => invalid(why),
-            other => company_error(other),
-        })?;
-        truenumber_worker::ssrf::check_registration(
+        let url = target::validate_webhook_url(&req.url).map_err(|e| invalid(e.to_string()))?;
+        target::check_registration(
             &url,
             self.state.config.webhook_allow_private_networks,
             REGISTRATION_DNS_TIMEOUT,
@@ -202,34 +200,28 @@ impl WebhookApi {
     ) -> Result<Success<WebhookTest>, Failure<WebhookTestErrors>> {
         authorize(&company)?;
         let row = own_row(&self.state, &company).await?;
-        let Some(url) = row.webhook_url else {
-            return Err(ApiError::new(
+        let not_configured = || {
+            ApiError::new(
                 ErrorCode::WebhookNotConfigured,
                 "No webhook URL is set; set one with PUT /company/webhook first",
             )
-            .into());
         };
-        let event_id = truenumber_core::webhooks::events::insert_test_event(
+        if row.webhook_url.is_none() {
+            return Err(not_configured().into());
+        }
+        let sent = truenumber_core::webhooks::send_test(
             &self.state.db,
+            &self.state.publisher,
             &company.company_id,
             company.livemode(),
         )
         .await
-        .map_err(db_error)?;
-        let delivery = truenumber_core::webhooks::deliveries::get_or_create(
-            &self.state.db,
-            &event_id,
-            &company.company_id,
-            &url,
-        )
-        .await
-        .map_err(db_error)?;
-        // Hand it to the queue now; the relay publishes it if this does not.
-        self.state.publisher.publish_soon(event_id.clone());
-        tracing::info!(%event_id, "test webhook queued");
+        .map_err(db_error)?
+        .ok_or_else(not_configured)?;
+        tracing::info!(event_id = %sent.event_id, "test webhook queued");
         Ok(Success(WebhookTest {
-            event_id,
-            delivery_id: delivery.id.to_string(),
+            event_id: sent.event_id,
+            delivery_id: sent.delivery_id.to_string(),
         }))
     }
 

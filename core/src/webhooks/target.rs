@@ -1,7 +1,8 @@
-//! SSRF guard for webhook targets: only http(s), and no loopback, private, link-local,
-//! multicast, unspecified or otherwise non-public address, checked after DNS at connect time
-//! (so a hostname that resolves to such an address is refused too), unless
-//! `WEBHOOK_ALLOW_PRIVATE_NETWORKS=true`.
+//! Where a webhook may go: the URL rules checked when a company registers its URL
+//! ([`validate_webhook_url`], [`check_registration`]), and the SSRF guard of every delivery:
+//! only http(s), and no loopback, private, link-local, multicast, unspecified or otherwise
+//! non-public address, checked after DNS at connect time (so a hostname that resolves to such
+//! an address is refused too), unless `WEBHOOK_ALLOW_PRIVATE_NETWORKS=true`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -47,15 +48,24 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
         || ip.to_ipv4().is_some_and(forbidden_v4) // IPv4-compatible
 }
 
+/// The longest webhook URL a company may register (bytes).
+pub const MAX_URL_BYTES: usize = 2048;
+
 /// Why a target was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetRefused {
+    /// Longer than [`MAX_URL_BYTES`].
+    #[error("webhook URL is longer than 2048 bytes")]
+    TooLong,
     /// Not http or https.
     #[error("webhook URL scheme `{0}` is not http or https")]
     Scheme(String),
     /// No host.
     #[error("webhook URL has no host")]
     NoHost,
+    /// User name or password in the URL.
+    #[error("webhook URL must not carry credentials")]
+    Credentials,
     /// Not a URL at all.
     #[error("webhook URL is not a URL: {0}")]
     Invalid(String),
@@ -64,6 +74,26 @@ pub enum TargetRefused {
         "webhook target {0} is a loopback, private, link-local or otherwise non-public address"
     )]
     Forbidden(IpAddr),
+}
+
+/// Checks a webhook URL as a company gives it: absolute http(s) with a host, no credentials,
+/// at most [`MAX_URL_BYTES`]; returns it normalised. Where it points is checked by
+/// [`check_registration`] and again at every delivery (after DNS), not here.
+pub fn validate_webhook_url(raw: &str) -> Result<String, TargetRefused> {
+    if raw.len() > MAX_URL_BYTES {
+        return Err(TargetRefused::TooLong);
+    }
+    let url = url::Url::parse(raw).map_err(|e| TargetRefused::Invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(TargetRefused::Scheme(url.scheme().to_owned()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(TargetRefused::NoHost);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(TargetRefused::Credentials);
+    }
+    Ok(url.to_string())
 }
 
 /// Checks what can be checked before DNS: the scheme, and an IP-literal host (which never
@@ -187,6 +217,39 @@ mod tests {
         ] {
             assert!(!is_forbidden(good.parse().unwrap()), "{good}");
         }
+    }
+
+    #[test]
+    fn webhook_urls_are_http_and_clean() {
+        assert_eq!(
+            validate_webhook_url("https://example.com/hook").unwrap(),
+            "https://example.com/hook"
+        );
+        assert_eq!(
+            validate_webhook_url("ftp://example.com"),
+            Err(TargetRefused::Scheme("ftp".into()))
+        );
+        assert_eq!(
+            validate_webhook_url("https://user:pw@example.com"),
+            Err(TargetRefused::Credentials)
+        );
+        assert!(matches!(
+            validate_webhook_url("not a url"),
+            Err(TargetRefused::Invalid(_))
+        ));
+        assert_eq!(
+            validate_webhook_url(&format!("https://e.com/{}", "a".repeat(2048))),
+            Err(TargetRefused::TooLong)
+        );
+        assert_eq!(
+            validate_webhook_url("http:///nohost"),
+            Ok("http://nohost/".to_owned()),
+            "the URL standard takes the path's first segment as the host"
+        );
+        assert_eq!(
+            validate_webhook_url("file:///etc/passwd"),
+            Err(TargetRefused::Scheme("file".into()))
+        );
     }
 
     #[test]
