@@ -18,18 +18,17 @@ use poem::{
     web::{Data, Json},
 };
 use sea_orm::DatabaseConnection;
-use serde_json::json;
 use tokio::sync::watch;
 use truenumber_core::{
     background::{self, sleep_or_stop, stopped},
     config::Config,
-    observability::metrics::Metrics,
+    observability::{
+        health::{self, Checks},
+        metrics::Metrics,
+    },
     queue::{Broker, DeliveryMessage, Queue, Route as QueueRoute},
     storage::db,
-    webhooks::{
-        delivery::Deliverer,
-        events::{self, EventPublisher},
-    },
+    webhooks::{delivery::Deliverer, events::EventPublisher},
 };
 
 /// Shared state of a worker.
@@ -43,83 +42,56 @@ pub struct WorkerState {
     pub metrics: Arc<Metrics>,
 }
 
+/// The worker's dependencies, checked: its database and RabbitMQ, both of which gate its
+/// readiness (a worker without either delivers nothing).
+async fn dependency_checks(state: &WorkerState) -> Checks {
+    let (database, rabbitmq) = tokio::join!(
+        health::check("database", db::ping(&state.db)),
+        health::check("rabbitmq", state.queue.ping())
+    );
+    Checks(vec![("database", database), ("rabbitmq", rabbitmq)])
+}
+
+/// What gates a worker's readiness: everything it depends on.
+const READINESS_GATES: [&str; 2] = ["database", "rabbitmq"];
+
+/// A probe's answer.
+fn respond(status: u16, body: serde_json::Value) -> Response {
+    Json(body)
+        .with_status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .into_response()
+}
+
 /// `GET /metrics` of a worker: its own deliveries, sweeps and relays, plus the outbox and
 /// dependency gauges refreshed per scrape.
 #[handler]
 async fn metrics_endpoint(Data(state): Data<&WorkerState>) -> Response {
-    let (database, rabbitmq) = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(2), db::ping(&state.db)),
-        tokio::time::timeout(Duration::from_secs(2), state.queue.ping())
-    );
-    state
-        .metrics
-        .set_dependency_up("database", matches!(database, Ok(Ok(()))));
-    state
-        .metrics
-        .set_dependency_up("rabbitmq", matches!(rabbitmq, Ok(Ok(()))));
-    if let Ok((backlog, oldest)) = events::outbox_backlog(&state.db).await {
-        state.metrics.set_outbox(backlog, oldest);
-    }
+    dependency_checks(state).await.record(&state.metrics);
     Response::builder()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.encode())
+        .content_type(health::METRICS_CONTENT_TYPE)
+        .body(health::metrics_text(&state.metrics, &state.db).await)
 }
 
+/// `GET /health/live`.
 #[handler]
 async fn live() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+    Json(health::live())
 }
 
 /// `GET /health`: each dependency with its latency; 503 when any is down.
 #[handler]
-async fn health(Data(state): Data<&WorkerState>) -> Response {
-    async fn timed<E>(f: impl std::future::Future<Output = Result<(), E>>) -> serde_json::Value {
-        let started = std::time::Instant::now();
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(2), f).await,
-            Ok(Ok(()))
-        );
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        json!({"status": if ok { "up" } else { "down" }, "latencyMs": latency_ms})
-    }
-    let (database, rabbitmq) = tokio::join!(timed(db::ping(&state.db)), timed(state.queue.ping()));
-    let healthy = database["status"] == "up" && rabbitmq["status"] == "up";
-    let body = json!({
-        "status": if healthy { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "checks": {"database": database, "rabbitmq": rabbitmq},
-    });
-    if healthy {
-        Json(body).into_response()
-    } else {
-        Json(body)
-            .with_status(StatusCode::SERVICE_UNAVAILABLE)
-            .into_response()
-    }
+async fn health_endpoint(Data(state): Data<&WorkerState>) -> Response {
+    let (status, body) = dependency_checks(state)
+        .await
+        .health(serde_json::Map::new());
+    respond(status, body)
 }
 
+/// `GET /health/ready`: 503 unless the database and RabbitMQ answer.
 #[handler]
 async fn ready(Data(state): Data<&WorkerState>) -> Response {
-    let (database, rabbitmq) = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(2), db::ping(&state.db)),
-        tokio::time::timeout(Duration::from_secs(2), state.queue.ping())
-    );
-    let up = |ok: bool| if ok { "up" } else { "down" };
-    let (db_ok, mq_ok) = (
-        matches!(database, Ok(Ok(()))),
-        matches!(rabbitmq, Ok(Ok(()))),
-    );
-    let body = json!({
-        "status": if db_ok && mq_ok { "ready" } else { "unavailable" },
-        "checks": {"database": up(db_ok), "rabbitmq": up(mq_ok)},
-    });
-    if db_ok && mq_ok {
-        Json(body).into_response()
-    } else {
-        Json(body)
-            .with_status(StatusCode::SERVICE_UNAVAILABLE)
-            .into_response()
-    }
+    let (status, body) = dependency_checks(state).await.ready(&READINESS_GATES);
+    respond(status, body)
 }
 
 /// Runs a worker until `shutdown` resolves: stops consuming, lets in-flight deliveries finish
@@ -173,7 +145,7 @@ pub async fn run(
     tracing::info!(%addr, health = %format!("http://{addr}/health"), "truenumber-worker running");
 
     let app = Route::new()
-        .at("/health", get(health))
+        .at("/health", get(health_endpoint))
         .at("/health/live", get(live))
         .at("/health/ready", get(ready))
         .at("/metrics", get(metrics_endpoint))
