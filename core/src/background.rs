@@ -16,7 +16,7 @@ use crate::{
     config::Config,
     observability::metrics::Metrics,
     queue::{DeliveryMessage, InProcessQueue, Queue},
-    verification::sweeps,
+    verification::{expiry, retention},
     webhooks::{
         self, deliveries,
         delivery::Deliverer,
@@ -236,7 +236,7 @@ async fn sweep_loop(
 ) {
     loop {
         loop {
-            match sweeps::expire_due_sessions(&db, SWEEP_BATCH).await {
+            match expiry::expire_due_sessions(&db, SWEEP_BATCH).await {
                 Ok(ids) => {
                     let n = ids.len();
                     metrics.sweep(n as u64);
@@ -270,8 +270,8 @@ async fn retention_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        match sweeps::apply_retention(&db, default_days, RETENTION_BATCH).await {
-            Ok(run) if run == sweeps::RetentionRun::default() => {}
+        match retention::apply_retention(&db, default_days, RETENTION_BATCH).await {
+            Ok(run) if run == retention::RetentionRun::default() => {}
             Ok(run) => tracing::info!(
                 sessions = run.sessions,
                 test_events = run.test_events,

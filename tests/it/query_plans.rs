@@ -10,7 +10,11 @@
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use truenumber_core::{
-    config::Config, storage::db, verification, verification::sweeps, webhooks::deliveries,
+    config::Config,
+    storage::db,
+    verification,
+    verification::{expiry, retention},
+    webhooks::deliveries,
 };
 
 use crate::helpers::base_env;
@@ -252,7 +256,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
     // index, never the whole table.
     let plan = generic_plan(
         &db,
-        sweeps::RETENTION_DELETE_SQL,
+        retention::RETENTION_DELETE_SQL,
         "'plans', now() - interval '1 day', 500",
     )
     .await;
@@ -266,7 +270,7 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
 
     // The sweep reads due sessions through the open-session index once there are enough rows
     // for an index to pay (a tiny table is read whole, which is as cheap).
-    let plan = generic_plan(&db, &sweeps::EXPIRE_DUE_SQL, "500").await;
+    let plan = generic_plan(&db, &expiry::EXPIRE_DUE_SQL, "500").await;
     assert_uses(
         &plan,
         "expiry sweep",

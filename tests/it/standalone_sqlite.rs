@@ -30,7 +30,7 @@ use truenumber_core::{
     queue::{InProcessQueue, Queue},
     storage::db,
     verification,
-    verification::sweeps,
+    verification::{expiry, retention},
     webhooks::deliveries::{self, AttemptRecord, DeliveryStatus, NextStep},
     webhooks::events,
 };
@@ -269,7 +269,7 @@ async fn every_loop_statement_holds_over_thousands_of_rounds_and_schema_changes(
         .await
         .unwrap();
         // The sweep: the update of due sessions and their events.
-        let expired = sweeps::expire_due_sessions(&db, 500).await.unwrap();
+        let expired = expiry::expire_due_sessions(&db, 500).await.unwrap();
         totals[0] += expired.len();
         // The relay: claims, publishes (event target, delivery row, claim), marks.
         totals[1] += events::relay_unpublished(&db, &publish_to, Duration::ZERO, 200)
@@ -315,8 +315,13 @@ async fn every_loop_statement_holds_over_thousands_of_rounds_and_schema_changes(
         ))
         .await
         .unwrap();
-        totals[5] +=
-            usize::try_from(sweeps::apply_retention(&db, 1, 500).await.unwrap().sessions).unwrap();
+        totals[5] += usize::try_from(
+            retention::apply_retention(&db, 1, 500)
+                .await
+                .unwrap()
+                .sessions,
+        )
+        .unwrap();
     }
     assert_eq!(DATABASE_WORKER_PANICS.load(Ordering::SeqCst), 0);
     assert_eq!(

@@ -451,12 +451,12 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
     backdate(&app, &b_young, 1).await;
 
     // Batches of one, so the sweep has to come back for more.
-    let deleted = truenumber_core::verification::sweeps::apply_retention(&app.db, 30, 1)
+    let deleted = truenumber_core::verification::retention::apply_retention(&app.db, 30, 1)
         .await
         .unwrap();
     assert_eq!(
         deleted,
-        truenumber_core::verification::sweeps::RetentionRun {
+        truenumber_core::verification::retention::RetentionRun {
             sessions: 2,
             test_events: 1
         }
@@ -492,10 +492,10 @@ async fn retention_deletes_exactly_what_is_older_than_the_window_with_a_company_
     );
     // Nothing more is due.
     assert_eq!(
-        truenumber_core::verification::sweeps::apply_retention(&app.db, 30, 1)
+        truenumber_core::verification::retention::apply_retention(&app.db, 30, 1)
             .await
             .unwrap(),
-        truenumber_core::verification::sweeps::RetentionRun::default()
+        truenumber_core::verification::retention::RetentionRun::default()
     );
     worker.stop().await;
 }

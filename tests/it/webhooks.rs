@@ -6,7 +6,7 @@ use sea_orm::{ActiveEnum, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use truenumber_core::{
     queue::{self, Broker, Queue, Topology},
-    verification::sweeps,
+    verification::expiry,
     webhooks::deliveries::{self, DeliveryStatus},
     webhooks::events,
 };
@@ -468,7 +468,7 @@ async fn two_sweepers_expire_each_session_exactly_once() {
     let sweep = |db: sea_orm::DatabaseConnection| async move {
         let mut mine = Vec::new();
         loop {
-            let batch = sweeps::expire_due_sessions(&db, 7).await.unwrap();
+            let batch = expiry::expire_due_sessions(&db, 7).await.unwrap();
             if batch.is_empty() {
                 return mine;
             }
