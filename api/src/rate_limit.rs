@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use truenumber_core::error_code::ErrorCode;
+use truenumber_core::{
+    companies::api_keys::AuthenticatedCompany, config::Config, error_code::ErrorCode,
+};
 
 use crate::{error::ApiError, request_context, state::AppState};
 
@@ -17,25 +19,65 @@ pub enum WhenUnavailable {
     FailOpen,
 }
 
-/// One limit: a name for the headers, the subject it counts, and its size.
-#[derive(Debug, Clone, Copy)]
-pub struct Limit<'a> {
+/// One limit: a name for the headers, the subject it counts, its size, and what to do when
+/// the limiter cannot be asked. Every limit the API applies is made by one of the constructors
+/// below, from the policy in force ([`Overrides::in_force`]).
+#[derive(Debug, Clone)]
+pub struct Limit {
     /// `initiate`, `status` or `submit` (the header's policy name).
     pub name: &'static str,
-    /// Whose budget it is (a company id or a verification id).
-    pub subject: &'a str,
+    /// Whose budget it is (a company and mode, or a verification id).
+    pub subject: String,
     /// Admissions per window.
     pub limit: u32,
     /// The window.
     pub window: Duration,
+    /// When Redis is unreachable.
+    pub when_unavailable: WhenUnavailable,
 }
 
-/// Counts one request against `limit`; sets `RateLimit-Policy` and `RateLimit` on the response.
-pub async fn enforce(
-    state: &AppState,
-    limit: Limit<'_>,
-    mode: WhenUnavailable,
-) -> Result<(), ApiError> {
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl Limit {
+    /// Initiations per company and mode per hour; fails closed (sessions must stay bounded).
+    pub fn initiate(config: &Config, company: &AuthenticatedCompany) -> Self {
+        Self {
+            name: "initiate",
+            subject: company.limit_subject().into_owned(),
+            limit: company.overrides.in_force(config).initiate_per_hour,
+            window: HOUR,
+            when_unavailable: WhenUnavailable::FailClosed,
+        }
+    }
+
+    /// Reads (status, listing, summary) per company and mode per hour; fails open.
+    pub fn status(config: &Config, company: &AuthenticatedCompany) -> Self {
+        Self {
+            name: "status",
+            subject: company.limit_subject().into_owned(),
+            limit: company.overrides.in_force(config).status_per_hour,
+            window: HOUR,
+            when_unavailable: WhenUnavailable::FailOpen,
+        }
+    }
+
+    /// Submits, denies and test completions per session per minute; fails open.
+    pub fn session(config: &Config, verification_id: &str) -> Self {
+        Self {
+            name: "submit",
+            subject: verification_id.to_owned(),
+            limit: config.rate_limit_submit_per_minute,
+            window: MINUTE,
+            when_unavailable: WhenUnavailable::FailOpen,
+        }
+    }
+}
+
+/// Counts one request against `limit`;
+/// [`Overrides::in_force`]: truenumber_core::companies::policy::Overrides::in_force
+/// sets `RateLimit-Policy` and `RateLimit` on the response.
+pub async fn enforce(state: &AppState, limit: Limit) -> Result<(), ApiError> {
     if !state.config.rate_limits_enabled {
         return Ok(());
     }
@@ -68,7 +110,7 @@ pub async fn enforce(
             err.retry_after = Some(retry);
             Err(err)
         }
-        Err(e) => match mode {
+        Err(e) => match limit.when_unavailable {
             WhenUnavailable::FailClosed => Err(ApiError::unavailable("Rate limiting", e)),
             WhenUnavailable::FailOpen => {
                 state.limiter.record_fail_open();

@@ -6,19 +6,14 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestReceiver, TestWorker, assert_error, unique};
+use crate::helpers::{TestApp, assert_error, delivering, unique};
 
 const NUMBER: &str = "+447911123456";
 const OTHER: &str = "+447912345678";
 
 #[tokio::test]
 async fn deny_makes_the_session_denied_everywhere_with_its_webhook() {
-    let receiver = TestReceiver::start().await;
-    let app = TestApp::spawn().await;
-    let worker = TestWorker::spawn(&app.config).await;
-    let c = app
-        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
-        .await;
+    let (app, receiver, worker, c) = delivering().await;
     let id = app.new_session(&c, NUMBER).await;
     let token = app.app_token("app_user_9", Some(NUMBER));
 

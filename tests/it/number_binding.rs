@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::helpers::{
-    Captured, TEST_JWT_SECRET, TestApp, TestReceiver, TestWorker, assert_error, base_env,
-    config_from, session_row, unique,
+    Captured, TEST_JWT_SECRET, TestApp, assert_error, base_env, config_from, delivering,
+    session_row, unique,
 };
 
 const NUMBER: &str = "+447911123456";
@@ -180,12 +180,7 @@ async fn deny_the_view_and_the_pending_list_follow_the_same_rules() {
 
 #[tokio::test]
 async fn the_company_learns_the_binding_in_status_listing_and_webhook() {
-    let receiver = TestReceiver::start().await;
-    let app = TestApp::spawn().await;
-    let worker = TestWorker::spawn(&app.config).await;
-    let c = app
-        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
-        .await;
+    let (app, receiver, worker, c) = delivering().await;
 
     // Verified by a bound token with auth_time; denied by one without; completed in test
     // mode (not by the app: null).

@@ -12,18 +12,19 @@ use truenumber_core::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{Reply, TestApp, TestReceiver, TestWorker, eventually, unique};
+use crate::helpers::{Reply, TestApp, TestWorker, delivering, delivering_with, eventually, unique};
 
 const NUMBER: &str = "+447911123456";
 /// The one step of the schedule these tests run with (jittered to 2.4–3 s).
 const STEP_MS: i64 = 3_000;
 
 /// An app whose webhooks are retried once, after [`STEP_MS`].
+fn one_retry(env: &mut std::collections::HashMap<String, String>) {
+    env.insert("WEBHOOK_RETRY_SCHEDULE".into(), "3".into());
+}
+
 async fn app_with_one_retry() -> TestApp {
-    TestApp::spawn_with(|env| {
-        env.insert("WEBHOOK_RETRY_SCHEDULE".into(), "3".into());
-    })
-    .await
+    TestApp::spawn_with(one_retry).await
 }
 
 /// Each pending delivery of `company` with one attempt made, and the `next_attempt_at` it was
@@ -67,13 +68,8 @@ async fn attempt_times(app: &TestApp, delivery: Uuid, n: usize) -> Vec<DateTime<
 #[tokio::test]
 async fn retries_are_jittered_and_made_when_the_row_says() {
     const DELIVERIES: usize = 8;
-    let receiver = TestReceiver::start().await;
+    let (app, receiver, worker, c) = delivering_with(one_retry).await;
     receiver.script(&[Reply::Status(500); DELIVERIES]);
-    let app = app_with_one_retry().await;
-    let worker = TestWorker::spawn(&app.config).await;
-    let c = app
-        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
-        .await;
     for _ in 0..DELIVERIES {
         app.verified_session(&c, NUMBER).await;
     }
@@ -117,13 +113,8 @@ async fn retries_are_jittered_and_made_when_the_row_says() {
 
 #[tokio::test]
 async fn the_retry_message_carries_the_rows_instant_and_an_early_one_waits_again() {
-    let receiver = TestReceiver::start().await;
+    let (app, receiver, worker, c) = delivering_with(one_retry).await;
     receiver.script(&[Reply::Status(500)]);
-    let app = app_with_one_retry().await;
-    let worker = TestWorker::spawn(&app.config).await;
-    let c = app
-        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
-        .await;
     app.verified_session(&c, NUMBER).await;
     let (id, at) = first_retry_instants(&app, &c.id, 1)
         .await
@@ -235,12 +226,7 @@ async fn the_attempt_log_of_a_refused_connection_names_the_cause() {
 #[tokio::test]
 async fn webhook_bodies_are_the_bytes_postgresql_jsonb_printed() {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
-    let receiver = TestReceiver::start().await;
-    let app = TestApp::spawn().await;
-    let worker = TestWorker::spawn(&app.config).await;
-    let c = app
-        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
-        .await;
+    let (app, receiver, worker, c) = delivering().await;
     let vid = app.verified_session(&c, NUMBER).await;
     let got = receiver.wait_for(1, Duration::from_secs(20)).await;
     // What the stored body of earlier releases was: the session's fields through

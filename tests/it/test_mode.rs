@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Received, TestApp, TestReceiver, TestWorker, assert_error, unique};
+use crate::helpers::{Received, TestApp, assert_error, delivering, unique};
 
 const NUMBER: &str = "+447911123456";
 
@@ -17,12 +17,7 @@ fn body(r: &Received) -> Value {
 
 #[tokio::test]
 async fn a_test_sessions_outcomes_each_send_a_webhook_with_livemode_false() {
-    let receiver = TestReceiver::start().await;
-    let app = TestApp::spawn().await;
-    let worker = TestWorker::spawn(&app.config).await;
-    let c = app
-        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
-        .await;
+    let (app, receiver, worker, c) = delivering().await;
     assert!(c.test_api_key.starts_with("tn_test_"), "{}", c.test_api_key);
 
     let mut expected = HashMap::new();

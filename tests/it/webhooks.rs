@@ -16,7 +16,7 @@ use truenumber_entities::{
 };
 
 use crate::helpers::{
-    Received, Reply, TestApp, TestCompany, TestReceiver, TestWorker, eventually, unique,
+    Received, Reply, TestApp, TestCompany, TestReceiver, TestWorker, delivering, eventually, unique,
 };
 
 const NUMBER: &str = "+447911123456";
@@ -192,13 +192,8 @@ async fn verified_failed_and_expired_webhooks_arrive_signed() {
 
 #[tokio::test]
 async fn failures_are_retried_with_one_webhook_id_until_success() {
-    let receiver = TestReceiver::start().await;
+    let (app, receiver, worker, c) = delivering().await;
     receiver.script(&[Reply::Status(500), Reply::StatusRetryAfter(503, 1)]);
-    let app = TestApp::spawn().await;
-    let worker = TestWorker::spawn(&app.config).await;
-    let c = app
-        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
-        .await;
     let vid = start(&app, &c).await;
     assert_eq!(submit(&app, &vid, NUMBER).await, 200);
 
@@ -280,13 +275,8 @@ async fn gone_stops_and_a_hanging_receiver_times_out() {
 
 #[tokio::test]
 async fn an_endless_error_body_is_cut_short() {
-    let receiver = TestReceiver::start().await;
+    let (app, receiver, worker, c) = delivering().await;
     receiver.script(&[Reply::Endless(500)]);
-    let app = TestApp::spawn().await;
-    let worker = TestWorker::spawn(&app.config).await;
-    let c = app
-        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
-        .await;
     let id = start(&app, &c).await;
     assert_eq!(submit(&app, &id, NUMBER).await, 200);
     let got = receiver.wait_for(2, Duration::from_secs(20)).await;

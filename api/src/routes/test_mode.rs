@@ -16,7 +16,7 @@ use truenumber_core::{
 use crate::{
     error::ApiError,
     json_body::{JsonBody, Validate},
-    rate_limit::{Limit, WhenUnavailable, enforce},
+    rate_limit::{Limit, enforce},
     responses::{ErrorDoc, Failure, OperationErrors, Success},
     routes::{
         ApiTags,
@@ -148,13 +148,11 @@ impl TestModeApi {
             )
             .into());
         }
-        let limit = Limit {
-            name: "submit",
-            subject: &verification_id.0,
-            limit: self.state.config.rate_limit_submit_per_minute,
-            window: crate::routes::verification::flow::MINUTE,
-        };
-        enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;
+        enforce(
+            &self.state,
+            Limit::session(&self.state.config, &verification_id.0),
+        )
+        .await?;
         let outcome = SessionStatus::from(req.outcome);
         let done = verification::decide(
             &self.state.lanes,

@@ -129,3 +129,23 @@ pub async fn session_row(
         .expect("query")
         .expect("session row")
 }
+
+/// A node that delivers webhooks: the app, a webhook receiver, a worker (a no-op handle in
+/// standalone mode, whose node runs the worker's loops itself), and a company whose webhook
+/// URL is the receiver's; the node's environment changed by `tweak` first.
+pub async fn delivering_with(
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+) -> (TestApp, TestReceiver, TestWorker, TestCompany) {
+    let receiver = TestReceiver::start().await;
+    let app = TestApp::spawn_with(tweak).await;
+    let worker = TestWorker::spawn(&app.config).await;
+    let company = app
+        .create_company_with_webhook(&unique("c"), Some(&receiver.url))
+        .await;
+    (app, receiver, worker, company)
+}
+
+/// [`delivering_with`] the default test environment.
+pub async fn delivering() -> (TestApp, TestReceiver, TestWorker, TestCompany) {
+    delivering_with(|_| {}).await
+}

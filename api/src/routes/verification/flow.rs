@@ -1,8 +1,6 @@
 //! `POST /verification/initiate`, `POST /verification/submit`, `POST /verification/deny`,
 //! `GET /verification/status/{verificationId}`.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
@@ -17,16 +15,13 @@ use truenumber_core::{
 use crate::{
     error::{ApiError, db_error},
     json_body::{JsonBody, Validate, check_len},
-    rate_limit::{Limit, WhenUnavailable, enforce},
+    rate_limit::{Limit, enforce},
     responses::{ErrorDoc, Failure, OperationErrors, Success, SuccessBody},
     routes::ApiTags,
     security::{AppAuth, CompanyAuth, require_scope},
     state::AppState,
     timestamp::Timestamp,
 };
-
-pub(crate) const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(3600);
 
 /// Applies the identifier rules of `truenumber_core::text` (they reach logs and webhooks).
 fn printable(field: &str, value: &str) -> Result<(), ApiError> {
@@ -208,6 +203,25 @@ impl SuccessBody for DenyVerificationResponse {
         "Denied: the session is now `denied` and the company is told.";
 }
 
+/// 401 of the app's operations.
+const APP_UNAUTHORIZED: ErrorDoc = ErrorDoc::before_limiter(
+    401,
+    "`UNAUTHORIZED`: missing, invalid or expired app token.",
+);
+/// 403 of submit and deny.
+const APP_FORBIDDEN: ErrorDoc = ErrorDoc::after_limiter(
+    403,
+    "`FORBIDDEN`: the token's `sub` is not `appUserId`; `NUMBER_BINDING_REQUIRED`: the token \
+     carries no verified `phone_number` (the session is untouched); `COMPANY_INACTIVE`: the \
+     company that requested the verification is deactivated (the session stays pending).",
+);
+/// 404 of submit and deny.
+const APP_SESSION_NOT_FOUND: ErrorDoc = ErrorDoc::after_limiter(
+    404,
+    "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`): unknown, or another number's session (the \
+     token is bound to another number; the session is untouched).",
+);
+
 /// The error statuses of deny. Failures of the verification itself carry
 /// `"status":"failed"`.
 #[derive(Debug)]
@@ -216,22 +230,9 @@ pub struct DenyErrors;
 impl OperationErrors for DenyErrors {
     const STATUSES: &'static [ErrorDoc] = &[
         ErrorDoc::after_limiter(400, "`INVALID_REQUEST`: malformed body."),
-        ErrorDoc::before_limiter(
-            401,
-            "`UNAUTHORIZED`: missing, invalid or expired app token.",
-        ),
-        ErrorDoc::after_limiter(
-            403,
-            "`FORBIDDEN`: the token's `sub` is not `appUserId`; `NUMBER_BINDING_REQUIRED`: the \
-             token carries no verified `phone_number` (the session is untouched); \
-             `COMPANY_INACTIVE`: the company that requested the verification is deactivated \
-             (the session stays pending).",
-        ),
-        ErrorDoc::after_limiter(
-            404,
-            "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`): unknown, or another number's \
-             session (the token is bound to another number; the session is untouched).",
-        ),
+        APP_UNAUTHORIZED,
+        APP_FORBIDDEN,
+        APP_SESSION_NOT_FOUND,
         ErrorDoc::after_limiter(
             409,
             "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): completed before.",
@@ -276,22 +277,9 @@ impl OperationErrors for SubmitErrors {
              number; the session is unchanged), `NUMBER_MISMATCH` or `MATCH_CODE_MISMATCH` \
              (`\"status\":\"failed\"`: the session is now failed).",
         ),
-        ErrorDoc::before_limiter(
-            401,
-            "`UNAUTHORIZED`: missing, invalid or expired app token.",
-        ),
-        ErrorDoc::after_limiter(
-            403,
-            "`FORBIDDEN`: the token's `sub` is not `appUserId`; `NUMBER_BINDING_REQUIRED`: the \
-             token carries no verified `phone_number` (the session is untouched); \
-             `COMPANY_INACTIVE`: the company that requested the verification is deactivated \
-             (the session stays pending).",
-        ),
-        ErrorDoc::after_limiter(
-            404,
-            "`SESSION_NOT_FOUND` (`\"status\":\"failed\"`): unknown, or another number's \
-             session (the token is bound to another number; the session is untouched).",
-        ),
+        APP_UNAUTHORIZED,
+        APP_FORBIDDEN,
+        APP_SESSION_NOT_FOUND,
         ErrorDoc::after_limiter(
             409,
             "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): completed before (replay).",
@@ -499,13 +487,7 @@ async fn app_preamble(
     verification_id: &str,
     app_user_id: &str,
 ) -> Result<(), ApiError> {
-    let limit = Limit {
-        name: "submit",
-        subject: verification_id,
-        limit: state.config.rate_limit_submit_per_minute,
-        window: MINUTE,
-    };
-    enforce(state, limit, WhenUnavailable::FailOpen).await?;
+    enforce(state, Limit::session(&state.config, verification_id)).await?;
     if claims.sub != app_user_id {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -562,13 +544,7 @@ impl VerificationApi {
     ) -> Result<Success<InitiateVerificationResponse>, Failure<InitiateErrors>> {
         require_scope(&company, Scope::Verifications)?;
         let config = &self.state.config;
-        let limit = Limit {
-            name: "initiate",
-            subject: &company.limit_subject(),
-            limit: company.overrides.in_force(config).initiate_per_hour,
-            window: HOUR,
-        };
-        enforce(&self.state, limit, WhenUnavailable::FailClosed).await?;
+        enforce(&self.state, Limit::initiate(config, &company)).await?;
         if req.company_id != company.company_id {
             return Err(ApiError::new(ErrorCode::CompanyNotFound, "Company not found").into());
         }
@@ -708,16 +684,7 @@ impl VerificationApi {
         verification_id: Path<String>,
     ) -> Result<Success<VerificationStatusResponse>, Failure<StatusErrors>> {
         require_scope(&company, Scope::Verifications)?;
-        let limit = Limit {
-            name: "status",
-            subject: &company.limit_subject(),
-            limit: company
-                .overrides
-                .in_force(&self.state.config)
-                .status_per_hour,
-            window: HOUR,
-        };
-        enforce(&self.state, limit, WhenUnavailable::FailOpen).await?;
+        enforce(&self.state, Limit::status(&self.state.config, &company)).await?;
         let session = verification::find_for_company(
             &self.state.lanes,
             &company.company_id,

@@ -4,8 +4,6 @@
 //! Listing and summarising count against the company's status limit (they are reads of the
 //! same data, and a listing is up to 100 of them); erasing does not.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use poem_openapi::{
     Object, OpenApi,
@@ -22,7 +20,7 @@ use truenumber_core::{
 use crate::{
     cursor::{decode_cursor, encode_cursor},
     error::{ApiError, db_error},
-    rate_limit::{Limit, WhenUnavailable, enforce},
+    rate_limit::{Limit, enforce},
     responses::{ErrorDoc, Failure, NoContent, OperationErrors, Success, SuccessBody},
     routes::{
         ApiTags,
@@ -33,7 +31,6 @@ use crate::{
     timestamp::Timestamp,
 };
 
-const HOUR: Duration = Duration::from_secs(3600);
 /// The summary's default window, and its longest.
 const DEFAULT_WINDOW: chrono::Duration = chrono::Duration::days(30);
 const MAX_WINDOW: chrono::Duration = chrono::Duration::days(90);
@@ -149,16 +146,7 @@ impl VerificationsApi {
         &self,
         company: &truenumber_core::companies::api_keys::AuthenticatedCompany,
     ) -> Result<(), ApiError> {
-        let limit = Limit {
-            name: "status",
-            subject: &company.limit_subject(),
-            limit: company
-                .overrides
-                .in_force(&self.state.config)
-                .status_per_hour,
-            window: HOUR,
-        };
-        enforce(&self.state, limit, WhenUnavailable::FailOpen).await
+        enforce(&self.state, Limit::status(&self.state.config, company)).await
     }
 }
 
