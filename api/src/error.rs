@@ -256,6 +256,18 @@ impl From<VerificationError> for ApiError {
                 ErrorCode::CompanyInactive,
                 "The company that requested this verification is not active",
             ),
+            VerificationError::BlockedByUser => Self::new(
+                ErrorCode::BlockedByUser,
+                "The holder of this number has blocked your company in the TrueNumber app",
+            ),
+            VerificationError::RecentlyDenied { until } => Self::new(
+                ErrorCode::RecentlyDenied,
+                format!(
+                    "The holder of this number said \"not me\" to your company recently; you \
+                     may ask again after {}",
+                    crate::timestamp::Timestamp::from(until)
+                ),
+            ),
             VerificationError::Db(db) => db_error(db),
             VerificationError::Random(r) => Self::internal(r),
         }

@@ -28,7 +28,7 @@ use truenumber_core::config::Config;
 use crate::{
     middleware::{HttpsPolicy, RequestMiddleware, RouteTable},
     routes::{
-        app::AppApi,
+        app::{AppApi, blocked_companies::BlockedCompaniesApi},
         company::{
             api_keys::ApiKeysApi, deliveries::DeliveriesApi, profile::ProfileApi,
             webhook::WebhookApi,
@@ -48,6 +48,7 @@ pub type Api = (
     VerificationApi,
     VerificationsApi,
     AppApi,
+    BlockedCompaniesApi,
     TestModeApi,
     ProfileApi,
     WebhookApi,
@@ -67,6 +68,9 @@ pub fn openapi_service(state: AppState) -> OpenApiService<Api, ()> {
                 state: state.clone(),
             },
             AppApi {
+                state: state.clone(),
+            },
+            BlockedCompaniesApi {
                 state: state.clone(),
             },
             TestModeApi {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use truenumber_core::{
-    companies::api_keys::AuthenticatedCompany, config::Config, error_code::ErrorCode,
+    abuse, companies::api_keys::AuthenticatedCompany, config::Config, error_code::ErrorCode,
+    phone::MobileNumber,
 };
 
 use crate::{error::ApiError, request_context, state::AppState};
@@ -34,6 +35,8 @@ pub struct Limit {
     pub window: Duration,
     /// When Redis is unreachable.
     pub when_unavailable: WhenUnavailable,
+    /// The code of a refusal.
+    pub code: ErrorCode,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -48,7 +51,30 @@ impl Limit {
             limit: company.overrides.in_force(config).initiate_per_hour,
             window: HOUR,
             when_unavailable: WhenUnavailable::FailClosed,
+            code: ErrorCode::RateLimitExceeded,
         }
+    }
+
+    /// Initiations per company, mode and number in the per-number window; fails closed. The
+    /// subject names a digest of the number, never the number. `None` when the limit in force
+    /// is 0 (off).
+    pub fn initiate_per_number(
+        config: &Config,
+        company: &AuthenticatedCompany,
+        number: &MobileNumber,
+    ) -> Option<Self> {
+        let policy = company.overrides.in_force(config);
+        if policy.initiate_per_number == 0 {
+            return None;
+        }
+        Some(Self {
+            name: "initiate_number",
+            subject: abuse::number_subject(&company.limit_subject(), number),
+            limit: policy.initiate_per_number,
+            window: policy.initiate_per_number_window,
+            when_unavailable: WhenUnavailable::FailClosed,
+            code: ErrorCode::NumberRateLimited,
+        })
     }
 
     /// Reads (status, listing, summary) per company and mode per hour; fails open.
@@ -59,6 +85,7 @@ impl Limit {
             limit: company.overrides.in_force(config).status_per_hour,
             window: HOUR,
             when_unavailable: WhenUnavailable::FailOpen,
+            code: ErrorCode::RateLimitExceeded,
         }
     }
 
@@ -70,6 +97,7 @@ impl Limit {
             limit: config.rate_limit_submit_per_minute,
             window: MINUTE,
             when_unavailable: WhenUnavailable::FailOpen,
+            code: ErrorCode::RateLimitExceeded,
         }
     }
 }
@@ -78,8 +106,34 @@ impl Limit {
 /// [`Overrides::in_force`]: truenumber_core::companies::policy::Overrides::in_force
 /// sets `RateLimit-Policy` and `RateLimit` on the response.
 pub async fn enforce(state: &AppState, limit: Limit) -> Result<(), ApiError> {
+    admit(state, limit).await.map(|_| ())
+}
+
+/// An admission that may be given back ([`release`]).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    subject: String,
+    ticket: u64,
+}
+
+/// Gives an admission back: the request it admitted did not count after all (an idempotent
+/// replay, a refusal further on). A failure is logged: the slot then frees itself when it
+/// leaves the window.
+pub async fn release(state: &AppState, admission: Admission) {
+    if let Err(e) = state
+        .limiter
+        .release(&admission.subject, admission.ticket)
+        .await
+    {
+        tracing::warn!(error = %e, "could not give a rate-limit admission back");
+    }
+}
+
+/// [`enforce`], returning the admission (`None` when limits are off, or the limiter failed
+/// open).
+pub async fn admit(state: &AppState, limit: Limit) -> Result<Option<Admission>, ApiError> {
     if !state.config.rate_limits_enabled {
-        return Ok(());
+        return Ok(None);
     }
     let subject = format!("{}:{}", limit.name, limit.subject);
     match state
@@ -91,7 +145,7 @@ pub async fn enforce(state: &AppState, limit: Limit) -> Result<(), ApiError> {
             request_context::add_header("RateLimit-Policy", decision.policy_header(limit.name));
             request_context::add_header("RateLimit", decision.ratelimit_header(limit.name));
             if decision.allowed {
-                return Ok(());
+                return Ok(decision.ticket.map(|ticket| Admission { subject, ticket }));
             }
             let per = match limit.window.as_secs() {
                 60 => "minute".to_owned(),
@@ -100,13 +154,18 @@ pub async fn enforce(state: &AppState, limit: Limit) -> Result<(), ApiError> {
             };
             state.metrics.rate_limited(limit.name);
             let retry = decision.retry_after_secs();
-            let mut err = ApiError::new(
-                ErrorCode::RateLimitExceeded,
-                format!(
+            let message = match limit.code {
+                ErrorCode::NumberRateLimited => format!(
+                    "Too many verifications of this number: at most {} per {per} for your \
+                     company; retry in {retry} s",
+                    limit.limit
+                ),
+                _ => format!(
                     "Rate limit exceeded: {} {} requests per {per}; retry in {retry} s",
                     limit.limit, limit.name
                 ),
-            );
+            };
+            let mut err = ApiError::new(limit.code, message);
             err.retry_after = Some(retry);
             Err(err)
         }
@@ -116,7 +175,7 @@ pub async fn enforce(state: &AppState, limit: Limit) -> Result<(), ApiError> {
                 state.limiter.record_fail_open();
                 state.metrics.rate_limit_fail_open(limit.name);
                 tracing::warn!(limit = limit.name, error = %e, "rate limiter unavailable; request let through");
-                Ok(())
+                Ok(None)
             }
         },
     }

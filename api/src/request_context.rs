@@ -58,7 +58,14 @@ pub fn record_company(company_id: &str) {
     update(|d| d.company_id = Some(company_id.to_owned()));
 }
 
-/// Adds a header to the response.
+/// Adds a header to the response; a second value of the same header joins the first as a
+/// list (`RateLimit-Policy` and `RateLimit` of a request that passed two limits carry both).
 pub fn add_header(name: &'static str, value: String) {
-    update(|d| d.headers.push((name, value)));
+    update(|d| match d.headers.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, existing)) => {
+            existing.push_str(", ");
+            existing.push_str(&value);
+        }
+        None => d.headers.push((name, value)),
+    });
 }

@@ -84,6 +84,7 @@ pub fn spawn_upkeep(
         tokio::spawn(retention_loop(
             db.clone(),
             config.data_retention_days,
+            config.deny_cooldown,
             stop.clone(),
         )),
     ]
@@ -128,6 +129,7 @@ pub async fn spawn_standalone(
         tokio::spawn(retention_loop(
             db.clone(),
             config.data_retention_days,
+            config.deny_cooldown,
             stop.clone(),
         )),
         tokio::spawn(sweep_loop(
@@ -263,10 +265,13 @@ async fn sweep_loop(
 }
 
 /// Deletes completed sessions past their company's retention window, with their events and
-/// deliveries, every [`RETENTION_INTERVAL`]. Logs counts only, never a number.
+/// deliveries, and the abuse controls' data once it has served (cooldowns that ended, refusal
+/// counters older than the summary's longest window), every [`RETENTION_INTERVAL`]. Logs counts
+/// only, never a number.
 async fn retention_loop(
     db: DatabaseConnection,
     default_days: u32,
+    default_cooldown: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -278,6 +283,14 @@ async fn retention_loop(
                 "retention: old data deleted"
             ),
             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+        }
+        match crate::abuse::forget_served(&db, default_cooldown).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                rows,
+                "retention: ended cooldowns and old refusal counts deleted"
+            ),
+            Err(e) => tracing::warn!(error = %e, "abuse-control retention failed"),
         }
         if sleep_or_stop(RETENTION_INTERVAL, &mut stop).await {
             return;

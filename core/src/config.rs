@@ -168,6 +168,17 @@ pub struct Config {
     /// `RATE_LIMITS_ENABLED`: `false` turns every limit off (benchmarks, emergencies; logged
     /// loudly at start). Default true.
     pub rate_limits_enabled: bool,
+    /// `RATE_LIMIT_INITIATE_PER_NUMBER` (default 5): initiations per company, mode and number
+    /// in [`Config::rate_limit_initiate_per_number_window`] (a company row may override). 0:
+    /// no per-number limit unless a company has its own (the operator's choice, e.g. to
+    /// measure the limit's cost).
+    pub rate_limit_initiate_per_number: u32,
+    /// `RATE_LIMIT_INITIATE_PER_NUMBER_WINDOW_SECONDS` (default 600): that limit's sliding
+    /// window.
+    pub rate_limit_initiate_per_number_window: Duration,
+    /// `DENY_COOLDOWN_SECONDS` (default 86400): after a deny, how long the company may not
+    /// initiate for that number (`RECENTLY_DENIED`; a company row may override; 0: none).
+    pub deny_cooldown: Duration,
     /// `RATE_LIMIT_SUBMIT_PER_MINUTE`: submit calls per verification session per minute.
     pub rate_limit_submit_per_minute: u32,
     /// `DEEP_LINK_BASE`: deep-link prefix (custom scheme or https universal link).
@@ -595,6 +606,21 @@ impl Config {
                 1000,
                 (1, 100_000_000),
             )?,
+            rate_limit_initiate_per_number: r.parse(
+                "RATE_LIMIT_INITIATE_PER_NUMBER",
+                5,
+                (0, 1_000_000),
+            )?,
+            rate_limit_initiate_per_number_window: Duration::from_secs(r.parse(
+                "RATE_LIMIT_INITIATE_PER_NUMBER_WINDOW_SECONDS",
+                600,
+                (1, 604_800),
+            )?),
+            deny_cooldown: Duration::from_secs(r.parse(
+                "DENY_COOLDOWN_SECONDS",
+                86_400,
+                (0, 31_536_000),
+            )?),
             rate_limit_submit_per_minute: r.parse(
                 "RATE_LIMIT_SUBMIT_PER_MINUTE",
                 10,

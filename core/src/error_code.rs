@@ -16,6 +16,8 @@ pub enum ErrorCode {
     MatchCodeMismatch,
     /// 400: a webhook URL that is malformed or points where webhooks may not go (SSRF).
     InvalidWebhookUrl,
+    /// 400: the number's region is not among the company's allowed countries.
+    CountryNotAllowed,
     /// 401: missing, malformed, unknown or revoked credentials.
     Unauthorized,
     /// 403: the app token belongs to another app user.
@@ -34,6 +36,10 @@ pub enum ErrorCode {
     /// 403: the app token binds no verified number (`phone_number`), which live sessions
     /// require.
     NumberBindingRequired,
+    /// 403: the number's holder said "not me" to this company within its deny cooldown.
+    RecentlyDenied,
+    /// 403: the number's holder has blocked this company.
+    BlockedByUser,
     /// 404: the company is not registered (or not the caller's).
     CompanyNotFound,
     /// 404: no such verification session for this caller.
@@ -66,6 +72,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 429: over the rate limit; see `Retry-After`.
     RateLimitExceeded,
+    /// 429: over the per-number initiation limit; see `Retry-After`.
+    NumberRateLimited,
     /// 500: an internal error (details are only in the logs).
     SystemError,
     /// 503: a dependency is unavailable; try again after `Retry-After`.
@@ -74,12 +82,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 35] = [
         Self::InvalidRequest,
         Self::InvalidNumber,
         Self::NumberMismatch,
         Self::MatchCodeMismatch,
         Self::InvalidWebhookUrl,
+        Self::CountryNotAllowed,
         Self::Unauthorized,
         Self::Forbidden,
         Self::CompanyInactive,
@@ -88,6 +97,8 @@ impl ErrorCode {
         Self::TestModeOnly,
         Self::LiveModeOnly,
         Self::NumberBindingRequired,
+        Self::RecentlyDenied,
+        Self::BlockedByUser,
         Self::CompanyNotFound,
         Self::SessionNotFound,
         Self::NotFound,
@@ -104,6 +115,7 @@ impl ErrorCode {
         Self::RequestTimeout,
         Self::PayloadTooLarge,
         Self::RateLimitExceeded,
+        Self::NumberRateLimited,
         Self::SystemError,
         Self::ServiceUnavailable,
     ];
@@ -116,6 +128,7 @@ impl ErrorCode {
             Self::NumberMismatch => "NUMBER_MISMATCH",
             Self::MatchCodeMismatch => "MATCH_CODE_MISMATCH",
             Self::InvalidWebhookUrl => "INVALID_WEBHOOK_URL",
+            Self::CountryNotAllowed => "COUNTRY_NOT_ALLOWED",
             Self::Unauthorized => "UNAUTHORIZED",
             Self::Forbidden => "FORBIDDEN",
             Self::CompanyInactive => "COMPANY_INACTIVE",
@@ -124,6 +137,8 @@ impl ErrorCode {
             Self::TestModeOnly => "TEST_MODE_ONLY",
             Self::LiveModeOnly => "LIVE_MODE_ONLY",
             Self::NumberBindingRequired => "NUMBER_BINDING_REQUIRED",
+            Self::RecentlyDenied => "RECENTLY_DENIED",
+            Self::BlockedByUser => "BLOCKED_BY_USER",
             Self::CompanyNotFound => "COMPANY_NOT_FOUND",
             Self::SessionNotFound => "SESSION_NOT_FOUND",
             Self::NotFound => "NOT_FOUND",
@@ -140,6 +155,7 @@ impl ErrorCode {
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            Self::NumberRateLimited => "NUMBER_RATE_LIMITED",
             Self::SystemError => "SYSTEM_ERROR",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
         }
@@ -152,7 +168,8 @@ impl ErrorCode {
             | Self::InvalidNumber
             | Self::NumberMismatch
             | Self::MatchCodeMismatch
-            | Self::InvalidWebhookUrl => 400,
+            | Self::InvalidWebhookUrl
+            | Self::CountryNotAllowed => 400,
             Self::Unauthorized => 401,
             Self::Forbidden
             | Self::CompanyInactive
@@ -160,7 +177,9 @@ impl ErrorCode {
             | Self::InsufficientScope
             | Self::TestModeOnly
             | Self::LiveModeOnly
-            | Self::NumberBindingRequired => 403,
+            | Self::NumberBindingRequired
+            | Self::RecentlyDenied
+            | Self::BlockedByUser => 403,
             Self::CompanyNotFound
             | Self::SessionNotFound
             | Self::NotFound
@@ -176,7 +195,7 @@ impl ErrorCode {
             Self::SessionExpired => 410,
             Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
-            Self::RateLimitExceeded => 429,
+            Self::RateLimitExceeded | Self::NumberRateLimited => 429,
             Self::SystemError => 500,
             Self::ServiceUnavailable => 503,
         }
@@ -225,6 +244,7 @@ mod tests {
                 ("NUMBER_MISMATCH", 400),
                 ("MATCH_CODE_MISMATCH", 400),
                 ("INVALID_WEBHOOK_URL", 400),
+                ("COUNTRY_NOT_ALLOWED", 400),
                 ("UNAUTHORIZED", 401),
                 ("FORBIDDEN", 403),
                 ("COMPANY_INACTIVE", 403),
@@ -233,6 +253,8 @@ mod tests {
                 ("TEST_MODE_ONLY", 403),
                 ("LIVE_MODE_ONLY", 403),
                 ("NUMBER_BINDING_REQUIRED", 403),
+                ("RECENTLY_DENIED", 403),
+                ("BLOCKED_BY_USER", 403),
                 ("COMPANY_NOT_FOUND", 404),
                 ("SESSION_NOT_FOUND", 404),
                 ("NOT_FOUND", 404),
@@ -249,6 +271,7 @@ mod tests {
                 ("REQUEST_TIMEOUT", 408),
                 ("PAYLOAD_TOO_LARGE", 413),
                 ("RATE_LIMIT_EXCEEDED", 429),
+                ("NUMBER_RATE_LIMITED", 429),
                 ("SYSTEM_ERROR", 500),
                 ("SERVICE_UNAVAILABLE", 503),
             ]

@@ -3,6 +3,8 @@
 //!
 //! - [`verification`]: sessions: initiate, the transitions (submit, deny, test completion,
 //!   expiry), the company's listing and the app's view.
+//! - [`abuse`]: the controls against asking one person again and again: per-number limits,
+//!   deny cooldowns, blocks by a number's holder, the countries a company serves.
 //! - [`companies`]: companies and who may call: API keys, app tokens, the secrets they are
 //!   made of.
 //! - [`webhooks`]: the outbox events, their bodies, deliveries, attempts and retries, the
@@ -16,6 +18,7 @@
 //!
 //! The worker never depends on the API crate.
 
+pub mod abuse;
 pub mod background;
 pub mod companies;
 pub mod config;

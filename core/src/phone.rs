@@ -28,9 +28,10 @@ pub enum PhoneError {
     NotMobile(&'static str),
 }
 
-/// A validated mobile number in E.164 form (`+` and digits).
+/// A validated mobile number in E.164 form (`+` and digits), with the region libphonenumber
+/// assigns it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MobileNumber(String);
+pub struct MobileNumber(String, &'static str);
 
 impl MobileNumber {
     /// The E.164 string.
@@ -42,6 +43,22 @@ impl MobileNumber {
     pub fn into_string(self) -> String {
         self.0
     }
+
+    /// The number's region (ISO 3166-1 alpha-2), as libphonenumber's `getRegionCodeForNumber`
+    /// decides it from the number itself, not from its country calling code alone: `+1 416…`
+    /// is `CA`, `+1 415…` is `US`; `+44 7797…` is `JE` (Jersey), `+44 7911…` is `GB`. Numbers
+    /// of no region (the `+800`-style global services) are `001`.
+    pub fn region(&self) -> &'static str {
+        self.1
+    }
+}
+
+/// Whether `code` is a region libphonenumber knows (ISO 3166-1 alpha-2, upper case): what a
+/// company's allowed countries may name.
+pub fn is_known_region(code: &str) -> bool {
+    code.len() == 2
+        && code.bytes().all(|b| b.is_ascii_uppercase())
+        && DATABASE.by_id(code).is_some()
 }
 
 impl std::fmt::Display for MobileNumber {
@@ -156,7 +173,10 @@ pub fn parse_mobile_number(input: &str) -> Result<MobileNumber, PhoneError> {
         Type::Unknown => return Err(PhoneError::Invalid),
         other => return Err(PhoneError::NotMobile(type_name(other))),
     }
-    Ok(MobileNumber(parsed.format().mode(Mode::E164).to_string()))
+    Ok(MobileNumber(
+        parsed.format().mode(Mode::E164).to_string(),
+        meta.id(),
+    ))
 }
 
 /// Loads libphonenumber's metadata now, so the first request does not pay for it.
@@ -184,6 +204,31 @@ mod tests {
                 Ok(e164.to_owned()),
                 "{input}"
             );
+        }
+    }
+
+    #[test]
+    fn the_region_is_the_numbers_not_its_calling_codes() {
+        for (number, region) in [
+            // libphonenumber's own example number, and this project's favourite test number,
+            // +44 7911 123456, is a Guernsey mobile: GG's leading digits claim 7911.
+            ("+447911123456", "GG"),
+            ("+447400123456", "GB"),
+            ("+447797712345", "JE"),
+            ("+447624123456", "IM"),
+            ("+14155552671", "US"),
+            ("+14165552671", "CA"),
+            ("+33612345678", "FR"),
+        ] {
+            assert_eq!(
+                parse_mobile_number(number).unwrap().region(),
+                region,
+                "{number}"
+            );
+        }
+        assert!(is_known_region("JE") && is_known_region("GB") && is_known_region("CA"));
+        for bad in ["gb", "XX", "G", "GBR", "001", ""] {
+            assert!(!is_known_region(bad), "{bad}");
         }
     }
 

@@ -76,6 +76,20 @@ async fn in_process_answers_as_redis_does() {
         }
     }
     assert_eq!(compared, 20);
+
+    // An admission given back frees its slot at once, in both; a refusal has no ticket.
+    for limiter in [&redis, &in_process] {
+        let admitted = limiter.check("released", 1, window).await.unwrap();
+        let ticket = admitted.ticket.expect("an admission has a ticket");
+        let refused = limiter.check("released", 1, window).await.unwrap();
+        assert!(!refused.allowed && refused.ticket.is_none());
+        limiter.release("released", ticket).await.unwrap();
+        assert!(limiter.check("released", 1, window).await.unwrap().allowed);
+        // Giving back twice, or a ticket never issued, changes nothing.
+        limiter.release("released", ticket).await.unwrap();
+        limiter.release("released", ticket ^ 1).await.unwrap();
+        assert!(!limiter.check("released", 1, window).await.unwrap().allowed);
+    }
 }
 
 #[tokio::test]

@@ -63,6 +63,7 @@ fn live<'a>(
         request_id,
         mobile_number,
         number_matching: false,
+        deny_cooldown: Duration::from_secs(86_400),
     }
 }
 
@@ -128,8 +129,8 @@ async fn migrations_apply_revert_and_reapply_with_the_pragmas_set() {
     .await;
     assert_eq!(
         tables,
-        "api_keys,companies,seaql_migrations,verification_events,verification_sessions,\
-         webhook_attempts,webhook_deliveries"
+        "api_keys,companies,deny_cooldowns,initiation_refusals,number_blocks,seaql_migrations,\
+         verification_events,verification_sessions,webhook_attempts,webhook_deliveries"
     );
     let indexes = scalar_string(
         &t.db,
@@ -140,7 +141,7 @@ async fn migrations_apply_revert_and_reapply_with_the_pragmas_set() {
     .await;
     assert_eq!(
         indexes,
-        "api_keys_company_id_idx,verification_events_company_unbound_idx,\
+        "api_keys_company_id_idx,deny_cooldowns_denied_at_idx,verification_events_company_unbound_idx,\
          verification_events_one_per_session,\
          verification_events_unpublished_idx,verification_sessions_company_completed_idx,\
          verification_sessions_company_created_idx,verification_sessions_open_expiry_idx,\

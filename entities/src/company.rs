@@ -35,6 +35,15 @@ pub struct Model {
     pub previous_webhook_secret_expires_at: Option<DateTimeUtc>,
     /// This company's retention window in days (1–3650); `None`: `DATA_RETENTION_DAYS`.
     pub data_retention_days: Option<i32>,
+    /// Overrides `RATE_LIMIT_INITIATE_PER_NUMBER` (migration 13).
+    pub rate_limit_initiate_per_number: Option<i32>,
+    /// Overrides `RATE_LIMIT_INITIATE_PER_NUMBER_WINDOW_SECONDS` (migration 13).
+    pub rate_limit_initiate_per_number_window_seconds: Option<i32>,
+    /// Overrides `DENY_COOLDOWN_SECONDS` (migration 13).
+    pub deny_cooldown_seconds: Option<i32>,
+    /// The regions (ISO 3166-1 alpha-2, comma-separated) whose numbers the company may verify;
+    /// `None` or empty: every region (migration 13).
+    pub allowed_countries: Option<String>,
 }
 
 impl Model {

@@ -6,6 +6,9 @@
 
 pub mod api_key;
 pub mod company;
+pub mod deny_cooldown;
+pub mod initiation_refusal;
+pub mod number_block;
 pub mod verification_event;
 pub mod verification_session;
 pub mod webhook_attempt;

@@ -11,7 +11,10 @@
 
 use std::{
     collections::BTreeMap,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -99,6 +102,7 @@ fn write_pgbench_scripts(dir: &std::path::Path) -> anyhow::Result<()> {
                 "600",
                 "true",
                 "NULL",
+                "86400",
             ],
         )
     );
@@ -164,8 +168,17 @@ struct Target {
     base: String,
     key: String,
     company: String,
-    token: String,
+    /// Mints the app's tokens, each bound to the number it confirms.
+    tokens: AppTokenKeys,
+    /// The next number of the pool ([`number`]), shared by every client task.
+    next_number: AtomicUsize,
     sessions: Vec<String>,
+}
+
+impl Target {
+    fn next_number(&self) -> String {
+        number(self.next_number.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// Whether the caller needs a successful response's JSON body.
@@ -225,12 +238,19 @@ async fn call(
     body
 }
 
-fn initiate(t: &Target) -> reqwest::RequestBuilder {
+/// The `i`-th number of the load's pool: a million GB mobiles, so that with the per-number
+/// limit on (5 per 10 minutes by default) no number of a 30-second run comes near it and
+/// the limit's cost is measured, not its refusals.
+fn number(i: usize) -> String {
+    format!("+447400{:06}", i % 1_000_000)
+}
+
+fn initiate(t: &Target, number: &str) -> reqwest::RequestBuilder {
     t.client
         .post(format!("{}/api/v1/verification/initiate", t.base))
         .bearer_auth(&t.key)
         .json(&json!({
-            "mobileNumber": "+447911123456",
+            "mobileNumber": number,
             "companyId": t.company,
             "requestId": uuid::Uuid::new_v4().to_string(),
         }))
@@ -253,10 +273,19 @@ async fn client_task(t: Arc<Target>, mix: Mix, until: Instant, seed: usize) -> T
                 call(&mut tally, "status", status(&t, id), Body::Discarded).await;
             }
             Mix::Initiate => {
-                call(&mut tally, "initiate", initiate(&t), Body::Discarded).await;
+                let number = t.next_number();
+                call(
+                    &mut tally,
+                    "initiate",
+                    initiate(&t, &number),
+                    Body::Discarded,
+                )
+                .await;
             }
             Mix::Flow => {
-                let Some(started) = call(&mut tally, "initiate", initiate(&t), Body::Wanted).await
+                let number = t.next_number();
+                let Some(started) =
+                    call(&mut tally, "initiate", initiate(&t, &number), Body::Wanted).await
                 else {
                     continue;
                 };
@@ -266,11 +295,16 @@ async fn client_task(t: Arc<Target>, mix: Mix, until: Instant, seed: usize) -> T
                 for _ in 0..2 {
                     call(&mut tally, "status", status(&t, &id), Body::Discarded).await;
                 }
+                // As the app's identity provider would: a token bound to the number it proved.
+                let Ok(token) = t.tokens.mint("loadtest", Some(&number), 3600) else {
+                    tally.record("submit", 0, "submit token-error".into());
+                    continue;
+                };
                 let submit = t
                     .client
                     .post(format!("{}/api/v1/verification/submit", t.base))
-                    .bearer_auth(&t.token)
-                    .json(&json!({"verificationId": id, "userConfirmedNumber": "+447911123456", "appUserId": "loadtest"}));
+                    .bearer_auth(&token)
+                    .json(&json!({"verificationId": id, "userConfirmedNumber": number, "appUserId": "loadtest"}));
                 call(&mut tally, "submit", submit, Body::Discarded).await;
                 call(&mut tally, "status", status(&t, &id), Body::Discarded).await;
             }
@@ -312,9 +346,6 @@ async fn run() -> anyhow::Result<()> {
     let created = companies::create_company(&dbc, &company, "Load test", None).await?;
     companies::set_rate_limits(&dbc, &company, Some(i32::MAX as u32), Some(i32::MAX as u32))
         .await?;
-    // Bound to the one number the load verifies, as the app's identity provider would.
-    let token =
-        AppTokenKeys::new(&config.jwt_secret).mint("loadtest", Some("+447911123456"), 86_400)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .timeout(Duration::from_secs(30))
@@ -324,14 +355,21 @@ async fn run() -> anyhow::Result<()> {
         base: args.base_url.trim_end_matches('/').to_owned(),
         key: created.api_key.expose().to_owned(),
         company,
-        token,
+        tokens: AppTokenKeys::new(&config.jwt_secret),
+        next_number: AtomicUsize::new(0),
         sessions: Vec::new(),
     };
     let mut warm = Tally::new();
     for _ in 0..args.sessions.max(1) {
-        if let Some(id) = call(&mut warm, "initiate", initiate(&target), Body::Wanted)
-            .await
-            .and_then(|b| b["verificationId"].as_str().map(str::to_owned))
+        let number = target.next_number();
+        if let Some(id) = call(
+            &mut warm,
+            "initiate",
+            initiate(&target, &number),
+            Body::Wanted,
+        )
+        .await
+        .and_then(|b| b["verificationId"].as_str().map(str::to_owned))
         {
             target.sessions.push(id);
         }

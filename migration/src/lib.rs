@@ -25,6 +25,7 @@ mod m20261206_000009_webhook_test_events;
 mod m20261206_000010_test_mode_and_deny;
 mod m20261207_000011_number_binding;
 mod m20261208_000012_event_body_rendered_at_delivery;
+mod m20261209_000013_abuse_controls;
 
 /// The SQLite column default that writes the current time as RFC 3339 UTC text, as written
 /// literally in the SQLite twins above (frozen with them). A copy of
@@ -69,6 +70,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_test_mode_and_deny::Migration),
             Box::new(m20261207_000011_number_binding::Migration),
             Box::new(m20261208_000012_event_body_rendered_at_delivery::Migration),
+            Box::new(m20261209_000013_abuse_controls::Migration),
         ]
     }
 }

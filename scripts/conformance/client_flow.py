@@ -13,6 +13,7 @@ from true_number_api_client.api.company import (
     delete_webhook,
     get_company,
     list_api_keys,
+    set_company_settings,
     revoke_api_key,
     roll_api_key,
     rotate_webhook_secret,
@@ -20,7 +21,13 @@ from true_number_api_client.api.company import (
     set_webhook,
 )
 from true_number_api_client.api.company import get_delivery, list_deliveries, recover_deliveries
-from true_number_api_client.api.app import get_app_verification, list_app_verifications
+from true_number_api_client.api.app import (
+    block_company,
+    get_app_verification,
+    list_app_verifications,
+    list_blocked_companies,
+    unblock_company,
+)
 from true_number_api_client.api.test_mode import complete_test_verification
 from true_number_api_client.api.verification import (
     erase_verification,
@@ -35,6 +42,8 @@ from true_number_api_client.models import (
     ApiKeyList,
     ApiKeyMode,
     ApiKeyScope,
+    BlockedCompanyList,
+    CompanySettingsRequest,
     AppListStatus,
     AppVerification,
     AppVerificationList,
@@ -255,6 +264,45 @@ check(
     == VerificationStatus.DENIED,
     "a denied session reads denied",
 )
+
+# Abuse controls, as an integrator meets them: the cooldown after "not me", a block by the
+# number's holder, and the countries the company serves.
+again = initiate_verification.sync_detailed(
+    client=company,
+    body=InitiateVerificationRequest(mobile_number=NUMBER, company_id=COMPANY, request_id=f"again-{uuid.uuid4()}"),
+)
+check(again.status_code == 403 and again.parsed.code == "RECENTLY_DENIED", "after not me, the number cools down: RECENTLY_DENIED")
+OTHER = "+447400123456"
+other_app = AuthenticatedClient(base_url=BASE, token=os.environ["TN_APP_TOKEN_OTHER"], raise_on_unexpected_status=True)
+blocked = block_company.sync_detailed(COMPANY, client=other_app)
+check(blocked.status_code == 204, "the holder of another number blocks the company: 204")
+blocks = list_blocked_companies.sync_detailed(client=other_app)
+check(isinstance(blocks.parsed, BlockedCompanyList), "the block list parses")
+check([b.company_id for b in blocks.parsed.data] == [COMPANY], "it lists the company")
+refused = initiate_verification.sync_detailed(
+    client=company,
+    body=InitiateVerificationRequest(mobile_number=OTHER, company_id=COMPANY, request_id=f"blocked-{uuid.uuid4()}"),
+)
+check(refused.status_code == 403 and refused.parsed.code == "BLOCKED_BY_USER", "its initiations are refused: BLOCKED_BY_USER")
+check(unblock_company.sync_detailed(COMPANY, client=other_app).status_code == 204, "unblocking answers 204")
+check(list_blocked_companies.sync_detailed(client=other_app).parsed.data == [], "and leaves no block")
+settings = set_company_settings.sync_detailed(client=company, body=CompanySettingsRequest(allowed_countries=["GB"]))
+check(settings.status_code == 200, "the company sets its countries")
+check(get_company.sync_detailed(client=company).parsed.allowed_countries == ["GB"], "the profile shows them")
+abroad = initiate_verification.sync_detailed(
+    client=company,
+    body=InitiateVerificationRequest(mobile_number="+33612345678", company_id=COMPANY, request_id=f"fr-{uuid.uuid4()}"),
+)
+check(abroad.status_code == 400 and abroad.parsed.code == "COUNTRY_NOT_ALLOWED", "a French number is refused: COUNTRY_NOT_ALLOWED")
+check(
+    initiate_verification.sync_detailed(
+        client=company,
+        body=InitiateVerificationRequest(mobile_number=OTHER, company_id=COMPANY, request_id=f"gb-{uuid.uuid4()}"),
+    ).status_code
+    == 200,
+    "a GB number is not",
+)
+set_company_settings.sync_detailed(client=company, body=CompanySettingsRequest(allowed_countries=[]))
 
 # Test mode: a test key's session, completed without the app; invisible to the live key.
 sandbox = AuthenticatedClient(base_url=BASE, token=os.environ["TN_TEST_API_KEY"], raise_on_unexpected_status=True)

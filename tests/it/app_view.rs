@@ -194,6 +194,7 @@ async fn the_consent_view_shows_who_asks_and_never_the_match_code() {
             .cloned()
             .collect::<Vec<_>>(),
         [
+            "companyId",
             "companyName",
             "expiresAt",
             "mobileNumber",

@@ -52,8 +52,12 @@ async fn the_profile_shows_the_company_and_the_limits_in_force() {
             "initiatePerHour": config.rate_limit_initiate_per_hour,
             "statusPerHour": config.rate_limit_status_per_hour,
             "submitPerMinute": config.rate_limit_submit_per_minute,
+            "initiatePerNumber": config.rate_limit_initiate_per_number,
+            "initiatePerNumberWindowSeconds": config.rate_limit_initiate_per_number_window.as_secs(),
         })
     );
+    assert_eq!(body["denyCooldownSeconds"], config.deny_cooldown.as_secs());
+    assert_eq!(body["allowedCountries"], json!([]));
     assert!(DateTime::parse_from_rfc3339(body["createdAt"].as_str().unwrap()).is_ok());
 
     // The company's own limits, once the operator sets them.

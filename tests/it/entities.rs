@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use truenumber_core::{config::Config, storage::db};
 use truenumber_entities::{
-    api_key, company, verification_event,
+    api_key, company, deny_cooldown, initiation_refusal, number_block, verification_event,
     verification_event::EventStatus,
     verification_session::{self, SessionStatus},
     webhook_attempt,
@@ -57,6 +57,7 @@ fn pg_type(t: &ColumnType) -> &'static str {
         ColumnType::String(_) => "character varying",
         ColumnType::Text => "text",
         ColumnType::Integer => "integer",
+        ColumnType::BigInteger => "bigint",
         ColumnType::Boolean => "boolean",
         ColumnType::TimestampWithTimeZone => "timestamp with time zone",
         ColumnType::JsonBinary => "jsonb",
@@ -82,7 +83,7 @@ fn entity_columns<E: EntityTrait>() -> Columns {
 #[tokio::test]
 async fn every_table_has_an_entity_that_matches_it() {
     let db = fresh_db().await;
-    let entities: [(&str, Columns); 6] = [
+    let entities: [(&str, Columns); 9] = [
         (
             company::Entity.table_name(),
             entity_columns::<company::Entity>(),
@@ -106,6 +107,18 @@ async fn every_table_has_an_entity_that_matches_it() {
         (
             webhook_attempt::Entity.table_name(),
             entity_columns::<webhook_attempt::Entity>(),
+        ),
+        (
+            number_block::Entity.table_name(),
+            entity_columns::<number_block::Entity>(),
+        ),
+        (
+            deny_cooldown::Entity.table_name(),
+            entity_columns::<deny_cooldown::Entity>(),
+        ),
+        (
+            initiation_refusal::Entity.table_name(),
+            entity_columns::<initiation_refusal::Entity>(),
         ),
     ];
     for (table, columns) in &entities {

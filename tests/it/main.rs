@@ -2,6 +2,7 @@
 //! RabbitMQ). Each test gets its own database and prefixes, so they run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod app_tokens;
 mod app_view;
 mod chaos;

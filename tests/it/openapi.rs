@@ -211,6 +211,7 @@ async fn references_are_plain_and_timestamps_are_date_times() {
     let key_times = ["createdAt", "expiresAt", "lastUsedAt", "revokedAt"];
     let mut expected: Vec<String> = [
         "AppVerification.expiresAt",
+        "BlockedCompanyItem.blockedAt",
         "CompanyProfile.createdAt",
         "Error.timestamp",
         "InitiateVerificationResponse.expiresAt",
@@ -311,6 +312,8 @@ async fn headers_are_declared_where_sent_and_required_where_always_sent() {
         11 + 12 + 8 + 5 + 5 + 9 + 10 + 7 + 8 + 5 + 5 + 6 + 7 + 8 + 8 + 7 + 7 + 7 + 6
             // deny, the test completion, the app's view and its list
             + 12 + 12 + 7 + 6
+            // the blocked companies (list, block, unblock) and the company's settings
+            + 5 + 7 + 7 + 8
     );
 }
 

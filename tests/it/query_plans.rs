@@ -131,10 +131,11 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
             rows,
         );
 
-        // Deny with a number-bound token, and a test completion scoped to a company.
+        // Deny with a number-bound token (and a block of the company), and a test completion
+        // scoped to a company.
         for args in [
-            "'ver_1', 'denied', 'user', true, NULL, '+447911123456', 'app_token', NULL",
-            "'ver_1', 'verified', NULL, false, 'plans', NULL, NULL, NULL",
+            "'ver_1', 'denied', 'user', true, NULL, '+447911123456', 'app_token', NULL, true",
+            "'ver_1', 'verified', NULL, false, 'plans', NULL, NULL, NULL, false",
         ] {
             let plan = generic_plan(&db, &verification::DECIDE_SQL, args).await;
             assert_uses(
@@ -162,14 +163,17 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
             &plan,
             "pending for a number",
             "verification_sessions_open_number_idx",
-            &["Seq Scan on verification_sessions"],
+            &[
+                "Seq Scan on verification_sessions",
+                "Seq Scan on number_blocks",
+            ],
             rows,
         );
 
         let plan = generic_plan(
             &db,
             verification::INITIATE_SQL,
-            "'ver_new', '+447911123456', 'plans', 'req_new', 600, true, NULL",
+            "'ver_new', '+447911123456', 'plans', 'req_new', 600, true, NULL, 86400",
         )
         .await;
         assert_uses(
@@ -180,6 +184,9 @@ async fn point_lookups_use_their_unique_index_at_every_table_size() {
                 "open_expiry_idx",
                 "company_created_idx",
                 "Seq Scan on verification_sessions",
+                // The block and cooldown guards are primary-key probes.
+                "Seq Scan on number_blocks",
+                "Seq Scan on deny_cooldowns",
             ],
             rows,
         );

@@ -33,7 +33,11 @@ async fn initiate_allows_exactly_the_limit_then_429_with_headers() {
     for expected_remaining in (0..5).rev() {
         let resp = app.initiate(&c.api_key, &initiate_body(&c.id)).await;
         assert_eq!(resp.status(), 200);
-        assert_eq!(header(&resp, "ratelimit-policy"), "\"initiate\";q=5;w=3600");
+        // The number's own limit (the harness's 100000 per 600 s) is announced beside it.
+        assert_eq!(
+            header(&resp, "ratelimit-policy"),
+            "\"initiate\";q=5;w=3600, \"initiate_number\";q=100000;w=600"
+        );
         let rl = header(&resp, "ratelimit");
         assert!(
             rl.starts_with(&format!("\"initiate\";r={expected_remaining};t=")),
@@ -235,6 +239,7 @@ async fn when_redis_is_down_initiate_fails_closed_and_the_rest_fail_open() {
             request_id: "direct",
             mobile_number: &number,
             number_matching: false,
+            deny_cooldown: Duration::from_secs(86_400),
         },
         Duration::from_secs(60),
     )

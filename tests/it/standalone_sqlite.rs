@@ -263,6 +263,7 @@ async fn every_loop_statement_holds_over_thousands_of_rounds_and_schema_changes(
                 request_id: &request_id,
                 mobile_number: &number,
                 number_matching: false,
+                deny_cooldown: Duration::from_secs(86_400),
             },
             Duration::ZERO,
         )

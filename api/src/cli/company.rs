@@ -67,6 +67,30 @@ pub enum CompanyCommand {
         /// Status calls per hour.
         #[arg(long)]
         status_per_hour: Option<u32>,
+        /// Initiations per number (and mode) in the per-number window.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        initiate_per_number: Option<u32>,
+        /// The per-number window, in seconds.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=604_800))]
+        initiate_per_number_window_seconds: Option<u32>,
+        /// After a "not me", how long the company may not initiate for that number (seconds;
+        /// 0: no cooldown).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=31_536_000))]
+        deny_cooldown_seconds: Option<u32>,
+    },
+    /// Set the countries whose numbers a company verifies (ISO 3166-1 alpha-2, as
+    /// libphonenumber assigns them: JE, GG and IM are not GB, CA is not US), or --all.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["countries", "all"])))]
+    SetCountries {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+        /// The codes, comma-separated (e.g. GB,JE,GG,IM).
+        #[arg(long, value_delimiter = ',')]
+        countries: Vec<String>,
+        /// Every region (the default).
+        #[arg(long)]
+        all: bool,
     },
     /// Set a company's own retention window (1-3650 days), or omit --days to use
     /// DATA_RETENTION_DAYS again.
@@ -156,15 +180,43 @@ pub(super) async fn run(
             company_id,
             initiate_per_hour,
             status_per_hour,
+            initiate_per_number,
+            initiate_per_number_window_seconds,
+            deny_cooldown_seconds,
         } => {
             companies::set_rate_limits(db, &company_id, initiate_per_hour, status_per_hour).await?;
+            companies::set_abuse_limits(
+                db,
+                &company_id,
+                companies::AbuseLimits {
+                    initiate_per_number,
+                    initiate_per_number_window_seconds,
+                    deny_cooldown_seconds,
+                },
+            )
+            .await?;
             print(
                 out,
                 &json!({
                     "companyId": company_id,
                     "rateLimitInitiatePerHour": initiate_per_hour,
                     "rateLimitStatusPerHour": status_per_hour,
+                    "rateLimitInitiatePerNumber": initiate_per_number,
+                    "rateLimitInitiatePerNumberWindowSeconds": initiate_per_number_window_seconds,
+                    "denyCooldownSeconds": deny_cooldown_seconds,
                 }),
+            )
+        }
+        CompanyCommand::SetCountries {
+            company_id,
+            countries,
+            all: _,
+        } => {
+            let codes = truenumber_core::abuse::countries::parse_codes(&countries)?;
+            companies::set_allowed_countries(db, &company_id, &codes).await?;
+            print(
+                out,
+                &json!({"companyId": company_id, "allowedCountries": codes}),
             )
         }
         CompanyCommand::SetRetention { company_id, days } => {

@@ -163,6 +163,30 @@ struct KeyRow {
     is_active: bool,
     rate_limit_initiate_per_hour: Option<i32>,
     rate_limit_status_per_hour: Option<i32>,
+    rate_limit_initiate_per_number: Option<i32>,
+    rate_limit_initiate_per_number_window_seconds: Option<i32>,
+    deny_cooldown_seconds: Option<i32>,
+    allowed_countries: Option<String>,
+}
+
+impl KeyRow {
+    /// The company's own settings, as the key's row carries them (cached with the key).
+    fn overrides(&self) -> super::policy::Overrides {
+        let stored = |v: Option<i32>| v.and_then(|n| u32::try_from(n).ok());
+        super::policy::Overrides {
+            initiate_per_hour: stored(self.rate_limit_initiate_per_hour),
+            status_per_hour: stored(self.rate_limit_status_per_hour),
+            data_retention_days: None,
+            initiate_per_number: stored(self.rate_limit_initiate_per_number),
+            initiate_per_number_window_seconds: stored(
+                self.rate_limit_initiate_per_number_window_seconds,
+            ),
+            deny_cooldown_seconds: stored(self.deny_cooldown_seconds),
+            allowed_countries: crate::abuse::countries::from_column(
+                self.allowed_countries.as_deref(),
+            ),
+        }
+    }
 }
 
 /// Verified (or refused) keys by SHA-256 of the whole key; the key itself is never kept.
@@ -238,6 +262,7 @@ impl ApiKeyAuthenticator {
                 moka::future::Cache::builder()
                     .max_capacity(10_000)
                     .time_to_live(ttl)
+                    .support_invalidation_closures()
                     .build(),
             )
         });
@@ -312,6 +337,27 @@ impl ApiKeyAuthenticator {
         if let Some((verdicts, rows)) = &self.cache {
             verdicts.invalidate_all();
             rows.invalidate_all();
+        }
+    }
+
+    /// Forgets what this node cached about every key of `company_id` (after its settings changed
+    /// here); other nodes see the change within the cache TTL.
+    pub async fn forget_company(&self, company_id: &str) {
+        if let Some((verdicts, rows)) = &self.cache {
+            let (a, b) = (company_id.to_owned(), company_id.to_owned());
+            // As in `forget_key`: without invalidation closures, forget everything.
+            if verdicts
+                .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|c| c.company_id == a))
+                .is_err()
+                || rows
+                    .invalidate_entries_if(move |_, r| {
+                        r.as_ref().is_some_and(|r| r.company_id == b)
+                    })
+                    .is_err()
+            {
+                verdicts.invalidate_all();
+                rows.invalidate_all();
+            }
         }
     }
 
@@ -411,11 +457,7 @@ impl ApiKeyAuthenticator {
             },
             expires_at: row.expires_at,
             is_active: row.is_active,
-            overrides: super::policy::Overrides::from_columns(
-                row.rate_limit_initiate_per_hour,
-                row.rate_limit_status_per_hour,
-                None,
-            ),
+            overrides: row.overrides(),
         }))
     }
 
@@ -438,6 +480,10 @@ impl ApiKeyAuthenticator {
             .column((c, company::Column::IsActive))
             .column((c, company::Column::RateLimitInitiatePerHour))
             .column((c, company::Column::RateLimitStatusPerHour))
+            .column((c, company::Column::RateLimitInitiatePerNumber))
+            .column((c, company::Column::RateLimitInitiatePerNumberWindowSeconds))
+            .column((c, company::Column::DenyCooldownSeconds))
+            .column((c, company::Column::AllowedCountries))
             .from(k)
             .inner_join(
                 c,

@@ -720,6 +720,81 @@ pub async fn set_rate_limits(
     not_found_if_zero(res.rows_affected, company_id)
 }
 
+/// A company's own abuse-control limits (`None`: the configured default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AbuseLimits {
+    /// Initiations per number, mode and window (1–1000000).
+    pub initiate_per_number: Option<u32>,
+    /// That window in seconds (1–604800).
+    pub initiate_per_number_window_seconds: Option<u32>,
+    /// Seconds after a deny during which the company may not initiate for that number
+    /// (0–31536000).
+    pub deny_cooldown_seconds: Option<u32>,
+}
+
+/// Sets or clears a company's own per-number limit, its window and its deny cooldown.
+pub async fn set_abuse_limits(
+    db: &DatabaseConnection,
+    company_id: &str,
+    limits: AbuseLimits,
+) -> Result<(), CompanyError> {
+    let checked = |v: Option<u32>, (lo, hi): (u32, u32), what: &str| {
+        v.map(|n| {
+            (lo..=hi)
+                .contains(&n)
+                .then(|| i32::try_from(n).ok())
+                .flatten()
+                .ok_or_else(|| CompanyError::Invalid(format!("{what} must be {lo}-{hi}")))
+        })
+        .transpose()
+    };
+    let res = update_company(db, company_id)
+        .col_expr(
+            company::Column::RateLimitInitiatePerNumber,
+            Expr::value(checked(
+                limits.initiate_per_number,
+                (1, 1_000_000),
+                "the per-number limit",
+            )?),
+        )
+        .col_expr(
+            company::Column::RateLimitInitiatePerNumberWindowSeconds,
+            Expr::value(checked(
+                limits.initiate_per_number_window_seconds,
+                (1, 604_800),
+                "the per-number window (seconds)",
+            )?),
+        )
+        .col_expr(
+            company::Column::DenyCooldownSeconds,
+            Expr::value(checked(
+                limits.deny_cooldown_seconds,
+                (0, 31_536_000),
+                "the deny cooldown (seconds)",
+            )?),
+        )
+        .exec(db)
+        .await?;
+    not_found_if_zero(res.rows_affected, company_id)
+}
+
+/// Sets the regions a company serves (already checked by
+/// [`crate::abuse::countries::parse_codes`]); an empty list allows every region.
+pub async fn set_allowed_countries(
+    db: &DatabaseConnection,
+    company_id: &str,
+    codes: &[String],
+) -> Result<(), CompanyError> {
+    let res = update_company(db, company_id)
+        .col_expr(
+            company::Column::AllowedCountries,
+            Expr::value(crate::abuse::countries::to_column(codes)),
+        )
+        .exec(db)
+        .await?;
+    not_found_if_zero(res.rows_affected, company_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

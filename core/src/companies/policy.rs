@@ -1,14 +1,16 @@
-//! What is in force for one company: its own overrides (set by the operator, `NULL` when
-//! unset) merged over the configured defaults, in this one place. Every rule that has a
-//! per-company override reads it from here: the rate limits (initiate, status) and the
-//! retention window.
+//! What is in force for one company: its own overrides (set by the operator or the company,
+//! `NULL` when unset) merged over the configured defaults, in this one place. Every rule that
+//! has a per-company override reads it from here: the rate limits (initiate, status, per
+//! number), the deny cooldown, the retention window and the countries the company serves.
+
+use std::time::Duration;
 
 use truenumber_entities::company;
 
-use crate::config::Config;
+use crate::{abuse::countries, config::Config};
 
 /// A company's own settings; `None` means "the configured default".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// Initiations per hour and mode.
     pub initiate_per_hour: Option<u32>,
@@ -16,6 +18,15 @@ pub struct Overrides {
     pub status_per_hour: Option<u32>,
     /// Days a completed session is kept (1–3650).
     pub data_retention_days: Option<u32>,
+    /// Initiations per number, mode and window.
+    pub initiate_per_number: Option<u32>,
+    /// That window, in seconds.
+    pub initiate_per_number_window_seconds: Option<u32>,
+    /// Seconds after a deny during which the company may not initiate for that number.
+    pub deny_cooldown_seconds: Option<u32>,
+    /// The regions the company serves (ISO 3166-1 alpha-2); empty: every region. No
+    /// configured default: a company chooses its own.
+    pub allowed_countries: Vec<String>,
 }
 
 /// The settings in force for a company.
@@ -29,6 +40,12 @@ pub struct Policy {
     pub submit_per_minute: u32,
     /// `DATA_RETENTION_DAYS`, or the company's own.
     pub data_retention_days: u32,
+    /// `RATE_LIMIT_INITIATE_PER_NUMBER`, or the company's own.
+    pub initiate_per_number: u32,
+    /// `RATE_LIMIT_INITIATE_PER_NUMBER_WINDOW_SECONDS`, or the company's own.
+    pub initiate_per_number_window: Duration,
+    /// `DENY_COOLDOWN_SECONDS`, or the company's own.
+    pub deny_cooldown: Duration,
 }
 
 /// A stored override: `NULL`, or a value a `u32` holds (a negative one, which the columns'
@@ -40,23 +57,24 @@ fn stored(v: Option<i32>) -> Option<u32> {
 impl Overrides {
     /// The overrides stored on a company's row.
     pub fn from_row(row: &company::Model) -> Self {
-        Self::from_columns(
-            row.rate_limit_initiate_per_hour,
-            row.rate_limit_status_per_hour,
-            row.data_retention_days,
-        )
+        Self {
+            initiate_per_hour: stored(row.rate_limit_initiate_per_hour),
+            status_per_hour: stored(row.rate_limit_status_per_hour),
+            data_retention_days: stored(row.data_retention_days),
+            initiate_per_number: stored(row.rate_limit_initiate_per_number),
+            initiate_per_number_window_seconds: stored(
+                row.rate_limit_initiate_per_number_window_seconds,
+            ),
+            deny_cooldown_seconds: stored(row.deny_cooldown_seconds),
+            allowed_countries: countries::from_column(row.allowed_countries.as_deref()),
+        }
     }
 
-    /// The overrides from the three stored columns.
-    pub fn from_columns(
-        initiate_per_hour: Option<i32>,
-        status_per_hour: Option<i32>,
-        data_retention_days: Option<i32>,
-    ) -> Self {
+    /// Only a retention window (the sweep reads no other setting).
+    pub fn retention(data_retention_days: Option<i32>) -> Self {
         Self {
-            initiate_per_hour: stored(initiate_per_hour),
-            status_per_hour: stored(status_per_hour),
             data_retention_days: stored(data_retention_days),
+            ..Self::default()
         }
     }
 
@@ -71,6 +89,15 @@ impl Overrides {
                 .unwrap_or(config.rate_limit_status_per_hour),
             submit_per_minute: config.rate_limit_submit_per_minute,
             data_retention_days: self.retention_days_or(config.data_retention_days),
+            initiate_per_number: self
+                .initiate_per_number
+                .unwrap_or(config.rate_limit_initiate_per_number),
+            initiate_per_number_window: self
+                .initiate_per_number_window_seconds
+                .map_or(config.rate_limit_initiate_per_number_window, |s| {
+                    Duration::from_secs(u64::from(s))
+                }),
+            deny_cooldown: self.deny_cooldown_or(config.deny_cooldown),
         }
     }
 
@@ -78,6 +105,12 @@ impl Overrides {
     /// worker's sweep holds only that value of the configuration).
     pub fn retention_days_or(&self, default_days: u32) -> u32 {
         self.data_retention_days.unwrap_or(default_days)
+    }
+
+    /// The deny cooldown in force when the configured default is `default`.
+    pub fn deny_cooldown_or(&self, default: Duration) -> Duration {
+        self.deny_cooldown_seconds
+            .map_or(default, |s| Duration::from_secs(u64::from(s)))
     }
 }
 
@@ -103,10 +136,21 @@ mod tests {
                 initiate_per_hour: 100,
                 status_per_hour: 1000,
                 submit_per_minute: 10,
-                data_retention_days: 30
+                data_retention_days: 30,
+                initiate_per_number: 5,
+                initiate_per_number_window: Duration::from_secs(600),
+                deny_cooldown: Duration::from_secs(86_400),
             }
         );
-        let own = Overrides::from_columns(Some(7), None, Some(365)).in_force(&config);
+        let own = Overrides {
+            initiate_per_hour: Some(7),
+            data_retention_days: Some(365),
+            initiate_per_number: Some(2),
+            initiate_per_number_window_seconds: Some(60),
+            deny_cooldown_seconds: Some(0),
+            ..Overrides::default()
+        }
+        .in_force(&config);
         assert_eq!(
             (
                 own.initiate_per_hour,
@@ -115,11 +159,16 @@ mod tests {
             ),
             (7, 1000, 365)
         );
-        // A stored negative value counts as unset.
         assert_eq!(
-            Overrides::from_columns(Some(-1), None, None).initiate_per_hour,
-            None
+            (
+                own.initiate_per_number,
+                own.initiate_per_number_window,
+                own.deny_cooldown
+            ),
+            (2, Duration::from_secs(60), Duration::ZERO)
         );
+        // A stored negative value counts as unset.
+        assert_eq!(Overrides::retention(Some(-1)).data_retention_days, None);
         assert_eq!(Overrides::default().retention_days_or(14), 14);
     }
 }

@@ -58,7 +58,7 @@ redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 local allowed = 0
 if count < limit then
-  redis.call('ZADD', key, now, now .. ':' .. ARGV[3])
+  redis.call('ZADD', key, now, ARGV[3])
   redis.call('PEXPIRE', key, window)
   count = count + 1
   allowed = 1
@@ -84,6 +84,8 @@ pub struct Decision {
     pub reset_ms: u64,
     /// The window.
     pub window: Duration,
+    /// The admission's ticket, to give it back ([`RateLimiter::release`]); `None` when refused.
+    pub ticket: Option<u64>,
 }
 
 impl Decision {
@@ -181,7 +183,27 @@ impl SlidingWindowLimiter {
             remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
             reset_ms: u64::try_from(reset.max(0)).unwrap_or(0),
             window,
+            ticket: (allowed == 1).then_some(nonce),
         })
+    }
+
+    /// Gives back admission `ticket` of `subject` (a request that turned out not to count: an
+    /// idempotent replay, a refusal further on). One `ZREM`, bounded like every call.
+    pub async fn release(&self, subject: &str, ticket: u64) -> Result<(), LimiterUnavailable> {
+        let key = format!("{}rl:{subject}", self.prefix);
+        let mut conn = self.conn.clone();
+        let removed: i64 = tokio::time::timeout(
+            self.call_timeout,
+            redis::cmd("ZREM")
+                .arg(&key)
+                .arg(ticket)
+                .query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| LimiterUnavailable("timed out".into()))?
+        .map_err(|e| LimiterUnavailable(e.to_string()))?;
+        let _ = removed;
+        Ok(())
     }
 
     /// Round-trips `PING`; used by health checks.
@@ -231,10 +253,11 @@ fn ceil_ms(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
-/// One key's log: the instants of its admissions still in the window, oldest first.
+/// One key's log: the instants of its admissions still in the window, oldest first, each with
+/// its ticket.
 #[derive(Debug)]
 struct KeyLog {
-    admitted: VecDeque<Instant>,
+    admitted: VecDeque<(Instant, u64)>,
     /// The window of the key's newest admission: the script's `PEXPIRE`, after which Redis
     /// drops the whole key.
     expiry: Duration,
@@ -245,17 +268,17 @@ impl KeyLog {
     fn expired(&self, now: Instant) -> bool {
         self.admitted
             .back()
-            .is_none_or(|&newest| now.saturating_duration_since(newest) >= self.expiry)
+            .is_none_or(|&(newest, _)| now.saturating_duration_since(newest) >= self.expiry)
     }
 
     /// One decision, line for line the Lua script's.
-    fn decide(&mut self, now: Instant, limit: u32, window: Duration) -> Decision {
+    fn decide(&mut self, now: Instant, limit: u32, window: Duration, ticket: u64) -> Decision {
         if self.expired(now) {
             self.admitted.clear();
         }
         let window_ms = Duration::from_millis(window_ms(window));
         // `ZREMRANGEBYSCORE key -inf now-window`: an admission leaves once it is `window` old.
-        while let Some(&oldest) = self.admitted.front() {
+        while let Some(&(oldest, _)) = self.admitted.front() {
             if now.saturating_duration_since(oldest) >= window_ms {
                 self.admitted.pop_front();
             } else {
@@ -264,12 +287,12 @@ impl KeyLog {
         }
         let allowed = self.admitted.len() < usize::try_from(limit).unwrap_or(usize::MAX);
         if allowed {
-            self.admitted.push_back(now);
+            self.admitted.push_back((now, ticket));
             self.expiry = window_ms;
         }
         let count = u32::try_from(self.admitted.len()).unwrap_or(u32::MAX);
         let reset = match self.admitted.front() {
-            Some(&oldest) => window_ms.saturating_sub(now.saturating_duration_since(oldest)),
+            Some(&(oldest, _)) => window_ms.saturating_sub(now.saturating_duration_since(oldest)),
             None => window_ms,
         };
         Decision {
@@ -278,6 +301,7 @@ impl KeyLog {
             remaining: limit.saturating_sub(count),
             reset_ms: ceil_ms(reset),
             window,
+            ticket: allowed.then_some(ticket),
         }
     }
 }
@@ -375,13 +399,14 @@ impl InProcessLimiter {
         let shards = &self.state.shards;
         // `as usize` keeps the low bits of the hash, all a modulo needs.
         let index = (self.state.hasher.hash_one(subject) as usize) % shards.len();
+        let ticket: u64 = rand::rng().random();
         let mut guard = Self::lock(&shards[index]);
         // Read under the lock, so each log gets its instants in order even when threads race.
         let now = clock();
         let shard = &mut *guard;
         let decision = match shard.keys.get_mut(subject) {
             Some(log) => {
-                let decision = log.decide(now, limit, window);
+                let decision = log.decide(now, limit, window, ticket);
                 if log.admitted.is_empty() {
                     shard.keys.remove(subject);
                 }
@@ -392,7 +417,7 @@ impl InProcessLimiter {
                     admitted: VecDeque::new(),
                     expiry: Duration::ZERO,
                 };
-                let decision = log.decide(now, limit, window);
+                let decision = log.decide(now, limit, window, ticket);
                 if !log.admitted.is_empty() {
                     shard.keys.insert(subject.to_owned(), log);
                 }
@@ -404,6 +429,19 @@ impl InProcessLimiter {
             shard.next_sweep = now.checked_add(self.state.sweep_interval).unwrap_or(now);
         }
         decision
+    }
+
+    /// Gives back admission `ticket` of `subject`, as [`SlidingWindowLimiter::release`].
+    pub fn release(&self, subject: &str, ticket: u64) {
+        let shards = &self.state.shards;
+        let index = (self.state.hasher.hash_one(subject) as usize) % shards.len();
+        let mut guard = Self::lock(&shards[index]);
+        if let Some(log) = guard.keys.get_mut(subject) {
+            log.admitted.retain(|&(_, t)| t != ticket);
+            if log.admitted.is_empty() {
+                guard.keys.remove(subject);
+            }
+        }
     }
 
     /// Keys currently held (diagnostics and tests).
@@ -482,6 +520,17 @@ impl RateLimiter {
         }
     }
 
+    /// Gives back an admission (see [`Decision::ticket`]). Only the Redis backend can fail.
+    pub async fn release(&self, subject: &str, ticket: u64) -> Result<(), LimiterUnavailable> {
+        match self {
+            Self::Redis(l) => l.release(subject, ticket).await,
+            Self::InProcess(l) => {
+                l.release(subject, ticket);
+                Ok(())
+            }
+        }
+    }
+
     /// Whether the backend answers: a Redis `PING`; always `Ok` in process.
     pub async fn ping(&self) -> Result<(), LimiterUnavailable> {
         match self {
@@ -527,6 +576,7 @@ mod tests {
             remaining,
             reset_ms,
             window: Duration::from_secs(3600),
+            ticket: None,
         }
     }
 

@@ -57,6 +57,7 @@ pub struct Metrics {
     http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     verifications: Family<KindLabel, Counter>,
     rate_limited: Family<KindLabel, Counter>,
+    initiations_refused: Family<KindLabel, Counter>,
     rate_limit_fail_open: Family<KindLabel, Counter>,
     webhook_attempts: Family<KindLabel, Counter>,
     webhook_latency: Histogram,
@@ -86,6 +87,7 @@ impl Metrics {
             http_latency: Family::new_with_constructor(latency_histogram),
             verifications: Family::default(),
             rate_limited: Family::default(),
+            initiations_refused: Family::default(),
             rate_limit_fail_open: Family::default(),
             webhook_attempts: Family::default(),
             webhook_latency: latency_histogram(),
@@ -119,6 +121,12 @@ impl Metrics {
             "rate_limited",
             "Requests refused by a rate limit, by limit",
             m.rate_limited.clone(),
+        );
+        registry.register(
+            "initiations_refused",
+            "Initiations refused by the abuse controls, by reason (number_rate_limited, \
+             recently_denied, blocked_by_user, country_not_allowed)",
+            m.initiations_refused.clone(),
         );
         registry.register(
             "rate_limit_fail_open",
@@ -249,6 +257,11 @@ impl Metrics {
             hashes: self.api_key_hashes.clone(),
             last_used_writes: self.api_key_last_used_writes.clone(),
         }
+    }
+
+    /// Counts an initiation refused by an abuse control.
+    pub fn initiation_refused(&self, reason: &str) {
+        self.initiations_refused.get_or_create(&kind(reason)).inc();
     }
 
     /// The counter of `APP_TOKEN_JWKS_URL` fetches, by outcome (for the key source).

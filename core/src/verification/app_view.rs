@@ -14,6 +14,8 @@ use truenumber_entities::verification_session::SessionStatus;
 pub struct AppSession {
     /// `ver_…`.
     pub verification_id: String,
+    /// The company asking (what the app offers to block).
+    pub company_id: String,
     /// The name of the company asking.
     pub company_name: String,
     /// E.164.
@@ -40,20 +42,24 @@ impl AppSession {
 
 /// One session by id with its company's name. Names no other column of the session, so
 /// the only index it can use is the unique `verification_id` (as the status lookup).
-const ONE_SQL: &str = "SELECT vs.verification_id, c.name AS company_name, vs.mobile_number, \
+const ONE_SQL: &str = "SELECT vs.verification_id, vs.company_id, c.name AS company_name, \
+       vs.mobile_number, \
        vs.status, vs.expires_at, vs.match_code IS NOT NULL AS number_matching, vs.livemode \
      FROM verification_sessions vs JOIN companies c ON c.company_id = vs.company_id \
      WHERE vs.verification_id = $1";
 
-/// A number's (`$1`) pending, unexpired (`$2` now) live sessions of active companies, newest
-/// first, at most `$3`: a range of the partial index `verification_sessions_open_number_idx`
-/// (open live sessions by number, migration 10). Plain SQL both engines run as written.
-pub const PENDING_FOR_NUMBER_SQL: &str = "SELECT vs.verification_id, c.name AS company_name, \
-       vs.mobile_number, vs.status, vs.expires_at, \
+/// A number's (`$1`) pending, unexpired (`$2` now) live sessions of active companies it has
+/// not blocked, newest first, at most `$3`: a range of the partial index
+/// `verification_sessions_open_number_idx` (open live sessions by number, migration 10), and a
+/// primary-key probe of `number_blocks` per session. Plain SQL both engines run as written.
+pub const PENDING_FOR_NUMBER_SQL: &str = "SELECT vs.verification_id, vs.company_id, \
+       c.name AS company_name, vs.mobile_number, vs.status, vs.expires_at, \
        vs.match_code IS NOT NULL AS number_matching, vs.livemode \
      FROM verification_sessions vs JOIN companies c ON c.company_id = vs.company_id \
      WHERE vs.mobile_number = $1 AND vs.completed_at IS NULL AND vs.livemode \
        AND vs.expires_at > $2 AND c.is_active \
+       AND NOT EXISTS (SELECT 1 FROM number_blocks b \
+                       WHERE b.mobile_number = vs.mobile_number AND b.company_id = vs.company_id) \
      ORDER BY vs.created_at DESC LIMIT $3";
 
 /// The most pending requests the app is shown at once.

@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, Statement};
 use truenumber_entities::verification_session::Model as SessionRow;
 
 pub use self::{
-    initiate::{INITIATE_SQL, INITIATE_SQLITE_SQL, Initiated, NewSession, initiate},
+    initiate::{INITIATE_SQL, INITIATE_SQLITE_SQL, Initiated, NewSession, initiate, replay},
     transitions::{
         Completed, DECIDE_SQL, DECIDE_SQLITE_SQL, Decider, SUBMIT_SQL, SUBMIT_SQLITE_SQL,
         Submission, decide, submit,
@@ -120,6 +120,15 @@ pub enum VerificationError {
     /// The same `requestId` was used with a different number (or `numberMatching`).
     #[error("requestId was already used with a different mobile number or numberMatching")]
     DuplicateRequest,
+    /// The number's holder blocked the company: no new session for it.
+    #[error("the holder of this number has blocked this company")]
+    BlockedByUser,
+    /// The number's holder said "not me" to this company within its deny cooldown.
+    #[error("the holder of this number denied a verification by this company recently")]
+    RecentlyDenied {
+        /// When the cooldown ends.
+        until: DateTime<Utc>,
+    },
     /// The session's company is deactivated: its sessions cannot be completed.
     #[error("the company behind this verification is not active")]
     CompanyInactive,

@@ -104,8 +104,8 @@ pub async fn apply_retention(
     let batch = i64::try_from(batch).unwrap_or(i64::MAX);
     let mut run = RetentionRun::default();
     for (company_id, days) in companies {
-        let days = crate::companies::policy::Overrides::from_columns(None, None, days)
-            .retention_days_or(default_days);
+        let days =
+            crate::companies::policy::Overrides::retention(days).retention_days_or(default_days);
         let cutoff = crate::storage::sql::now() - chrono::Duration::days(i64::from(days));
         for (postgres, sqlite, total) in [
             (

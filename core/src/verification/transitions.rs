@@ -3,6 +3,7 @@
 //! event (PostgreSQL), or a short transaction begun `IMMEDIATE` (SQLite): any number of
 //! concurrent attempts have exactly one winner.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
     DbBackend, DbErr, FromQueryResult, SqliteTransactionMode, Statement, TransactionOptions,
     TransactionTrait,
@@ -78,6 +79,8 @@ pub static SUBMIT_SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock:
 /// Deny and test completion: the pending session becomes `$2` (`$3` the app user, or `NULL`
 /// to keep none; `$4`–`$6` as in [`PENDING_OF`]; `$7` the app token's binding and `$8` its
 /// `auth_time`, both `NULL` for a test completion), with its outbox event, in one statement.
+/// A session made `denied` also starts its company's cooldown for the number, and, with `$9`,
+/// the number's holder blocks the company (a live session only).
 /// `expired` is what the sweep does and needs no unexpired session; every other outcome does.
 pub static DECIDE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -91,13 +94,25 @@ pub static DECIDE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
              phone_verified_at = $8 \
            WHERE {PENDING_OF} AND (expires_at > now() OR $2::text = 'expired') \
            RETURNING *), \
+         cooled AS ( \
+           INSERT INTO deny_cooldowns (company_id, livemode, mobile_number, denied_at) \
+           SELECT company_id, livemode, mobile_number, completed_at FROM upd \
+           WHERE status = 'denied' \
+           ON CONFLICT (company_id, livemode, mobile_number) \
+           DO UPDATE SET denied_at = excluded.denied_at), \
+         blocked AS ( \
+           INSERT INTO number_blocks (mobile_number, company_id, blocked_at) \
+           SELECT mobile_number, company_id, completed_at FROM upd \
+           WHERE status = 'denied' AND livemode AND $9 \
+           ON CONFLICT (mobile_number, company_id) DO NOTHING), \
          {} \
          SELECT upd.*, ev.event_id FROM upd JOIN ev USING (verification_id)",
         crate::webhooks::events::EVENTS_FROM_UPD
     )
 });
 
-/// [`DECIDE_SQL`]'s update on SQLite (`$1`–`$8` as there, `$9` now).
+/// [`DECIDE_SQL`]'s update on SQLite (`$1`–`$8` as there, `$9` now); a deny's cooldown and
+/// block are then written in the same transaction ([`DenyEffects`]).
 pub static DECIDE_SQLITE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE verification_sessions SET \
@@ -204,6 +219,7 @@ pub async fn submit(
         db,
         (&SUBMIT_SQL, &SUBMIT_SQLITE_SQL),
         values,
+        DenyEffects::NONE,
         scope,
         s.verification_id,
     )
@@ -220,6 +236,8 @@ pub enum Decider<'a> {
         app_user_id: &'a str,
         /// How the token binds its holder to a number.
         binding: &'a TokenBinding,
+        /// With "not me": the holder also blocks the company.
+        block_company: bool,
     },
     /// A test key completing one of its company's test sessions.
     TestKey {
@@ -239,10 +257,11 @@ pub async fn decide(
     by: Decider<'_>,
 ) -> Result<Completed, VerificationError> {
     use sea_orm::ActiveEnum as _;
-    let (scope, app_user_id, binding) = match by {
+    let (scope, app_user_id, binding, block_company) = match by {
         Decider::App {
             app_user_id,
             binding,
+            block_company,
         } => (
             Visible {
                 livemode: true,
@@ -251,6 +270,7 @@ pub async fn decide(
             },
             Some(app_user_id.to_owned()),
             Some(binding),
+            block_company,
         ),
         Decider::TestKey { company_id } => (
             Visible {
@@ -260,6 +280,7 @@ pub async fn decide(
             },
             None,
             None,
+            false,
         ),
     };
     let values = vec![
@@ -276,10 +297,66 @@ pub async fn decide(
         db,
         (&DECIDE_SQL, &DECIDE_SQLITE_SQL),
         values,
+        DenyEffects {
+            block_company: Some(block_company),
+        },
         scope,
         verification_id,
     )
     .await
+}
+
+/// What a transition to `denied` writes beside the session and its event (PostgreSQL: in
+/// [`DECIDE_SQL`]'s own statement; SQLite: in the same transaction): the company's cooldown
+/// for the number and, when asked, the holder's block of the company.
+#[derive(Debug, Clone, Copy)]
+struct DenyEffects {
+    /// `None` for a statement that cannot deny (submit); else whether the holder blocks the
+    /// company (PostgreSQL binds it as the statement's last value).
+    block_company: Option<bool>,
+}
+
+impl DenyEffects {
+    const NONE: Self = Self {
+        block_company: None,
+    };
+
+    /// SQLite: writes what a deny of `session` (just made terminal) starts.
+    async fn apply_sqlite(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        session: &VerificationSession,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        use sea_orm::ConnectionTrait as _;
+        if self.block_company.is_none() || session.stored_status != SessionStatus::Denied {
+            return Ok(());
+        }
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            crate::abuse::cooldown::UPSERT_SQL,
+            [
+                session.company_id.clone().into(),
+                session.livemode.into(),
+                session.mobile_number.clone().into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+        if self.block_company == Some(true) && session.livemode {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                crate::abuse::blocks::BLOCK_ON_DENY_SQL,
+                [
+                    session.mobile_number.clone().into(),
+                    session.company_id.clone().into(),
+                    now.into(),
+                ],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs one transition statement (PostgreSQL: the update and its event in one statement;
@@ -290,6 +367,7 @@ async fn transition(
     db: &impl RequestConnection,
     (postgres, sqlite): (&str, &str),
     mut values: Vec<sea_orm::Value>,
+    effects: DenyEffects,
     scope: Visible<'_>,
     verification_id: &str,
 ) -> Result<Completed, VerificationError> {
@@ -321,6 +399,7 @@ async fn transition(
                 let event_id =
                     crate::webhooks::events::insert_event_sqlite(&txn, &session.terminal(), now)
                         .await?;
+                effects.apply_sqlite(&txn, &session, now).await?;
                 txn.commit().await?;
                 return Ok(Completed { session, event_id });
             }
@@ -329,6 +408,9 @@ async fn transition(
             Err(why_not(why, scope, |row| row.expires_at <= now))
         })
         .await;
+    }
+    if let Some(block) = effects.block_company {
+        values.push(block.into());
     }
     let row = db
         .query_one_raw(Statement::from_sql_and_values(

@@ -1,11 +1,22 @@
-//! `GET /company`: the company's profile.
+//! `GET /company`: the company's profile, with the limits and controls in force;
+//! `PUT /company/settings`: what a company sets itself (the countries it serves).
 
 use poem_openapi::{Object, OpenApi};
-use truenumber_core::companies::policy::Overrides;
+use serde::Deserialize;
+use truenumber_core::{
+    abuse::countries,
+    companies::{self, policy::Overrides},
+    error_code::ErrorCode,
+};
 
-use super::{ReadErrors, authorize, own_row};
+use super::{
+    FORBIDDEN_TO_TEST_KEYS, ReadErrors, SYSTEM_ERROR, UNAUTHORIZED, UNAVAILABLE, authorize,
+    company_error, own_row, require_live,
+};
 use crate::{
-    responses::{Failure, Success, SuccessBody},
+    error::ApiError,
+    json_body::{JsonBody, Validate},
+    responses::{ErrorDoc, Failure, OperationErrors, Success, SuccessBody},
     routes::ApiTags,
     security::CompanyAuth,
     state::AppState,
@@ -23,6 +34,11 @@ pub struct RateLimits {
     pub status_per_hour: u32,
     /// Submits per verification session per minute.
     pub submit_per_minute: u32,
+    /// Initiations per number (per mode) within `initiatePerNumberWindowSeconds`; more are
+    /// `NUMBER_RATE_LIMITED`.
+    pub initiate_per_number: u32,
+    /// The per-number limit's sliding window, in seconds.
+    pub initiate_per_number_window_seconds: u64,
 }
 
 /// `GET /company`.
@@ -43,6 +59,12 @@ pub struct CompanyProfile {
     /// Completed verifications older than this many days are deleted with their events and
     /// deliveries (your own window where the operator set one, else the default).
     pub data_retention_days: u32,
+    /// After a user says "not me", how long (seconds) you may not start a verification of
+    /// that number again (`RECENTLY_DENIED`).
+    pub deny_cooldown_seconds: u64,
+    /// The regions (ISO 3166-1 alpha-2) whose numbers you verify; empty: every region. A
+    /// number of another region is `COUNTRY_NOT_ALLOWED`. Set with `PUT /company/settings`.
+    pub allowed_countries: Vec<String>,
     /// Created (RFC 3339, UTC).
     pub created_at: Timestamp,
 }
@@ -50,6 +72,60 @@ pub struct CompanyProfile {
 impl SuccessBody for CompanyProfile {
     const DESCRIPTION: &'static str = "Your company.";
     const RATE_LIMITED: bool = false;
+}
+
+/// Body of `PUT /company/settings`.
+#[derive(Debug, Object, Deserialize)]
+#[oai(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompanySettingsRequest {
+    /// The regions whose numbers you verify: ISO 3166-1 alpha-2 codes as libphonenumber
+    /// assigns them to numbers (`+1 416…` is `CA`, not `US`; Jersey, Guernsey and the Isle of
+    /// Man are `JE`, `GG`, `IM`, not `GB`). Empty: every region.
+    #[oai(validator(max_items = 300))]
+    pub allowed_countries: Vec<String>,
+}
+
+impl Validate for CompanySettingsRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        countries::parse_codes(&self.allowed_countries)
+            .map(|_| ())
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))
+    }
+}
+
+/// `PUT /company/settings`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CompanySettings {
+    /// The regions whose numbers you verify, normalised (upper case, sorted, once each);
+    /// empty: every region.
+    pub allowed_countries: Vec<String>,
+}
+
+impl SuccessBody for CompanySettings {
+    const DESCRIPTION: &'static str = "The settings are stored, and in force at once.";
+    const RATE_LIMITED: bool = false;
+}
+
+/// The error statuses of `PUT /company/settings`.
+#[derive(Debug)]
+pub struct SettingsErrors;
+
+impl OperationErrors for SettingsErrors {
+    const STATUSES: &'static [ErrorDoc] = &[
+        ErrorDoc::before_limiter(
+            400,
+            "`INVALID_REQUEST`: malformed body, or an `allowedCountries` code that is not a \
+             region (the message names it).",
+        ),
+        UNAUTHORIZED,
+        FORBIDDEN_TO_TEST_KEYS,
+        ErrorDoc::REQUEST_TIMEOUT,
+        ErrorDoc::PAYLOAD_TOO_LARGE,
+        SYSTEM_ERROR,
+        UNAVAILABLE,
+    ];
 }
 
 /// The company's profile.
@@ -77,13 +153,45 @@ impl ProfileApi {
                 initiate_per_hour: policy.initiate_per_hour,
                 status_per_hour: policy.status_per_hour,
                 submit_per_minute: policy.submit_per_minute,
+                initiate_per_number: policy.initiate_per_number,
+                initiate_per_number_window_seconds: policy.initiate_per_number_window.as_secs(),
             },
             data_retention_days: policy.data_retention_days,
+            deny_cooldown_seconds: policy.deny_cooldown.as_secs(),
+            allowed_countries: countries::from_column(row.allowed_countries.as_deref()),
             company_id: row.company_id,
             name: row.name,
             is_active: row.is_active,
             webhook_url: row.webhook_url,
             created_at: row.created_at.into(),
+        }))
+    }
+
+    /// Set your settings
+    ///
+    /// The countries whose numbers you verify (`allowedCountries`; empty: every region).
+    /// In force at once on the node that answers, and on every node within
+    /// `API_KEY_CACHE_TTL_SECONDS`. A live key only.
+    #[oai(
+        path = "/settings",
+        method = "put",
+        operation_id = "setCompanySettings"
+    )]
+    async fn set_settings(
+        &self,
+        CompanyAuth(company): CompanyAuth,
+        JsonBody(req): JsonBody<CompanySettingsRequest>,
+    ) -> Result<Success<CompanySettings>, Failure<SettingsErrors>> {
+        authorize(&company)?;
+        require_live(&company, "change company-wide settings")?;
+        let codes = countries::parse_codes(&req.allowed_countries)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        companies::set_allowed_countries(&self.state.db, &company.company_id, &codes)
+            .await
+            .map_err(company_error)?;
+        self.state.auth.forget_company(&company.company_id).await;
+        Ok(Success(CompanySettings {
+            allowed_countries: codes,
         }))
     }
 }

@@ -5,7 +5,8 @@ use chrono::Utc;
 use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
 use truenumber_core::{
-    companies::api_keys::Scope,
+    abuse::{RefusalReason, countries, refusals},
+    companies::api_keys::{AuthenticatedCompany, Scope},
     companies::app_tokens::{NumberBinding, TokenBinding},
     error_code::ErrorCode,
     phone::parse_mobile_number,
@@ -15,7 +16,7 @@ use truenumber_core::{
 use crate::{
     error::{ApiError, db_error},
     json_body::{JsonBody, Validate, check_len},
-    rate_limit::{Limit, enforce},
+    rate_limit::{Limit, admit, enforce, release},
     responses::{ErrorDoc, Failure, OperationErrors, Success, SuccessBody},
     routes::ApiTags,
     security::{AppAuth, CompanyAuth, require_scope},
@@ -100,15 +101,20 @@ impl OperationErrors for InitiateErrors {
     const STATUSES: &'static [ErrorDoc] = &[
         ErrorDoc::after_limiter(
             400,
-            "`INVALID_REQUEST` (malformed body, a field out of bounds) or `INVALID_NUMBER`.",
+            "`INVALID_REQUEST` (malformed body, a field out of bounds), `INVALID_NUMBER`, or \
+             `COUNTRY_NOT_ALLOWED`: the number's region is not among your `allowedCountries` \
+             (the message names it).",
         ),
         ErrorDoc::before_limiter(
             401,
             "`UNAUTHORIZED`: missing, invalid, revoked or expired API key.",
         ),
-        ErrorDoc::before_limiter(
+        ErrorDoc::after_limiter(
             403,
-            "`COMPANY_INACTIVE`, or `INSUFFICIENT_SCOPE`: the key lacks the `verifications` scope.",
+            "`COMPANY_INACTIVE`; `INSUFFICIENT_SCOPE`: the key lacks the `verifications` scope; \
+             `RECENTLY_DENIED`: the number's holder said \"not me\" to your company within the \
+             deny cooldown (the message says until when); `BLOCKED_BY_USER`: the number's \
+             holder has blocked your company.",
         ),
         ErrorDoc::after_limiter(
             404,
@@ -121,7 +127,12 @@ impl OperationErrors for InitiateErrors {
         ),
         ErrorDoc::REQUEST_TIMEOUT,
         ErrorDoc::PAYLOAD_TOO_LARGE,
-        ErrorDoc::RATE_LIMITED,
+        ErrorDoc::after_limiter(
+            429,
+            "`RATE_LIMIT_EXCEEDED` (your company's initiations per hour) or \
+             `NUMBER_RATE_LIMITED` (this number's initiations in the per-number window; a repeat \
+             of a `requestId` is not counted); see `Retry-After`.",
+        ),
         ErrorDoc::SYSTEM_ERROR,
         ErrorDoc::UNAVAILABLE,
     ];
@@ -176,6 +187,11 @@ pub struct DenyVerificationRequest {
     /// control, format and bidi characters are refused (`INVALID_REQUEST`).
     #[oai(validator(min_length = 1, max_length = 255))]
     pub app_user_id: String,
+    /// Also block the company that asked: it may not initiate for this number again
+    /// (`BLOCKED_BY_USER`) until the user unblocks it (`DELETE
+    /// /app/blocked-companies/{companyId}`). Default `false`.
+    #[serde(default, deserialize_with = "crate::json_body::not_null")]
+    pub block_company: Option<bool>,
 }
 
 impl Validate for DenyVerificationRequest {
@@ -550,41 +566,63 @@ impl VerificationApi {
         }
         let number = parse_mobile_number(&req.mobile_number)
             .map_err(|e| ApiError::invalid_number("mobileNumber", &e))?;
-        let initiated = verification::initiate(
-            &self.state.lanes,
-            NewSession {
-                company_id: &company.company_id,
-                livemode: company.livemode(),
-                request_id: &req.request_id,
-                mobile_number: &number,
-                number_matching: req.number_matching.unwrap_or(false),
-            },
-            config.verification_ttl,
-        )
-        .await
-        .map_err(ApiError::from)?;
-        // The outcome counters are about real verifications: test mode's stay out of them.
-        if company.livemode() {
-            self.state.metrics.verification(if initiated.replayed {
-                "replayed"
-            } else {
-                "initiated"
-            });
+        let allowed = &company.overrides.allowed_countries;
+        if !countries::allows(allowed, &number) {
+            let err = ApiError::new(
+                ErrorCode::CountryNotAllowed,
+                format!(
+                    "This number is of region {}, which your company does not verify \
+                     (allowedCountries: {})",
+                    number.region(),
+                    allowed.join(", ")
+                ),
+            );
+            return Err(
+                refused(&self.state, &company, RefusalReason::CountryNotAllowed, err)
+                    .await
+                    .into(),
+            );
         }
-        let s = initiated.session;
-        Ok(Success(InitiateVerificationResponse {
-            status: "success".into(),
-            message: "Verification initiated".into(),
-            deep_link_url: verification::deep_link(
-                &config.deep_link_base,
-                &s.mobile_number,
-                &s.verification_id,
-            ),
-            verification_id: s.verification_id,
-            mobile_number: s.mobile_number,
-            expires_at: s.expires_at.into(),
-            match_code: s.match_code,
-        }))
+        let new = NewSession {
+            company_id: &company.company_id,
+            livemode: company.livemode(),
+            request_id: &req.request_id,
+            mobile_number: &number,
+            number_matching: req.number_matching.unwrap_or(false),
+            deny_cooldown: company.overrides.in_force(config).deny_cooldown,
+        };
+        // Counted before the insert; given back when the request turns out to be a replay or
+        // is refused further on, so only new sessions count.
+        let per_number = match Limit::initiate_per_number(config, &company, &number) {
+            Some(limit) => admit(&self.state, limit).await,
+            None => Ok(None),
+        };
+        let admission = match per_number {
+            Ok(admission) => admission,
+            Err(limited) if limited.code == ErrorCode::NumberRateLimited => {
+                // An idempotent repeat is not a new initiation: it still gets its session. A
+                // block or a cooldown is the more lasting answer than "retry later".
+                return match verification::replay(&self.state.lanes, new).await {
+                    Ok(Some(replay)) => Ok(self.initiated(&company, replay)),
+                    Ok(None) => {
+                        let reason = RefusalReason::NumberRateLimited;
+                        Err(refused(&self.state, &company, reason, limited).await.into())
+                    }
+                    Err(e) => Err(self.refused_by_holder(&company, e).await.into()),
+                };
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let outcome = verification::initiate(&self.state.lanes, new, config.verification_ttl).await;
+        if let (Some(admission), true) = (admission, outcome.as_ref().map_or(true, |i| i.replayed))
+        {
+            release(&self.state, admission).await;
+        }
+        let initiated = match outcome {
+            Ok(initiated) => initiated,
+            Err(e) => return Err(self.refused_by_holder(&company, e).await.into()),
+        };
+        Ok(self.initiated(&company, initiated))
     }
 
     /// Confirm a verification (TrueNumber app)
@@ -655,6 +693,7 @@ impl VerificationApi {
             Decider::App {
                 app_user_id: &req.app_user_id,
                 binding: &binding,
+                block_company: req.block_company.unwrap_or(false),
             },
         )
         .await
@@ -697,5 +736,70 @@ impl VerificationApi {
             ApiError::new(ErrorCode::SessionNotFound, "Verification session not found")
         })?;
         Ok(Success(VerificationStatusResponse::at(session, Utc::now())))
+    }
+}
+
+/// A refusal by an abuse control, counted (metric and the company's summary) before it is
+/// answered; a failure to count is logged, never the answer.
+async fn refused(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+    reason: RefusalReason,
+    err: ApiError,
+) -> ApiError {
+    state.metrics.initiation_refused(reason.as_str());
+    if let Err(e) =
+        refusals::record(&state.db, &company.company_id, company.livemode(), reason).await
+    {
+        tracing::warn!(error = %e, reason = reason.as_str(), "could not count a refusal");
+    }
+    err
+}
+
+impl VerificationApi {
+    /// An initiate's error: a block or a deny cooldown is counted as a refusal (metrics, the
+    /// summary); any other error passes through.
+    async fn refused_by_holder(
+        &self,
+        company: &AuthenticatedCompany,
+        e: VerificationError,
+    ) -> ApiError {
+        let reason = match e {
+            VerificationError::BlockedByUser => RefusalReason::BlockedByUser,
+            VerificationError::RecentlyDenied { .. } => RefusalReason::RecentlyDenied,
+            other => return ApiError::from(other),
+        };
+        refused(&self.state, company, reason, ApiError::from(e)).await
+    }
+
+    /// Initiate's answer for a session made or replayed.
+    fn initiated(
+        &self,
+        company: &AuthenticatedCompany,
+        initiated: verification::Initiated,
+    ) -> Success<InitiateVerificationResponse> {
+        let config = &self.state.config;
+        // The outcome counters are about real verifications: test mode's stay out of them.
+        if company.livemode() {
+            self.state.metrics.verification(if initiated.replayed {
+                "replayed"
+            } else {
+                "initiated"
+            });
+        }
+        let s = initiated.session;
+        Success(InitiateVerificationResponse {
+            status: "success".into(),
+            message: "Verification initiated".into(),
+            deep_link_url: verification::deep_link(
+                &config.deep_link_base,
+                &s.mobile_number,
+                &s.verification_id,
+            ),
+            verification_id: s.verification_id,
+            mobile_number: s.mobile_number,
+            expires_at: s.expires_at.into(),
+            match_code: s.match_code,
+        })
     }
 }

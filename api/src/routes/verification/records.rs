@@ -10,6 +10,7 @@ use poem_openapi::{
     param::{Path, Query},
 };
 use truenumber_core::{
+    abuse::refusals,
     companies::api_keys::Scope,
     error_code::ErrorCode,
     verification::SessionStatus,
@@ -77,6 +78,25 @@ pub struct VerificationSummary {
     /// The median time from initiate to verified, in seconds; `null` when none is verified.
     #[oai(nullable)]
     pub median_seconds_to_verify: Option<f64>,
+    /// Initiations the abuse controls refused in the window (counted by the hour: an hour
+    /// counts when it starts in the window); these made no session.
+    pub blocked: u64,
+    // Documented on the type, so the schema is a plain `$ref`.
+    pub blocked_by_reason: BlockedByReason,
+}
+
+/// Refused initiations by reason (the code each was answered with).
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct BlockedByReason {
+    /// `NUMBER_RATE_LIMITED`: over the per-number limit.
+    pub number_rate_limited: u64,
+    /// `RECENTLY_DENIED`: within the cooldown after a "not me".
+    pub recently_denied: u64,
+    /// `BLOCKED_BY_USER`: the number's holder blocked your company.
+    pub blocked_by_user: u64,
+    /// `COUNTRY_NOT_ALLOWED`: a region outside your `allowedCountries`.
+    pub country_not_allowed: u64,
 }
 
 impl SuccessBody for VerificationSummary {
@@ -266,7 +286,23 @@ impl VerificationsApi {
         )
         .await
         .map_err(db_error)?;
+        let refused = refusals::counts(
+            &self.state.db,
+            &company.company_id,
+            company.livemode(),
+            from,
+            to,
+        )
+        .await
+        .map_err(db_error)?;
         Ok(Success(VerificationSummary {
+            blocked: refused.total(),
+            blocked_by_reason: BlockedByReason {
+                number_rate_limited: refused.number_rate_limited,
+                recently_denied: refused.recently_denied,
+                blocked_by_user: refused.blocked_by_user,
+                country_not_allowed: refused.country_not_allowed,
+            },
             created_after: from.into(),
             created_before: to.into(),
             total: s.total,

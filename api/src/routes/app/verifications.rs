@@ -34,6 +34,8 @@ use crate::{
 pub struct AppVerification {
     /// The session id.
     pub verification_id: String,
+    /// Who is asking: the company's id (what `PUT /app/blocked-companies/{companyId}` blocks).
+    pub company_id: String,
     /// Who is asking: the company's name.
     pub company_name: String,
     /// The number being verified, E.164.
@@ -53,6 +55,7 @@ impl AppVerification {
             status: s.status_at(now).into(),
             expires_at: s.expires_at.into(),
             verification_id: s.verification_id,
+            company_id: s.company_id,
             company_name: s.company_name,
             mobile_number: s.mobile_number,
             number_matching: s.number_matching,
