@@ -2,7 +2,7 @@
 # environment. A service that answers already is left exactly as it is. One that does not is
 # started; one that is not installed is first installed from the distribution's packages (Debian,
 # Ubuntu: apt-get) and configured the way the tests expect (see "What scripts/test sets up" in
-# the README). Services are started without systemd, so this works in containers and CI too.
+# docs/DEVELOPMENT.md). Services are started without systemd, so this works in containers and CI too.
 # shellcheck shell=bash
 
 log() { printf '==> %s\n' "$*" >&2; }

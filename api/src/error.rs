@@ -252,6 +252,17 @@ impl From<VerificationError> for ApiError {
                 ErrorCode::DuplicateRequest,
                 "requestId was already used with a different mobileNumber or numberMatching",
             ),
+            VerificationError::RequestFinished {
+                verification_id,
+                status,
+            } => Self::new(
+                ErrorCode::DuplicateRequest,
+                format!(
+                    "requestId was already used by verification {verification_id}, which is {}; \
+                     use a new requestId to verify this number again",
+                    status.as_str()
+                ),
+            ),
             VerificationError::CompanyInactive => Self::new(
                 ErrorCode::CompanyInactive,
                 "The company that requested this verification is not active",

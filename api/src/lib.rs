@@ -21,6 +21,7 @@ use poem::{
     Endpoint, EndpointExt, Response, Route, get,
     listener::{Acceptor, AcceptorExt, Listener, RustlsCertificate, RustlsConfig, TcpListener},
     middleware::CatchPanic,
+    web::Redirect,
 };
 use poem_openapi::OpenApiService;
 use truenumber_core::config::Config;
@@ -147,6 +148,17 @@ fn with_links(spec: &str) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
 }
 
+/// What the start-up line says of webhooks to private networks (loopback, RFC 1918, …).
+pub fn private_webhooks_line(config: &Config) -> &'static str {
+    if config.webhook_allow_private_networks {
+        "webhooks to private and loopback addresses are ALLOWED \
+         (WEBHOOK_ALLOW_PRIVATE_NETWORKS=true: development only)"
+    } else {
+        "webhooks to private and loopback addresses are refused \
+         (WEBHOOK_ALLOW_PRIVATE_NETWORKS=false)"
+    }
+}
+
 /// The whole HTTP application.
 pub fn build_app(state: AppState) -> impl Endpoint<Output = poem::Response> {
     let api = openapi_service(state.clone());
@@ -168,6 +180,11 @@ pub fn build_app(state: AppState) -> impl Endpoint<Output = poem::Response> {
         .at(format!("{API_PREFIX}/openapi.json"), spec_endpoint)
         .nest(API_PREFIX, api)
         .nest("/docs", ui)
+        // A newcomer's first URL: the API's own document and console of calls.
+        .at(
+            "/",
+            get(poem::endpoint::make_sync(|_| Redirect::see_other("/docs"))),
+        )
         .at("/health", get(health::health))
         .at("/health/live", get(health::live))
         .at("/health/ready", get(health::ready))

@@ -43,7 +43,7 @@ pub fn data_dir(lookup: &impl Fn(&str) -> Option<String>) -> PathBuf {
 }
 
 /// Whether operator commands should use the standalone data: `DATABASE_URL` unset and
-/// `DATA_DIR/truenumber.db` present (README, "Operator commands").
+/// `DATA_DIR/truenumber.db` present (docs/OPERATIONS.md, "Operator commands").
 pub fn operator_uses_standalone(lookup: &impl Fn(&str) -> Option<String>) -> bool {
     let url_unset = lookup("DATABASE_URL").is_none_or(|v| v.trim().is_empty());
     url_unset && data_dir(lookup).join(STANDALONE_DB_FILE).is_file()
@@ -216,13 +216,17 @@ impl Running {
     }
 }
 
-/// Starts a standalone node on `addr`: locks `DATA_DIR`, opens and migrates the database,
-/// starts the worker loops and serves the API.
+/// Starts a standalone node on `addr`: binds the port (before anything is created), locks
+/// `DATA_DIR`, opens and migrates the database, starts the worker loops and serves the API.
 pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> {
     anyhow::ensure!(
         config.mode == Mode::Standalone,
         "standalone needs a standalone configuration"
     );
+    // The port first: a node that cannot listen creates and migrates nothing.
+    let bound = crate::bind(addr, &config)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let lock = lock_data_dir(&config.data_dir)?;
     db::report_sqlite_worker_crashes();
     let db_path = config.standalone_db_path();
@@ -231,9 +235,6 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> 
         .await
         .with_context(|| format!("cannot open and migrate {}", db_path.display()))?;
     truenumber_core::phone::warm_up();
-    let bound = crate::bind(addr, &config)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (write_watch, watch_task) =
         WriteWatch::start(&db_path, config.sqlite_write_bounds, stop_rx.clone());
@@ -259,8 +260,10 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> 
         mode = "standalone",
         data_file = %db_path.display(),
         addr = %local,
-        "TrueNumber standalone (single node): data in {}, listening on {scheme}://{local}",
-        db_path.display()
+        "TrueNumber standalone (single node): data in {}, listening on {scheme}://{local}; \
+         the API and its document at {scheme}://{local}/docs; {}",
+        db_path.display(),
+        crate::private_webhooks_line(&config)
     );
     let mut stop_server = stop_rx;
     let server = tokio::spawn(bound.serve(state, async move {

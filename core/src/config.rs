@@ -1,6 +1,6 @@
 //! Configuration, read from the environment once at start and validated.
 //!
-//! Every variable is documented on its field and in the README. A bad value stops start-up with
+//! Every variable is documented on its field and in docs/CONFIGURATION.md. A bad value stops start-up with
 //! one line that names the variable ([`ConfigError`]). Tests build a [`Config`] with
 //! [`Config::from_lookup`] and a map, so they never touch the process environment.
 

@@ -91,12 +91,10 @@ def check(condition, what):
 company = AuthenticatedClient(base_url=BASE, token=os.environ["TN_API_KEY"], raise_on_unexpected_status=True)
 app = AuthenticatedClient(base_url=BASE, token=os.environ["TN_APP_TOKEN"], raise_on_unexpected_status=True)
 
-initiated = initiate_verification.sync_detailed(
-    client=company,
-    body=InitiateVerificationRequest(
-        mobile_number="+44 7911 123456", company_id=COMPANY, request_id=f"client-{uuid.uuid4()}"
-    ),
+first_request = InitiateVerificationRequest(
+    mobile_number="+44 7911 123456", company_id=COMPANY, request_id=f"client-{uuid.uuid4()}"
 )
+initiated = initiate_verification.sync_detailed(client=company, body=first_request)
 check(initiated.status_code == 200, "initiate answers 200")
 check(isinstance(initiated.parsed, InitiateVerificationResponse), "initiate parses")
 check("x-request-id" in initiated.headers, "X-Request-Id is sent")
@@ -151,7 +149,10 @@ replay = submit_verification.sync_detailed(
 )
 check(replay.status_code == 409 and isinstance(replay.parsed, Error), "a replay is a typed 409")
 check(replay.parsed.code == "SESSION_ALREADY_COMPLETED", "its code is SESSION_ALREADY_COMPLETED")
-check(replay.parsed.status == ErrorStatus.FAILED, 'its status is "failed"')
+check(replay.parsed.status == ErrorStatus.ERROR, 'its status is "error" (the replay changed nothing)')
+again = initiate_verification.sync_detailed(client=company, body=first_request)
+check(again.status_code == 409 and again.parsed.code == "DUPLICATE_REQUEST", "initiate again with a finished session's requestId: 409 DUPLICATE_REQUEST")
+check("which is verified" in again.parsed.message, "naming the session's status")
 
 missing = get_verification_status.sync_detailed(client=company, verification_id="ver_unknown")
 check(missing.status_code == 404 and isinstance(missing.parsed, Error), "an unknown id is a typed 404")

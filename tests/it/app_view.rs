@@ -41,7 +41,7 @@ async fn deny_makes_the_session_denied_everywhere_with_its_webhook() {
         app.deny(&token, &id, "app_user_9").await,
         409,
         "SESSION_ALREADY_COMPLETED",
-        "failed",
+        "error",
     )
     .await;
     let late = app
@@ -50,7 +50,7 @@ async fn deny_makes_the_session_denied_everywhere_with_its_webhook() {
             &json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "app_user_9"}),
         )
         .await;
-    assert_error(late, 409, "SESSION_ALREADY_COMPLETED", "failed").await;
+    assert_error(late, 409, "SESSION_ALREADY_COMPLETED", "error").await;
 
     // Listed and summarised as denied.
     let listed: Value = app
@@ -390,7 +390,7 @@ async fn number_matching_right_wrong_and_missing() {
     );
     assert_eq!(app.status_body(&c.api_key, &id).await["status"], "failed");
     let resp = submit(id, Some(code)).await;
-    assert_error(resp, 409, "SESSION_ALREADY_COMPLETED", "failed").await;
+    assert_error(resp, 409, "SESSION_ALREADY_COMPLETED", "error").await;
 
     // A missing code fails it too.
     let (id, _) = start(true).await;

@@ -168,8 +168,16 @@ async fn unknown_routes_and_wrong_methods_are_json() {
         .await
         .unwrap();
     assert_error(resp, 404, "NOT_FOUND", "error").await;
-    let resp = app.client.get(app.url("/")).send().await.unwrap();
+    let resp = app.client.get(app.url("/nope")).send().await.unwrap();
     assert_error(resp, 404, "NOT_FOUND", "error").await;
+    // `/` sends a newcomer to the API and its document.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirects.get(app.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/docs");
 
     let resp = app
         .client

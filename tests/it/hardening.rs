@@ -428,7 +428,7 @@ async fn a_pooled_client_survives_a_413_on_its_connection() {
 #[tokio::test]
 async fn oversized_request_lines_and_headers_are_refused_and_closed() {
     // hyper answers these before a request exists, so no JSON body or X-Request-Id can be
-    // attached (documented in the README); what matters is a prompt refusal and a closed
+    // attached (documented in docs/LIMITS.md); what matters is a prompt refusal and a closed
     // connection.
     let app = TestApp::spawn().await;
     let addr = host_port(&app);

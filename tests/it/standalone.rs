@@ -180,6 +180,26 @@ async fn a_second_process_on_the_same_data_dir_is_refused() {
 }
 
 #[tokio::test]
+async fn a_taken_port_is_refused_before_anything_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let env = standalone_env();
+    let config = config_of(&env);
+    let refused = standalone::start(config.clone(), addr)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let msg = format!("{refused:#}");
+    assert!(msg.contains(&format!("cannot listen on {addr}")), "{msg}");
+    assert!(
+        !config.standalone_db_path().exists(),
+        "a node that cannot listen created {}",
+        config.standalone_db_path().display()
+    );
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+}
+
+#[tokio::test]
 async fn serve_and_the_worker_refuse_sqlite() {
     let mut env = production_env();
     env.insert("DATABASE_URL".into(), "sqlite://./x.db".into());

@@ -39,7 +39,7 @@ async fn a_test_sessions_outcomes_each_send_a_webhook_with_livemode_false() {
         if outcome == "expired" {
             assert_error(again, 410, "SESSION_EXPIRED", "failed").await;
         } else {
-            assert_error(again, 409, "SESSION_ALREADY_COMPLETED", "failed").await;
+            assert_error(again, 409, "SESSION_ALREADY_COMPLETED", "error").await;
         }
         expected.insert(id, outcome);
     }

@@ -91,7 +91,7 @@ async fn the_whole_flow_verifies_a_number() {
             &json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "user_def"}),
         )
         .await;
-    let body = assert_error(replay, 409, "SESSION_ALREADY_COMPLETED", "failed").await;
+    let body = assert_error(replay, 409, "SESSION_ALREADY_COMPLETED", "error").await;
     assert!(body["message"].as_str().unwrap().contains("verified"));
 }
 
@@ -160,7 +160,7 @@ async fn a_different_number_fails_the_session_for_good() {
             &json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "u1"}),
         )
         .await;
-    let body = assert_error(resp, 409, "SESSION_ALREADY_COMPLETED", "failed").await;
+    let body = assert_error(resp, 409, "SESSION_ALREADY_COMPLETED", "error").await;
     assert!(body["message"].as_str().unwrap().contains("failed"));
 }
 
@@ -295,6 +295,34 @@ async fn initiate_is_idempotent_on_request_id() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
+
+    // Once the session is finished, its requestId is no longer a replay: a 409 that names
+    // the session and its status (never a 200 with an expiresAt in the past).
+    let id = first["verificationId"].as_str().unwrap();
+    let token = app.app_token("u", Some(NUMBER));
+    let done = app
+        .submit(
+            &token,
+            &json!({"verificationId": id, "userConfirmedNumber": NUMBER, "appUserId": "u"}),
+        )
+        .await;
+    assert_eq!(done.status(), 200);
+    let resp = app.initiate(&c.api_key, &body_for(&c.id, "req-1")).await;
+    let err = assert_error(resp, 409, "DUPLICATE_REQUEST", "error").await;
+    assert_eq!(
+        err["message"],
+        format!(
+            "requestId was already used by verification {id}, which is verified; use a new \
+             requestId to verify this number again"
+        )
+    );
+    // A new requestId starts a new session.
+    let resp = app.initiate(&c.api_key, &body_for(&c.id, "req-2")).await;
+    assert_eq!(resp.status(), 200);
+}
+
+fn body_for(company_id: &str, request_id: &str) -> Value {
+    json!({"mobileNumber": NUMBER, "companyId": company_id, "requestId": request_id})
 }
 
 #[tokio::test]
@@ -323,6 +351,21 @@ async fn sessions_expire_lazily_and_refuse_submits() {
         .await;
     let body = assert_error(resp, 410, "SESSION_EXPIRED", "failed").await;
     assert_eq!(body["message"], "Verification session has expired");
+    // Its requestId now names an expired session (before any sweep).
+    let resp = app
+        .initiate(
+            &c.api_key,
+            &json!({"mobileNumber": NUMBER, "companyId": c.id, "requestId": pending["requestId"]}),
+        )
+        .await;
+    let err = assert_error(resp, 409, "DUPLICATE_REQUEST", "error").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("which is expired"),
+        "{err}"
+    );
     // The stored row is untouched (the sweeper owns the transition and its event).
     let row = session_row(&app, &id).await;
     assert_eq!(row.status, SessionStatus::Pending);

@@ -193,11 +193,16 @@ pub async fn execute(
     }
 }
 
-/// Migrates (unless disabled), connects, and serves until `shutdown` resolves.
+/// Binds the port, migrates (unless disabled), connects, and serves until `shutdown` resolves.
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // The port first: a node that cannot listen migrates nothing.
+    let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
+    let bound = crate::bind(addr, &config)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     if config.migrate_on_start {
         db::migrate(&config).await.context("migration failed")?;
     }
@@ -206,11 +211,12 @@ pub async fn serve(
         .context("cannot reach the database")?;
     let db = connections.pool.clone();
     truenumber_core::phone::warm_up();
-    let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
-    let bound = crate::bind(addr, &config)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(addr = %bound.local_addr, "truenumber-api listening");
+    tracing::info!(
+        addr = %bound.local_addr,
+        "truenumber-api listening on {}; the API and its document at /docs; {}",
+        bound.local_addr,
+        crate::private_webhooks_line(&config)
+    );
     if !config.rate_limits_enabled {
         tracing::warn!("RATE_LIMITS_ENABLED=false: no rate limit is enforced on this node");
     }

@@ -9,7 +9,8 @@ pub struct RouteTable {
 }
 
 /// Routes outside the OpenAPI document that are labelled by their own path.
-const FIXED_ROUTES: [&str; 6] = [
+const FIXED_ROUTES: [&str; 7] = [
+    "/",
     "/health",
     "/health/live",
     "/health/ready",

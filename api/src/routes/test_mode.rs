@@ -97,7 +97,7 @@ impl OperationErrors for CompleteErrors {
         ErrorDoc::REQUEST_TIMEOUT,
         ErrorDoc::after_limiter(
             409,
-            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): completed before.",
+            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"error\"`): completed before.",
         ),
         ErrorDoc::after_limiter(
             410,

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use truenumber_entities::verification_session::{self, Model as SessionRow};
 
-use super::{VerificationError, VerificationSession};
+use super::{SessionStatus, VerificationError, VerificationSession};
 use crate::{
     companies::secrets,
     phone::MobileNumber,
@@ -190,17 +190,25 @@ pub async fn initiate(
 }
 
 /// The session this request made before, as a replay: the same `requestId` with another
-/// number or `numberMatching` is [`VerificationError::DuplicateRequest`].
+/// number or `numberMatching` is [`VerificationError::DuplicateRequest`], and one whose
+/// session has finished is [`VerificationError::RequestFinished`].
 fn replay_of(row: SessionRow, new: &NewSession<'_>) -> Result<Initiated, VerificationError> {
     if row.mobile_number != new.mobile_number.as_str()
         || row.match_code.is_some() != new.number_matching
     {
         return Err(VerificationError::DuplicateRequest);
     }
-    Ok(Initiated {
-        session: row.into(),
-        replayed: true,
-    })
+    let session = VerificationSession::from(row);
+    match session.status_at(sql::now()) {
+        SessionStatus::Pending => Ok(Initiated {
+            session,
+            replayed: true,
+        }),
+        status => Err(VerificationError::RequestFinished {
+            verification_id: session.verification_id,
+            status,
+        }),
+    }
 }
 
 /// What a request a limit would refuse is instead, found without inserting anything: an

@@ -120,6 +120,16 @@ pub enum VerificationError {
     /// The same `requestId` was used with a different number (or `numberMatching`).
     #[error("requestId was already used with a different mobile number or numberMatching")]
     DuplicateRequest,
+    /// The same `requestId` made a session that has since finished (verified, failed, denied
+    /// or expired): handing it back as if just initiated would be a session nobody can
+    /// complete, so the company is told to use a new `requestId`.
+    #[error("requestId was already used by verification {verification_id}, which is {}", .status.as_str())]
+    RequestFinished {
+        /// The session that `requestId` made.
+        verification_id: String,
+        /// Its status now (a pending one past its expiry reads `expired`).
+        status: SessionStatus,
+    },
     /// The number's holder blocked the company: no new session for it.
     #[error("the holder of this number has blocked this company")]
     BlockedByUser,

@@ -123,7 +123,8 @@ impl OperationErrors for InitiateErrors {
         ErrorDoc::after_limiter(
             409,
             "`DUPLICATE_REQUEST`: this `requestId` was used with a different number or \
-             `numberMatching`.",
+             `numberMatching`, or its session has finished (verified, failed, denied or \
+             expired: the message names the session and its status; use a new `requestId`).",
         ),
         ErrorDoc::REQUEST_TIMEOUT,
         ErrorDoc::PAYLOAD_TOO_LARGE,
@@ -251,7 +252,7 @@ impl OperationErrors for DenyErrors {
         APP_SESSION_NOT_FOUND,
         ErrorDoc::after_limiter(
             409,
-            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): completed before.",
+            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"error\"`): completed before.",
         ),
         ErrorDoc::after_limiter(410, "`SESSION_EXPIRED` (`\"status\":\"failed\"`)."),
         ErrorDoc::REQUEST_TIMEOUT,
@@ -298,7 +299,7 @@ impl OperationErrors for SubmitErrors {
         APP_SESSION_NOT_FOUND,
         ErrorDoc::after_limiter(
             409,
-            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"failed\"`): completed before (replay).",
+            "`SESSION_ALREADY_COMPLETED` (`\"status\":\"error\"`): completed before (replay).",
         ),
         ErrorDoc::after_limiter(410, "`SESSION_EXPIRED` (`\"status\":\"failed\"`)."),
         ErrorDoc::REQUEST_TIMEOUT,
@@ -526,11 +527,14 @@ pub(crate) fn token_binding(
 }
 
 /// A refused transition as the app sees it: `"status":"failed"`, except for a database
-/// failure and an inactive company, which say nothing about the verification.
+/// failure, an inactive company and a replay of a finished session (`"status":"error"`:
+/// this request changed nothing, and the session's outcome was decided before).
 pub(crate) fn session_error(e: VerificationError) -> ApiError {
     match e {
         VerificationError::Db(db) => db_error(db),
-        e @ VerificationError::CompanyInactive => ApiError::from(e),
+        e @ (VerificationError::CompanyInactive | VerificationError::AlreadyCompleted(_)) => {
+            ApiError::from(e)
+        }
         other => ApiError::from(other).failed(),
     }
 }

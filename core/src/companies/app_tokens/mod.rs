@@ -39,7 +39,7 @@ pub use truenumber_entities::verification_session::NumberBinding;
 
 use crate::config::{Config, Secret};
 
-/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat` (documented in the README).
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat` (documented in docs/API.md).
 pub const LEEWAY_SECONDS: u64 = 5;
 
 /// The largest `APP_TOKEN_JWKS_FILE` read; a key set is a few kilobytes.
