@@ -252,24 +252,10 @@ async fn a_holder_blocks_a_company_by_not_me_and_by_put_and_unblocks_it() {
         .listed_ids("/app/verifications?status=pending", &token)
         .await;
     assert_eq!(listed, std::slice::from_ref(&pending_b));
-    let resp = app
-        .call(
-            Method::PUT,
-            &format!("/app/blocked-companies/{}", b.id),
-            &token,
-            None,
-        )
-        .await;
+    let resp = app.block_company(&token, &b.id).await;
     assert_eq!(resp.status(), 204);
     // Twice is the same.
-    let resp = app
-        .call(
-            Method::PUT,
-            &format!("/app/blocked-companies/{}", b.id),
-            &token,
-            None,
-        )
-        .await;
+    let resp = app.block_company(&token, &b.id).await;
     assert_eq!(resp.status(), 204);
     assert!(
         app.listed_ids("/app/verifications?status=pending", &token)
@@ -283,11 +269,7 @@ async fn a_holder_blocks_a_company_by_not_me_and_by_put_and_unblocks_it() {
         .await
         .expect_json(200)
         .await;
-    let blocked: Value = app
-        .call(Method::GET, "/app/blocked-companies", &token, None)
-        .await
-        .expect_json(200)
-        .await;
+    let blocked: Value = app.blocked_companies(&token).await.expect_json(200).await;
     let names: Vec<&str> = blocked["data"]
         .as_array()
         .unwrap()
@@ -299,7 +281,7 @@ async fn a_holder_blocks_a_company_by_not_me_and_by_put_and_unblocks_it() {
     // Another number's holder sees none of them.
     let stranger = app.app_token("stranger", Some(GB_2));
     let theirs: Value = app
-        .call(Method::GET, "/app/blocked-companies", &stranger, None)
+        .blocked_companies(&stranger)
         .await
         .expect_json(200)
         .await;
@@ -307,14 +289,7 @@ async fn a_holder_blocks_a_company_by_not_me_and_by_put_and_unblocks_it() {
 
     // Unblocking restores the pending session and lets the company ask again; nothing of the
     // block is kept.
-    let resp = app
-        .call(
-            Method::DELETE,
-            &format!("/app/blocked-companies/{}", b.id),
-            &token,
-            None,
-        )
-        .await;
+    let resp = app.unblock_company(&token, &b.id).await;
     assert_eq!(resp.status(), 204);
     assert_eq!(
         app.listed_ids("/app/verifications?status=pending", &token)
@@ -337,27 +312,11 @@ async fn a_holder_blocks_a_company_by_not_me_and_by_put_and_unblocks_it() {
 
     // A token without a number cannot block; an unknown company is not found.
     let unbound = app.unbound_token("holder");
-    let resp = app
-        .call(
-            Method::PUT,
-            &format!("/app/blocked-companies/{}", a.id),
-            &unbound,
-            None,
-        )
-        .await;
+    let resp = app.block_company(&unbound, &a.id).await;
     assert_error(resp, 403, "NUMBER_BINDING_REQUIRED", "error").await;
-    let resp = app
-        .call(Method::GET, "/app/blocked-companies", &unbound, None)
-        .await;
+    let resp = app.blocked_companies(&unbound).await;
     assert_error(resp, 403, "NUMBER_BINDING_REQUIRED", "error").await;
-    let resp = app
-        .call(
-            Method::PUT,
-            "/app/blocked-companies/comp_nobody",
-            &token,
-            None,
-        )
-        .await;
+    let resp = app.block_company(&token, "comp_nobody").await;
     assert_error(resp, 404, "COMPANY_NOT_FOUND", "error").await;
 }
 
@@ -374,14 +333,7 @@ async fn countries_are_allowed_and_refused_by_the_numbers_own_region() {
             .expect_json(200)
             .await;
     }
-    let set = |codes: Value| {
-        app.call(
-            Method::PUT,
-            "/company/settings",
-            &c.api_key,
-            Some(json!({ "allowedCountries": codes })),
-        )
-    };
+    let set = |codes: Value| app.company_settings(&c.api_key, json!({ "allowedCountries": codes }));
     let settings: Value = set(json!(["je", "GB", "GB"])).await.expect_json(200).await;
     assert_eq!(settings["allowedCountries"], json!(["GB", "JE"]));
     let profile: Value = app.company_profile(&c.api_key).await.expect_json(200).await;
@@ -408,12 +360,7 @@ async fn countries_are_allowed_and_refused_by_the_numbers_own_region() {
         .await;
     assert_error(resp, 400, "COUNTRY_NOT_ALLOWED", "error").await;
     let resp = app
-        .call(
-            Method::PUT,
-            "/company/settings",
-            &c.test_api_key,
-            Some(json!({"allowedCountries": []})),
-        )
+        .company_settings(&c.test_api_key, json!({"allowedCountries": []}))
         .await;
     assert_error(resp, 403, "LIVE_MODE_ONLY", "error").await;
     // +1: the US is not Canada.
@@ -470,27 +417,15 @@ async fn every_refusal_is_counted_in_metrics_and_the_summary() {
     assert_error(resp, 403, "RECENTLY_DENIED", "error").await;
     // Blocked.
     let blocker = app.app_token("blocker", Some(JERSEY));
-    let resp = app
-        .call(
-            Method::PUT,
-            &format!("/app/blocked-companies/{}", c.id),
-            &blocker,
-            None,
-        )
-        .await;
+    let resp = app.block_company(&blocker, &c.id).await;
     assert_eq!(resp.status(), 204);
     let resp = app.initiate(&c.api_key, &body(&c, JERSEY, "blocked")).await;
     assert_error(resp, 403, "BLOCKED_BY_USER", "error").await;
     // Outside the countries.
-    app.call(
-        Method::PUT,
-        "/company/settings",
-        &c.api_key,
-        Some(json!({"allowedCountries": ["GB"]})),
-    )
-    .await
-    .expect_json(200)
-    .await;
+    app.company_settings(&c.api_key, json!({"allowedCountries": ["GB"]}))
+        .await
+        .expect_json(200)
+        .await;
     let resp = app.initiate(&c.api_key, &body(&c, CANADA, "abroad")).await;
     assert_error(resp, 400, "COUNTRY_NOT_ALLOWED", "error").await;
 

@@ -318,6 +318,40 @@ impl TestApp {
         .await
     }
 
+    /// `GET /app/blocked-companies` with an app token.
+    pub async fn blocked_companies(&self, token: &str) -> reqwest::Response {
+        self.call(Method::GET, "/app/blocked-companies", token, None)
+            .await
+    }
+
+    /// `PUT /app/blocked-companies/{companyId}` with an app token.
+    pub async fn block_company(&self, token: &str, company_id: &str) -> reqwest::Response {
+        self.call(
+            Method::PUT,
+            &format!("/app/blocked-companies/{company_id}"),
+            token,
+            None,
+        )
+        .await
+    }
+
+    /// `DELETE /app/blocked-companies/{companyId}` with an app token.
+    pub async fn unblock_company(&self, token: &str, company_id: &str) -> reqwest::Response {
+        self.call(
+            Method::DELETE,
+            &format!("/app/blocked-companies/{company_id}"),
+            token,
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /company/settings`.
+    pub async fn company_settings(&self, key: &str, body: Value) -> reqwest::Response {
+        self.call(Method::PUT, "/company/settings", key, Some(body))
+            .await
+    }
+
     /// `GET /company`.
     pub async fn company_profile(&self, key: &str) -> reqwest::Response {
         self.call(Method::GET, "/company", key, None).await
