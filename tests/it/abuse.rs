@@ -8,7 +8,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use truenumber_core::companies::{self, AbuseLimits};
 
-use crate::helpers::{Expect, TestApp, TestCompany, assert_error, eventually, standalone, unique};
+use crate::helpers::{
+    Expect, TestApp, TestCompany, assert_error, eventually, header, standalone, unique,
+};
 
 /// A GB mobile (libphonenumber: GB's own mobile range).
 const GB: &str = "+447400123456";
@@ -25,15 +27,6 @@ const US: &str = "+14155552671";
 
 fn body(company: &TestCompany, number: &str, request_id: &str) -> Value {
     json!({"mobileNumber": number, "companyId": company.id, "requestId": request_id})
-}
-
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("missing {name}"))
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// The company's own limits, set before its key's first request (a node caches the key with

@@ -6,18 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use truenumber_core::limits::SlidingWindowLimiter;
 
-use crate::helpers::{TestApp, assert_error, unique};
+use crate::helpers::{TestApp, assert_error, header, unique};
 
 const NUMBER: &str = "+447911123456";
-
-fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("missing {name}"))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn initiate_body(company: &str) -> Value {
     json!({"mobileNumber": NUMBER, "companyId": company, "requestId": unique("r")})

@@ -454,6 +454,16 @@ impl TestApp {
     }
 }
 
+/// A response header that must be there, as text.
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing {name}"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Asserts an error response: status, the exact key set of the error body, its code and
 /// `status` field, and that `requestId` equals the `X-Request-Id` header. Returns the body.
 pub async fn assert_error(

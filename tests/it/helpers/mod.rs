@@ -18,7 +18,7 @@ use truenumber_core::config::Config;
 
 pub use self::{
     app::{QueueCleanup, TestApp, TestCompany},
-    client::{Expect, NUMBER, assert_error},
+    client::{Expect, NUMBER, assert_error, header},
     logs::Captured,
     process::{cli_json, cli_run, spawn_process},
     receiver::{Received, Reply, TestReceiver},
