@@ -1,6 +1,7 @@
 //! Standalone mode's own promises: its data survives a restart, a retry that fell due while
 //! the process was down (killed, not stopped) goes out after the next start, one process per
-//! `DATA_DIR`, and SQLite is refused by `serve` and the worker. (Everything else standalone
+//! `DATA_DIR`, a backup taken while it serves restores elsewhere, and SQLite is refused by
+//! `serve` and the worker. (Everything else standalone
 //! does is proved by the HTTP tests run with `TN_TEST_MODE=standalone`.)
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
@@ -17,7 +18,9 @@ use truenumber_core::{
     webhooks::deliveries::{self, DeliveryStatus},
 };
 
-use crate::helpers::{Reply, TestReceiver, eventually, production_env, spawn_process, unique};
+use crate::helpers::{
+    Reply, TestReceiver, cli_json, cli_run, eventually, production_env, spawn_process, unique,
+};
 
 const TOKEN_USER: &str = "standalone_user";
 const NUMBER: &str = "+447911123456";
@@ -197,6 +200,136 @@ async fn a_taken_port_is_refused_before_anything_is_created() {
         config.standalone_db_path().display()
     );
     let _ = std::fs::remove_dir_all(&config.data_dir);
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_into_a_new_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    use truenumber_migration::MigratorTrait;
+
+    let env = standalone_env();
+    let config = config_of(&env);
+    let node = standalone::start(config.clone(), loopback()).await.unwrap();
+    let company = unique("backup");
+    let created = companies::create_company(&node.db, &company, "B Ltd", None)
+        .await
+        .unwrap();
+    let key = created.api_key.expose().to_owned();
+    let base = format!("http://{}", node.addr);
+    let flow = Flow {
+        client: reqwest::Client::new(),
+        base: base.clone(),
+    };
+    let mut before = Vec::new();
+    for _ in 0..10 {
+        before.push(flow.initiate(&key, &company).await);
+    }
+    // Writes go on while the copy is taken.
+    let writer = {
+        let flow = Flow {
+            client: reqwest::Client::new(),
+            base,
+        };
+        let (key, company) = (key.clone(), company.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                flow.initiate(&key, &company).await;
+            }
+        })
+    };
+    let file = std::env::temp_dir().join(format!("{}.db", unique("tn_backup")));
+    let path = file.to_str().unwrap();
+    let info = cli_json(&config, &["backup", "--to", path]).await;
+    writer.await.unwrap();
+    let latest = truenumber_migration::Migrator::migrations()
+        .last()
+        .unwrap()
+        .name()
+        .to_owned();
+    assert_eq!(info["migration"], latest.as_str());
+    assert_eq!(info["companies"], 1);
+    let sessions = info["sessions"].as_i64().unwrap();
+    assert!((10..=50).contains(&sessions), "{info}");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A backup never overwrites.
+    let again = cli_run(&config, &["backup", "--to", path])
+        .await
+        .unwrap_err();
+    assert!(format!("{again:#}").contains("exists"), "{again:#}");
+    // A restore under a running node is refused.
+    let refused = cli_run(&config, &["restore", "--from", path])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("another TrueNumber standalone process"),
+        "{refused:#}"
+    );
+    node.stop().await.unwrap();
+
+    // Into a new DATA_DIR: the backup's company, key and sessions serve there.
+    let elsewhere = config_of(&standalone_env());
+    let restored = cli_json(&elsewhere, &["restore", "--from", path]).await;
+    assert_eq!(restored["restored"]["sessions"], sessions);
+    assert_eq!(restored["replacedDatabaseKeptAt"], serde_json::Value::Null);
+    let node = standalone::start(elsewhere.clone(), loopback())
+        .await
+        .unwrap();
+    let flow = Flow {
+        client: reqwest::Client::new(),
+        base: format!("http://{}", node.addr),
+    };
+    // Every session committed before the backup began is there.
+    for id in &before {
+        let (code, body) = flow.status(&key, id).await;
+        assert_eq!(
+            (code, body["status"].as_str()),
+            (200, Some("pending")),
+            "{id}"
+        );
+    }
+    flow.initiate(&key, &company).await;
+    node.stop().await.unwrap();
+
+    // Over an existing database: the one replaced is kept beside it, whole.
+    let over = cli_json(&elsewhere, &["restore", "--from", path]).await;
+    let kept = std::path::PathBuf::from(over["replacedDatabaseKeptAt"].as_str().unwrap());
+    let kept_info = truenumber_core::storage::backup::inspect(&kept)
+        .await
+        .unwrap();
+    assert_eq!(kept_info.sessions, sessions + 1);
+
+    // Something that is not a backup is refused, and replaces nothing.
+    let junk = std::env::temp_dir().join(unique("tn_not_a_backup"));
+    std::fs::write(&junk, "not a database").unwrap();
+    let err = cli_run(&elsewhere, &["restore", "--from", junk.to_str().unwrap()])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("is not a TrueNumber backup"),
+        "{err:#}"
+    );
+    let current = truenumber_core::storage::backup::inspect(&elsewhere.standalone_db_path())
+        .await
+        .unwrap();
+    assert_eq!(current.sessions, sessions);
+
+    // Production backs up PostgreSQL with its own tools.
+    let production = production_env();
+    let err = cli::config_for(&Command::Backup { to: file.clone() }, |n| {
+        production.get(n).cloned()
+    })
+    .unwrap_err();
+    assert!(format!("{err}").contains("pg_dump"), "{err}");
+
+    for f in [&file, &junk] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_file(&kept);
+    let _ = std::fs::remove_dir_all(&config.data_dir);
+    let _ = std::fs::remove_dir_all(&elsewhere.data_dir);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! The `truenumber-api` command line: `serve` (default), `migrate`, `openapi`, `company …`,
-//! `app-token`. Operator output is JSON on stdout; logs go to stderr for every command but
+//! The `truenumber-api` command line: `serve` (default), `standalone`, `migrate`, `openapi`,
+//! `company …`, `deliveries …`, `app-token`, and standalone's `backup` and `restore`. Operator output is JSON on stdout; logs go to stderr for every command but
 //! `serve`, so the output can be piped.
 
 use std::{io::Write, net::SocketAddr};
@@ -7,8 +7,10 @@ use std::{io::Write, net::SocketAddr};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use truenumber_core::{
-    companies::app_tokens::AppTokenKeys, config::Config, phone::parse_mobile_number, storage::db,
-    storage::lanes::ApiConnections,
+    companies::app_tokens::AppTokenKeys,
+    config::Config,
+    phone::parse_mobile_number,
+    storage::{backup, db, lanes::ApiConnections},
 };
 
 pub use self::{company::CompanyCommand, deliveries::DeliveriesCommand};
@@ -56,6 +58,21 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Standalone: write a consistent copy of DATA_DIR's database to a new file, while the
+    /// node serves (SQLite's VACUUM INTO), and check it. Production backs up PostgreSQL with
+    /// its own tools (pg_dump, base backups with WAL archiving).
+    Backup {
+        /// The file to write (it must not exist; written with mode 0600).
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
+    /// Standalone: replace DATA_DIR's database with a backup, after checking it. Refused while
+    /// a node runs on DATA_DIR; the database it replaces is kept beside it.
+    Restore {
+        /// The backup to restore.
+        #[arg(long)]
+        from: std::path::PathBuf,
+    },
     /// Print an app token (JWT) for the TrueNumber app: bound to the number the user proved
     /// (`--phone`), as the app's identity provider would issue it, or (`--unbound`, development
     /// only) bound to none.
@@ -97,6 +114,7 @@ pub fn config_for(
     match command {
         Command::Openapi | Command::HealthCheck { .. } => Ok(openapi_config()?),
         Command::Standalone => crate::standalone::config_from_lookup(lookup, true),
+        Command::Backup { .. } | Command::Restore { .. } => backup_config(lookup),
         Command::Company { .. }
         | Command::Deliveries { .. }
         | Command::AppToken { .. }
@@ -107,6 +125,24 @@ pub fn config_for(
         }
         _ => Ok(Config::from_lookup(lookup)?),
     }
+}
+
+/// Configuration for `backup` and `restore`: standalone's, with DATA_DIR only (they use no
+/// secret). With `DATABASE_URL` set (production), the answer is PostgreSQL's own tools.
+fn backup_config(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+    anyhow::ensure!(
+        lookup("DATABASE_URL").is_none_or(|v| v.trim().is_empty()),
+        "backup and restore are standalone's (SQLite in DATA_DIR); with DATABASE_URL set, back \
+         up PostgreSQL with its own tools: pg_dump for a logical copy, or base backups with WAL \
+         archiving for point-in-time recovery (docs/OPERATIONS.md)"
+    );
+    Ok(Config::standalone_from_lookup(|name| {
+        if name == "JWT_SECRET" {
+            Some("backup-and-restore-use-no-secret-0000000".to_owned())
+        } else {
+            lookup(name)
+        }
+    })?)
 }
 
 /// Configuration for `openapi`: the environment, with a placeholder JWT secret when none is
@@ -137,6 +173,16 @@ pub async fn execute(
             db::migrate(&config).await.context("migration failed")?;
             tracing::info!("migrations applied");
             Ok(())
+        }
+        Command::Backup { to } => {
+            let info = backup::backup(&config.standalone_db_path(), &to).await?;
+            print(out, &serde_json::to_value(info)?)
+        }
+        Command::Restore { from } => {
+            // The node's own lock: held by a running node, so a restore never runs under one.
+            let _lock = crate::standalone::lock_data_dir(&config.data_dir)?;
+            let restored = backup::restore(&from, &config.standalone_db_path()).await?;
+            print(out, &serde_json::to_value(restored)?)
         }
         Command::HealthCheck { url } => {
             let scheme = if config.tls_cert_file.is_some() {
