@@ -9,6 +9,27 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Whether the TrueNumber node on port $1 answers /health/live with 200. A node binds its port
+# before it migrates, so an open port alone does not mean it serves yet.
+http_live() {
+  local reply
+  reply=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+    printf 'GET /health/live HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 &&
+    timeout 3 head -c 12 <&3) 2>/dev/null) || return 1
+  [[ $reply == "HTTP/1."?" 200" ]]
+}
+
+# Waits until the node on port $1 (named $2) serves, at most $3 seconds (60).
+wait_live() {
+  local port=$1 name=$2 tries=${3:-60}
+  for _ in $(seq "$tries"); do
+    http_live "$port" && return 0
+    sleep 1
+  done
+  log "$name did not come up on 127.0.0.1:$port"
+  return 1
+}
+
 wait_port() {
   local port=$1 name=$2 tries=${3:-60}
   for _ in $(seq "$tries"); do

@@ -64,6 +64,14 @@ struct Args {
     /// Print one JSON object per mix instead of a table.
     #[arg(long)]
     json: bool,
+    /// The load company's webhook URL (default: none, no webhooks). `scripts/soak` points it
+    /// at a local receiver (the node must allow private networks).
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Milliseconds each connection pauses after each iteration: a steady, realistic rate
+    /// (`scripts/soak`) instead of the most the node can take.
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
     /// Write pgbench scripts of TrueNumber's own status SELECT and initiate INSERT (the SQL the
     /// API runs, with pgbench variables for its parameters) and plain one-row references into
     /// this directory, print how many request lanes an API node opens for
@@ -173,6 +181,8 @@ struct Target {
     /// The next number of the pool ([`number`]), shared by every client task.
     next_number: AtomicUsize,
     sessions: Vec<String>,
+    /// A pause after each iteration of a client task (a user's think time; zero under load).
+    think: Duration,
 }
 
 impl Target {
@@ -309,6 +319,9 @@ async fn client_task(t: Arc<Target>, mix: Mix, until: Instant, seed: usize) -> T
                 call(&mut tally, "status", status(&t, &id), Body::Discarded).await;
             }
         }
+        if !t.think.is_zero() {
+            tokio::time::sleep(t.think).await;
+        }
     }
     tally
 }
@@ -343,7 +356,13 @@ async fn run() -> anyhow::Result<()> {
     };
     let dbc = db::connect(&config).await?;
     let company = format!("loadtest_{}", uuid::Uuid::new_v4().simple());
-    let created = companies::create_company(&dbc, &company, "Load test", None).await?;
+    let created = companies::create_company(
+        &dbc,
+        &company,
+        "Load test",
+        args.webhook_url.as_deref(),
+    )
+    .await?;
     companies::set_rate_limits(&dbc, &company, Some(i32::MAX as u32), Some(i32::MAX as u32))
         .await?;
     let client = reqwest::Client::builder()
@@ -358,6 +377,7 @@ async fn run() -> anyhow::Result<()> {
         tokens: AppTokenKeys::new(&config.jwt_secret),
         next_number: AtomicUsize::new(0),
         sessions: Vec::new(),
+        think: Duration::from_millis(args.think_ms),
     };
     let mut warm = Tally::new();
     for _ in 0..args.sessions.max(1) {
