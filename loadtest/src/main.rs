@@ -356,13 +356,8 @@ async fn run() -> anyhow::Result<()> {
     };
     let dbc = db::connect(&config).await?;
     let company = format!("loadtest_{}", uuid::Uuid::new_v4().simple());
-    let created = companies::create_company(
-        &dbc,
-        &company,
-        "Load test",
-        args.webhook_url.as_deref(),
-    )
-    .await?;
+    let created =
+        companies::create_company(&dbc, &company, "Load test", args.webhook_url.as_deref()).await?;
     companies::set_rate_limits(&dbc, &company, Some(i32::MAX as u32), Some(i32::MAX as u32))
         .await?;
     let client = reqwest::Client::builder()
