@@ -19,26 +19,20 @@ http_live() {
   [[ $reply == "HTTP/1."?" 200" ]]
 }
 
-# Waits until the node on port $1 (named $2) serves, at most $3 seconds (60).
-wait_live() {
-  local port=$1 name=$2 tries=${3:-60}
+# Waits until `$1 PORT` succeeds for port $2 (named $3), at most $4 seconds (60).
+wait_until() {
+  local check=$1 port=$2 name=$3 tries=${4:-60}
   for _ in $(seq "$tries"); do
-    http_live "$port" && return 0
+    "$check" "$port" && return 0
     sleep 1
   done
   log "$name did not come up on 127.0.0.1:$port"
   return 1
 }
 
-wait_port() {
-  local port=$1 name=$2 tries=${3:-60}
-  for _ in $(seq "$tries"); do
-    port_open "$port" && return 0
-    sleep 1
-  done
-  log "$name did not come up on 127.0.0.1:$port"
-  return 1
-}
+# wait_live: the node on port $1 (named $2) serves. wait_port: the port accepts connections.
+wait_live() { wait_until http_live "$@"; }
+wait_port() { wait_until port_open "$@"; }
 
 # Runs a command as root: directly when root, else through sudo; without sudo, says what to run.
 as_root() {
