@@ -1,6 +1,7 @@
 //! The TrueNumber HTTP API: routes, authentication, the error shape, operator commands.
 
 pub mod cli;
+pub mod console;
 pub mod cursor;
 pub mod error;
 pub mod json_body;
@@ -21,7 +22,6 @@ use poem::{
     Endpoint, EndpointExt, Response, Route, get,
     listener::{Acceptor, AcceptorExt, Listener, RustlsCertificate, RustlsConfig, TcpListener},
     middleware::CatchPanic,
-    web::Redirect,
 };
 use poem_openapi::OpenApiService;
 use truenumber_core::config::Config;
@@ -180,11 +180,10 @@ pub fn build_app(state: AppState) -> impl Endpoint<Output = poem::Response> {
         .at(format!("{API_PREFIX}/openapi.json"), spec_endpoint)
         .nest(API_PREFIX, api)
         .nest("/docs", ui)
-        // A newcomer's first URL: the API's own document and console of calls.
-        .at(
-            "/",
-            get(poem::endpoint::make_sync(|_| Redirect::see_other("/docs"))),
-        )
+        .nest("/console", console::routes())
+        // A newcomer's first URL: the API's own document and console of calls; the body links
+        // the company console too.
+        .at("/", get(poem::endpoint::make_sync(|_| root_redirect())))
         .at("/health", get(health::health))
         .at("/health/live", get(health::live))
         .at("/health/ready", get(health::ready))
@@ -203,6 +202,19 @@ pub fn build_app(state: AppState) -> impl Endpoint<Output = poem::Response> {
             state.config.http_body_timeout,
             state.config.auth_failure_delay,
         ))
+}
+
+/// `/`: a 303 to `/docs`, whose body links both the API document and the console.
+fn root_redirect() -> Response {
+    Response::builder()
+        .status(poem::http::StatusCode::SEE_OTHER)
+        .header(poem::http::header::LOCATION, "/docs")
+        .content_type("text/html; charset=utf-8")
+        .body(
+            "<!DOCTYPE html><html lang=\"en\"><title>TrueNumber</title><p>The API: \
+             <a href=\"/docs\">/docs</a>. The company console: \
+             <a href=\"/console\">/console</a>.</p></html>",
+        )
 }
 
 /// A bound listener, so callers (tests) learn the port before serving.

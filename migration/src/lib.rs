@@ -26,6 +26,7 @@ mod m20261206_000010_test_mode_and_deny;
 mod m20261207_000011_number_binding;
 mod m20261208_000012_event_body_rendered_at_delivery;
 mod m20261209_000013_abuse_controls;
+mod m20261210_000014_console;
 
 /// The SQLite column default that writes the current time as RFC 3339 UTC text, as written
 /// literally in the SQLite twins above (frozen with them). A copy of
@@ -71,6 +72,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000011_number_binding::Migration),
             Box::new(m20261208_000012_event_body_rendered_at_delivery::Migration),
             Box::new(m20261209_000013_abuse_controls::Migration),
+            Box::new(m20261210_000014_console::Migration),
         ]
     }
 }

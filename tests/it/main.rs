@@ -8,6 +8,7 @@ mod app_view;
 mod chaos;
 mod cli;
 mod company;
+mod console;
 mod db_lanes;
 mod entities;
 mod errors;

@@ -10,7 +10,7 @@ use truenumber_api::routes::{
     company::{
         api_keys::{ApiKeyList, IssuedApiKey, RolledApiKey},
         deliveries::{Recovery, Redelivery, WebhookDeliveryDetail, WebhookDeliveryList},
-        profile::CompanyProfile,
+        profile::{CompanyProfile, ConsoleLink},
         webhook::{RotatedWebhookSecret, WebhookEndpoint, WebhookTest},
     },
     verification::{
@@ -108,6 +108,8 @@ async fn every_operation_answers_its_declared_type() {
         .expect::<CompanyProfile>(200)
         .await;
     assert_eq!(profile.company_id, c.id);
+    let link = app.console_link(key).await.expect::<ConsoleLink>(201).await;
+    assert!(link.url.contains("/console/sign-in?token="));
     let endpoint = app
         .set_webhook(key, &receiver.url)
         .await

@@ -114,10 +114,18 @@ pub enum CompanyCommand {
         #[arg(long)]
         company_id: String,
     },
+    /// Print a single-use sign-in link to the company's console (valid 10 minutes), under
+    /// `API_BASE_URL`: `{"companyId","url","expiresAt"}`.
+    ConsoleLink {
+        /// The company.
+        #[arg(long)]
+        company_id: String,
+    },
 }
 
 pub(super) async fn run(
     command: CompanyCommand,
+    config: &truenumber_core::config::Config,
     db: &sea_orm::DatabaseConnection,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
@@ -144,6 +152,20 @@ pub(super) async fn run(
                     "apiKey": created.api_key.expose(),
                     "testApiKey": created.test_api_key.expose(),
                     "webhookSecret": created.company.webhook_secret,
+                }),
+            )
+        }
+        CompanyCommand::ConsoleLink { company_id } => {
+            if companies::find_company(db, &company_id).await?.is_none() {
+                anyhow::bail!("no company `{company_id}`; `company list` shows them");
+            }
+            let link = truenumber_core::companies::console::create_link(db, &company_id).await?;
+            print(
+                out,
+                &json!({
+                    "companyId": company_id,
+                    "url": crate::console::sign_in_url(&config.api_base_url, &link.token),
+                    "expiresAt": link.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 }),
             )
         }

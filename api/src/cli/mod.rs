@@ -228,7 +228,7 @@ pub async fn execute(
             let db = db::connect(&config)
                 .await
                 .context("cannot reach the database")?;
-            company::run(command, &db, out).await
+            company::run(command, &config, &db, out).await
         }
         Command::Deliveries { command } => {
             let db = db::connect(&config)

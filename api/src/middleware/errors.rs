@@ -17,12 +17,13 @@ pub(super) fn plain_error(resp: &Response, method: &Method) -> Option<ApiError> 
     if !(status.is_client_error() || status.is_server_error()) {
         return None;
     }
-    let is_json = resp
+    // Our JSON, and the console's HTML pages (which carry their own message), stay as they are.
+    let ours = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if ours {
         return None;
     }
     let code = ErrorCode::for_status(status.as_u16());

@@ -61,6 +61,10 @@ impl RouteTable {
         if let Some((_, _, tpl)) = self.find(path) {
             return tpl;
         }
+        // The console's pages share one label (ids in its paths must not become labels).
+        if path == "/console" || path.starts_with("/console/") {
+            return "/console";
+        }
         FIXED_ROUTES
             .iter()
             .find(|r| **r == path)

@@ -8,7 +8,7 @@ use chrono::Utc;
 use poem_openapi::{Enum, Object, OpenApi, param::Path};
 use serde::Deserialize;
 use truenumber_core::{
-    companies::api_keys::Scope,
+    companies::api_keys::{AuthenticatedCompany, Scope},
     error_code::ErrorCode,
     verification::{self, Decider, SessionStatus},
 };
@@ -140,35 +140,40 @@ impl TestModeApi {
         JsonBody(req): JsonBody<CompleteTestVerificationRequest>,
     ) -> Result<Success<VerificationStatusResponse>, Failure<CompleteErrors>> {
         require_scope(&company, Scope::Verifications)?;
-        if company.livemode() {
-            return Err(ApiError::new(
-                ErrorCode::TestModeOnly,
-                "Only a test key (tn_test_…) can complete a verification; live ones are \
-                 completed by the TrueNumber app",
-            )
-            .into());
-        }
-        enforce(
-            &self.state,
-            Limit::session(&self.state.config, &verification_id.0),
-        )
-        .await?;
         let outcome = SessionStatus::from(req.outcome);
-        let done = verification::decide(
-            &self.state.lanes,
-            &verification_id.0,
-            outcome,
-            Decider::TestKey {
-                company_id: &company.company_id,
-            },
-        )
-        .await
-        .map_err(session_error)?;
-        // Not counted in the verification metrics, which are about live sessions.
-        self.state.publisher.publish_soon(done.event_id);
-        Ok(Success(VerificationStatusResponse::at(
-            done.session,
-            Utc::now(),
-        )))
+        Ok(Success(
+            complete(&self.state, &company, &verification_id.0, outcome).await?,
+        ))
     }
+}
+
+/// Completes test session `verification_id` of a test identity with `outcome` (the API's
+/// operation and the console's four buttons).
+pub(crate) async fn complete(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+    verification_id: &str,
+    outcome: SessionStatus,
+) -> Result<VerificationStatusResponse, ApiError> {
+    if company.livemode() {
+        return Err(ApiError::new(
+            ErrorCode::TestModeOnly,
+            "Only a test key (tn_test_…) can complete a verification; live ones are \
+             completed by the TrueNumber app",
+        ));
+    }
+    enforce(state, Limit::session(&state.config, verification_id)).await?;
+    let done = verification::decide(
+        &state.lanes,
+        verification_id,
+        outcome,
+        Decider::TestKey {
+            company_id: &company.company_id,
+        },
+    )
+    .await
+    .map_err(session_error)?;
+    // Not counted in the verification metrics, which are about live sessions.
+    state.publisher.publish_soon(done.event_id);
+    Ok(VerificationStatusResponse::at(done.session, Utc::now()))
 }

@@ -65,6 +65,45 @@ pub async fn forget_served(
     Ok(gone)
 }
 
+/// The controls in force against one company, for its settings page: how many numbers have
+/// blocked it, and how many of its numbers in one mode are within a deny cooldown (denied after
+/// `cooldown_since`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InForce {
+    /// Numbers whose holder blocked the company.
+    pub blocks: u64,
+    /// Numbers within a deny cooldown.
+    pub cooldowns: u64,
+}
+
+/// See [`InForce`]. Plain SQL both engines run as written; no number leaves the database.
+pub async fn in_force(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    livemode: bool,
+    cooldown_since: chrono::DateTime<chrono::Utc>,
+) -> Result<InForce, DbErr> {
+    #[derive(sea_orm::FromQueryResult)]
+    struct Counts {
+        blocks: i64,
+        cooldowns: i64,
+    }
+    let counts =
+        <Counts as sea_orm::FromQueryResult>::find_by_statement(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT (SELECT COUNT(*) FROM number_blocks WHERE company_id = $1) AS blocks, \
+                (SELECT COUNT(*) FROM deny_cooldowns \
+                 WHERE company_id = $1 AND livemode = $2 AND denied_at > $3) AS cooldowns",
+            [company_id.into(), livemode.into(), cooldown_since.into()],
+        ))
+        .one(db)
+        .await?;
+    Ok(counts.map_or_else(InForce::default, |c| InForce {
+        blocks: u64::try_from(c.blocks).unwrap_or(0),
+        cooldowns: u64::try_from(c.cooldowns).unwrap_or(0),
+    }))
+}
+
 /// The per-number limit's subject: the company and mode, and a digest of the number (the
 /// limiter's store never holds a number).
 pub fn number_subject(company_subject: &str, number: &MobileNumber) -> String {

@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod app_tokens;
+pub mod console;
 pub mod policy;
 pub mod secrets;
 

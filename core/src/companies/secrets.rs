@@ -30,6 +30,12 @@ pub fn new_verification_id() -> Result<String, RandomError> {
     ))
 }
 
+/// A console credential (sign-in link token, session cookie, CSRF token): 256 random bits,
+/// URL-safe base64 (43 characters).
+pub fn new_console_token() -> Result<String, RandomError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
+}
+
 /// A number-matching code: two decimal digits, uniform over `00`–`99` (a byte is drawn again
 /// while it is 200 or more, so no digit pair is likelier than another).
 pub fn new_match_code() -> Result<String, RandomError> {

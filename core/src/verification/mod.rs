@@ -9,6 +9,7 @@ pub mod expiry;
 pub mod initiate;
 pub mod listing;
 pub mod retention;
+pub mod stats;
 pub mod transitions;
 
 use chrono::{DateTime, Utc};

@@ -128,6 +128,7 @@ pub async fn apply_retention(
             }
         }
     }
+    crate::companies::console::delete_expired(db).await?;
     Ok(run)
 }
 

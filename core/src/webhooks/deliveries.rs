@@ -582,6 +582,37 @@ pub async fn list_page(
     with_events(db, rows).await
 }
 
+/// The deliveries of company `company_id`'s events about session `verification_id` in one
+/// mode, oldest first (a session's timeline).
+pub async fn for_verification(
+    db: &impl ConnectionTrait,
+    company_id: &str,
+    livemode: bool,
+    verification_id: &str,
+) -> Result<Vec<DeliveryView>, DbErr> {
+    use truenumber_entities::verification_event;
+    let events: Vec<String> = verification_event::Entity::find()
+        .select_only()
+        .column(verification_event::Column::Id)
+        .filter(verification_event::Column::CompanyId.eq(company_id))
+        .filter(verification_event::Column::VerificationId.eq(verification_id))
+        .into_tuple()
+        .all(db)
+        .await?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = webhook_delivery::Entity::find()
+        .filter(webhook_delivery::Column::EventId.is_in(events))
+        .filter(webhook_delivery::Column::CompanyId.eq(company_id))
+        .filter(webhook_delivery::Column::Livemode.eq(livemode))
+        .order_by_asc(webhook_delivery::Column::CreatedAt)
+        .into_model::<Delivery>()
+        .all(db)
+        .await?;
+    with_events(db, rows).await
+}
+
 /// One delivery of a company in one mode (`None` for another company's or mode's, exactly as
 /// for an unknown id).
 pub async fn find_for_company(

@@ -357,6 +357,12 @@ impl TestApp {
         self.call(Method::GET, "/company", key, None).await
     }
 
+    /// `POST /company/console-links`.
+    pub async fn console_link(&self, key: &str) -> reqwest::Response {
+        self.call(Method::POST, "/company/console-links", key, None)
+            .await
+    }
+
     /// `PUT /company/webhook`.
     pub async fn set_webhook(&self, key: &str, url: &str) -> reqwest::Response {
         self.call(

@@ -171,9 +171,7 @@ impl Validate for CreateApiKeyRequest {
             ));
         }
         if let Some(label) = &self.label {
-            check_len("label", label, 1, 255)?;
-            truenumber_core::text::check_identifier(label)
-                .map_err(|why| ApiError::invalid_request("label", why))?;
+            check_label(label)?;
         }
         Ok(())
     }
@@ -210,12 +208,7 @@ pub struct RollApiKeyRequest {
 
 impl Validate for RollApiKeyRequest {
     fn validate(&self) -> Result<(), ApiError> {
-        match self.expires_in_seconds {
-            Some(s) if u64::from(s) > companies::MAX_ROLL_OVERLAP.as_secs() => Err(
-                ApiError::invalid_request("expiresInSeconds", "must be 0 to 604800"),
-            ),
-            _ => Ok(()),
-        }
+        self.expires_in_seconds.map_or(Ok(()), check_roll_overlap)
     }
 }
 
@@ -382,26 +375,16 @@ impl ApiKeysApi {
             }
             None => Scopes::ALL,
         };
-        let mode = req.mode.map_or(company.mode, KeyMode::from);
-        if mode == KeyMode::Live {
-            require_live(&company, "create a live key")?;
-        }
-        let issued = companies::create_key(
-            &self.state.db,
-            &company.company_id,
-            &KeySpec {
-                mode,
+        Ok(Success(
+            create(
+                &self.state,
+                &company,
+                req.mode.map(KeyMode::from),
                 scopes,
-                label: req.label,
-            },
-        )
-        .await
-        .map_err(company_error)?;
-        tracing::info!(key_id = %issued.summary.key_id, "API key created");
-        Ok(Success(IssuedApiKey {
-            api_key: issued.key.expose().to_owned(),
-            key: issued.summary.into(),
-        }))
+                req.label,
+            )
+            .await?,
+        ))
     }
 
     /// Roll an API key
@@ -422,23 +405,15 @@ impl ApiKeysApi {
         JsonBody(req): JsonBody<RollApiKeyRequest>,
     ) -> Result<Success<RolledApiKey>, Failure<RollKeyErrors>> {
         authorize(&company)?;
-        require_visible_key(&self.state, &company, &key_id.0).await?;
-        let overlap = Duration::from_secs(u64::from(req.expires_in_seconds.unwrap_or(86_400)));
-        let (issued, old) =
-            companies::roll_key(&self.state.db, &company.company_id, &key_id.0, overlap)
-                .await
-                .map_err(company_error)?;
-        self.state.auth.forget_key(&key_id.0).await;
-        tracing::info!(key_id = %key_id.0, new_key_id = %issued.summary.key_id, "API key rolled");
-        let previous_key_expires_at = old
-            .expires_at
-            .ok_or_else(|| ApiError::internal("rolled key without an expiry"))?
-            .into();
-        Ok(Success(RolledApiKey {
-            api_key: issued.key.expose().to_owned(),
-            key: issued.summary.into(),
-            previous_key_expires_at,
-        }))
+        Ok(Success(
+            roll(
+                &self.state,
+                &company,
+                &key_id.0,
+                req.expires_in_seconds.unwrap_or(86_400),
+            )
+            .await?,
+        ))
     }
 
     /// Revoke an API key
@@ -458,12 +433,100 @@ impl ApiKeysApi {
         key_id: Path<String>,
     ) -> Result<NoContent, Failure<RevokeKeyErrors>> {
         authorize(&company)?;
-        require_visible_key(&self.state, &company, &key_id.0).await?;
-        companies::revoke_key(&self.state.db, &company.company_id, &key_id.0)
-            .await
-            .map_err(company_error)?;
-        self.state.auth.forget_key(&key_id.0).await;
-        tracing::info!(key_id = %key_id.0, "API key revoked");
+        revoke(&self.state, &company, &key_id.0).await?;
         Ok(NoContent)
     }
+}
+
+/// The checks of a key's label (the API's body and the console's form).
+pub(crate) fn check_label(label: &str) -> Result<(), ApiError> {
+    check_len("label", label, 1, 255)?;
+    truenumber_core::text::check_identifier(label)
+        .map_err(|why| ApiError::invalid_request("label", why))
+}
+
+/// The bounds of a roll's overlap, in seconds.
+pub(crate) fn check_roll_overlap(seconds: u32) -> Result<(), ApiError> {
+    if u64::from(seconds) > companies::MAX_ROLL_OVERLAP.as_secs() {
+        return Err(ApiError::invalid_request(
+            "expiresInSeconds",
+            "must be 0 to 604800",
+        ));
+    }
+    Ok(())
+}
+
+/// Issues a key of `mode` (default: the identity's) with `scopes` and `label`; a live key
+/// needs a live identity.
+pub(crate) async fn create(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+    mode: Option<KeyMode>,
+    scopes: Scopes,
+    label: Option<String>,
+) -> Result<IssuedApiKey, ApiError> {
+    if let Some(label) = &label {
+        check_label(label)?;
+    }
+    let mode = mode.unwrap_or(company.mode);
+    if mode == KeyMode::Live {
+        require_live(company, "create a live key")?;
+    }
+    let issued = companies::create_key(
+        &state.db,
+        &company.company_id,
+        &KeySpec {
+            mode,
+            scopes,
+            label,
+        },
+    )
+    .await
+    .map_err(company_error)?;
+    tracing::info!(key_id = %issued.summary.key_id, "API key created");
+    Ok(IssuedApiKey {
+        api_key: issued.key.expose().to_owned(),
+        key: issued.summary.into(),
+    })
+}
+
+/// Rolls key `key_id`: a new key like it, the old one working `overlap_seconds` more.
+pub(crate) async fn roll(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+    key_id: &str,
+    overlap_seconds: u32,
+) -> Result<RolledApiKey, ApiError> {
+    check_roll_overlap(overlap_seconds)?;
+    require_visible_key(state, company, key_id).await?;
+    let overlap = Duration::from_secs(u64::from(overlap_seconds));
+    let (issued, old) = companies::roll_key(&state.db, &company.company_id, key_id, overlap)
+        .await
+        .map_err(company_error)?;
+    state.auth.forget_key(key_id).await;
+    tracing::info!(key_id = %key_id, new_key_id = %issued.summary.key_id, "API key rolled");
+    let previous_key_expires_at = old
+        .expires_at
+        .ok_or_else(|| ApiError::internal("rolled key without an expiry"))?
+        .into();
+    Ok(RolledApiKey {
+        api_key: issued.key.expose().to_owned(),
+        key: issued.summary.into(),
+        previous_key_expires_at,
+    })
+}
+
+/// Revokes key `key_id` (again is not an error).
+pub(crate) async fn revoke(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    require_visible_key(state, company, key_id).await?;
+    companies::revoke_key(&state.db, &company.company_id, key_id)
+        .await
+        .map_err(company_error)?;
+    state.auth.forget_key(key_id).await;
+    tracing::info!(key_id = %key_id, "API key revoked");
+    Ok(())
 }

@@ -441,23 +441,10 @@ impl DeliveriesApi {
         delivery_id: Path<String>,
     ) -> Result<Success<Redelivery>, Failure<RedeliverErrors>> {
         require_scope(&company, Scope::Management)?;
-        let id = parse_delivery_id(&delivery_id.0)?;
-        let reopened =
-            deliveries::redeliver_one(&self.state.db, &company.company_id, company.livemode(), id)
-                .await
-                .map_err(|e| match e {
-                    RedeliverError::NotFound => not_found(),
-                    RedeliverError::InProgress => ApiError::new(
-                        ErrorCode::DeliveryInProgress,
-                        "The delivery is still pending; its retry schedule is running",
-                    ),
-                    RedeliverError::Db(db) => db_error(db),
-                })?;
-        publish_all(&self.state, std::slice::from_ref(&reopened)).await;
-        tracing::info!(delivery_id = %id, event_id = %reopened.0, "delivery redelivered");
+        let (delivery_id, event_id) = redeliver(&self.state, &company, &delivery_id.0).await?;
         Ok(Success(Redelivery {
-            delivery_id: id.to_string(),
-            event_id: reopened.0,
+            delivery_id,
+            event_id,
         }))
     }
 
@@ -472,23 +459,56 @@ impl DeliveriesApi {
         JsonBody(req): JsonBody<RecoverRequest>,
     ) -> Result<Success<Recovery>, Failure<RecoverErrors>> {
         require_scope(&company, Scope::Management)?;
-        let since = req.since.0;
         let until = req.until.map_or_else(Utc::now, |t| t.0);
-        let reopened = deliveries::recover_failed(
-            &self.state.db,
-            &company.company_id,
-            company.livemode(),
-            since,
-            until,
-        )
-        .await
-        .map_err(db_error)?;
-        let count = u32::try_from(reopened.len()).unwrap_or(u32::MAX);
-        tracing::info!(count, "failed deliveries recovered");
-        // Publishing a large batch must not hold the response: the deliveries are due in the
-        // database already, so a node that dies meanwhile loses nothing.
-        let state = self.state.clone();
-        tokio::spawn(async move { publish_all(&state, &reopened).await });
+        let count = recover(&self.state, &company, req.since.0, until).await?;
         Ok(Success(Recovery { count }))
     }
+}
+
+/// Redelivers the identity's finished delivery `delivery_id`; its id and event id.
+pub(crate) async fn redeliver(
+    state: &AppState,
+    company: &truenumber_core::companies::api_keys::AuthenticatedCompany,
+    delivery_id: &str,
+) -> Result<(String, String), ApiError> {
+    let id = parse_delivery_id(delivery_id)?;
+    let reopened =
+        deliveries::redeliver_one(&state.db, &company.company_id, company.livemode(), id)
+            .await
+            .map_err(|e| match e {
+                RedeliverError::NotFound => not_found(),
+                RedeliverError::InProgress => ApiError::new(
+                    ErrorCode::DeliveryInProgress,
+                    "The delivery is still pending; its retry schedule is running",
+                ),
+                RedeliverError::Db(db) => db_error(db),
+            })?;
+    publish_all(state, std::slice::from_ref(&reopened)).await;
+    tracing::info!(delivery_id = %id, event_id = %reopened.0, "delivery redelivered");
+    Ok((id.to_string(), reopened.0))
+}
+
+/// Sends every failed delivery of the identity created in `[since, until)` again; how many.
+pub(crate) async fn recover(
+    state: &AppState,
+    company: &truenumber_core::companies::api_keys::AuthenticatedCompany,
+    since: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
+) -> Result<u32, ApiError> {
+    let reopened = deliveries::recover_failed(
+        &state.db,
+        &company.company_id,
+        company.livemode(),
+        since,
+        until,
+    )
+    .await
+    .map_err(db_error)?;
+    let count = u32::try_from(reopened.len()).unwrap_or(u32::MAX);
+    tracing::info!(count, "failed deliveries recovered");
+    // Publishing a large batch must not hold the response: the deliveries are due in the
+    // database already, so a node that dies meanwhile loses nothing.
+    let state = state.clone();
+    tokio::spawn(async move { publish_all(&state, &reopened).await });
+    Ok(count)
 }

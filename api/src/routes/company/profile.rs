@@ -5,13 +5,13 @@ use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use truenumber_core::{
     abuse::countries,
-    companies::{self, policy::Overrides},
+    companies::{self, api_keys::AuthenticatedCompany, policy::Overrides},
     error_code::ErrorCode,
 };
 
 use super::{
-    FORBIDDEN_TO_TEST_KEYS, ReadErrors, SYSTEM_ERROR, UNAUTHORIZED, UNAVAILABLE, authorize,
-    company_error, own_row, require_live,
+    FORBIDDEN_TO_TEST_KEYS, LiveOnlyErrors, ReadErrors, SYSTEM_ERROR, UNAUTHORIZED, UNAVAILABLE,
+    authorize, company_error, own_row, require_live,
 };
 use crate::{
     error::ApiError,
@@ -129,6 +129,40 @@ impl OperationErrors for SettingsErrors {
 }
 
 /// The company's profile.
+/// `POST /company/console-links`: a link that signs a browser in to the console.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ConsoleLink {
+    /// Open it in a browser: it signs in to your company's console once, then stops working.
+    /// Treat it as a password until it expires.
+    pub url: String,
+    /// When the link stops working if unused (10 minutes; RFC 3339, UTC).
+    pub expires_at: Timestamp,
+}
+
+impl SuccessBody for ConsoleLink {
+    const DESCRIPTION: &'static str = "A single-use sign-in link to the console.";
+    const STATUS: u16 = 201;
+    const RATE_LIMITED: bool = false;
+}
+
+/// Issues a single-use console sign-in link for the identity's company (a live identity
+/// only: the console shows live data).
+pub(crate) async fn console_link(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+) -> Result<ConsoleLink, ApiError> {
+    require_live(company, "open the console")?;
+    let link = truenumber_core::companies::console::create_link(&state.db, &company.company_id)
+        .await
+        .map_err(crate::console::console_error)?;
+    tracing::info!("console sign-in link issued");
+    Ok(ConsoleLink {
+        url: crate::console::sign_in_url(&state.config.api_base_url, &link.token),
+        expires_at: link.expires_at.into(),
+    })
+}
+
 #[derive(Debug)]
 pub struct ProfileApi {
     /// Shared state.
@@ -183,15 +217,41 @@ impl ProfileApi {
         JsonBody(req): JsonBody<CompanySettingsRequest>,
     ) -> Result<Success<CompanySettings>, Failure<SettingsErrors>> {
         authorize(&company)?;
-        require_live(&company, "change company-wide settings")?;
-        let codes = countries::parse_codes(&req.allowed_countries)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
-        companies::set_allowed_countries(&self.state.db, &company.company_id, &codes)
-            .await
-            .map_err(company_error)?;
-        self.state.auth.forget_company(&company.company_id).await;
-        Ok(Success(CompanySettings {
-            allowed_countries: codes,
-        }))
+        let allowed_countries =
+            set_allowed_countries(&self.state, &company, &req.allowed_countries).await?;
+        Ok(Success(CompanySettings { allowed_countries }))
     }
+
+    /// Open the console
+    ///
+    /// A single-use link, valid 10 minutes, that signs a browser in to your company's web
+    /// console at `/console` (live key only).
+    #[oai(
+        path = "/console-links",
+        method = "post",
+        operation_id = "createConsoleLink"
+    )]
+    async fn create_console_link(
+        &self,
+        CompanyAuth(company): CompanyAuth,
+    ) -> Result<Success<ConsoleLink>, Failure<LiveOnlyErrors>> {
+        authorize(&company)?;
+        Ok(Success(console_link(&self.state, &company).await?))
+    }
+}
+
+/// Sets the countries the company serves (a live identity only); the codes as stored.
+pub(crate) async fn set_allowed_countries(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+    codes: &[String],
+) -> Result<Vec<String>, ApiError> {
+    require_live(company, "change company-wide settings")?;
+    let codes = countries::parse_codes(codes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    companies::set_allowed_countries(&state.db, &company.company_id, &codes)
+        .await
+        .map_err(company_error)?;
+    state.auth.forget_company(&company.company_id).await;
+    Ok(codes)
 }

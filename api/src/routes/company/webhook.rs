@@ -7,7 +7,7 @@ use std::time::Duration;
 use poem_openapi::{Object, OpenApi};
 use serde::Deserialize;
 use truenumber_core::{
-    companies::{self},
+    companies::{self, api_keys::AuthenticatedCompany},
     error_code::ErrorCode,
     webhooks::target,
 };
@@ -150,20 +150,7 @@ impl WebhookApi {
         JsonBody(req): JsonBody<SetWebhookRequest>,
     ) -> Result<Success<WebhookEndpoint>, Failure<SetWebhookErrors>> {
         authorize(&company)?;
-        require_live(&company, "change the webhook URL")?;
-        let invalid = |why: String| ApiError::new(ErrorCode::InvalidWebhookUrl, why);
-        let url = target::validate_webhook_url(&req.url).map_err(|e| invalid(e.to_string()))?;
-        target::check_registration(
-            &url,
-            self.state.config.webhook_allow_private_networks,
-            REGISTRATION_DNS_TIMEOUT,
-        )
-        .await
-        .map_err(|refused| invalid(refused.to_string()))?;
-        companies::set_webhook(&self.state.db, &company.company_id, Some(&url))
-            .await
-            .map_err(company_error)?;
-        tracing::info!("webhook URL set");
+        let url = set_url(&self.state, &company, &req.url).await?;
         Ok(Success(WebhookEndpoint { webhook_url: url }))
     }
 
@@ -176,11 +163,7 @@ impl WebhookApi {
         CompanyAuth(company): CompanyAuth,
     ) -> Result<NoContent, Failure<LiveOnlyErrors>> {
         authorize(&company)?;
-        require_live(&company, "remove the webhook URL")?;
-        companies::set_webhook(&self.state.db, &company.company_id, None)
-            .await
-            .map_err(company_error)?;
-        tracing::info!("webhook URL removed");
+        clear_url(&self.state, &company).await?;
         Ok(NoContent)
     }
 
@@ -199,30 +182,7 @@ impl WebhookApi {
         CompanyAuth(company): CompanyAuth,
     ) -> Result<Success<WebhookTest>, Failure<WebhookTestErrors>> {
         authorize(&company)?;
-        let row = own_row(&self.state, &company).await?;
-        let not_configured = || {
-            ApiError::new(
-                ErrorCode::WebhookNotConfigured,
-                "No webhook URL is set; set one with PUT /company/webhook first",
-            )
-        };
-        if row.webhook_url.is_none() {
-            return Err(not_configured().into());
-        }
-        let sent = truenumber_core::webhooks::send_test(
-            &self.state.db,
-            &self.state.publisher,
-            &company.company_id,
-            company.livemode(),
-        )
-        .await
-        .map_err(db_error)?
-        .ok_or_else(not_configured)?;
-        tracing::info!(event_id = %sent.event_id, "test webhook queued");
-        Ok(Success(WebhookTest {
-            event_id: sent.event_id,
-            delivery_id: sent.delivery_id.to_string(),
-        }))
+        Ok(Success(send_test(&self.state, &company).await?))
     }
 
     /// Rotate your webhook secret
@@ -241,18 +201,97 @@ impl WebhookApi {
         CompanyAuth(company): CompanyAuth,
     ) -> Result<Success<RotatedWebhookSecret>, Failure<LiveOnlyErrors>> {
         authorize(&company)?;
-        require_live(&company, "rotate the webhook secret")?;
-        let (secret, until) = companies::rotate_webhook_secret(
-            &self.state.db,
-            &company.company_id,
-            self.state.config.webhook_secret_overlap,
-        )
+        Ok(Success(rotate_secret(&self.state, &company).await?))
+    }
+}
+
+/// Sets the company's webhook URL after the checks of `PUT /company/webhook` (a live identity
+/// only; an http(s) URL whose host is public unless private networks are allowed); the URL as
+/// stored. The API and the console both call this.
+pub(crate) async fn set_url(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+    raw: &str,
+) -> Result<String, ApiError> {
+    require_live(company, "change the webhook URL")?;
+    let invalid = |why: String| ApiError::new(ErrorCode::InvalidWebhookUrl, why);
+    check_len("url", raw, 1, 2048)?;
+    let url = target::validate_webhook_url(raw).map_err(|e| invalid(e.to_string()))?;
+    target::check_registration(
+        &url,
+        state.config.webhook_allow_private_networks,
+        REGISTRATION_DNS_TIMEOUT,
+    )
+    .await
+    .map_err(|refused| invalid(refused.to_string()))?;
+    companies::set_webhook(&state.db, &company.company_id, Some(&url))
         .await
         .map_err(company_error)?;
-        tracing::info!(previous_secret_expires_at = %until, "webhook secret rotated");
-        Ok(Success(RotatedWebhookSecret {
-            webhook_secret: secret.expose().to_owned(),
-            previous_secret_expires_at: until.into(),
-        }))
+    tracing::info!("webhook URL set");
+    Ok(url)
+}
+
+/// Removes the company's webhook URL (a live identity only).
+pub(crate) async fn clear_url(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+) -> Result<(), ApiError> {
+    require_live(company, "remove the webhook URL")?;
+    companies::set_webhook(&state.db, &company.company_id, None)
+        .await
+        .map_err(company_error)?;
+    tracing::info!("webhook URL removed");
+    Ok(())
+}
+
+/// Queues a `webhook.test` event of the identity's mode to the company's webhook URL.
+pub(crate) async fn send_test(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+) -> Result<WebhookTest, ApiError> {
+    let row = own_row(state, company).await?;
+    let not_configured = || {
+        ApiError::new(
+            ErrorCode::WebhookNotConfigured,
+            "No webhook URL is set; set one with PUT /company/webhook first",
+        )
+    };
+    if row.webhook_url.is_none() {
+        return Err(not_configured());
     }
+    let sent = truenumber_core::webhooks::send_test(
+        &state.db,
+        &state.publisher,
+        &company.company_id,
+        company.livemode(),
+    )
+    .await
+    .map_err(db_error)?
+    .ok_or_else(not_configured)?;
+    tracing::info!(event_id = %sent.event_id, "test webhook queued");
+    Ok(WebhookTest {
+        event_id: sent.event_id,
+        delivery_id: sent.delivery_id.to_string(),
+    })
+}
+
+/// Rotates the signing secret (a live identity only); the old one keeps signing beside the new
+/// one for `WEBHOOK_SECRET_OVERLAP_SECONDS`.
+pub(crate) async fn rotate_secret(
+    state: &AppState,
+    company: &AuthenticatedCompany,
+) -> Result<RotatedWebhookSecret, ApiError> {
+    require_live(company, "rotate the webhook secret")?;
+    let (secret, until) = companies::rotate_webhook_secret(
+        &state.db,
+        &company.company_id,
+        state.config.webhook_secret_overlap,
+    )
+    .await
+    .map_err(company_error)?;
+    tracing::info!(previous_secret_expires_at = %until, "webhook secret rotated");
+    Ok(RotatedWebhookSecret {
+        webhook_secret: secret.expose().to_owned(),
+        previous_secret_expires_at: until.into(),
+    })
 }

@@ -333,22 +333,32 @@ impl VerificationsApi {
         verification_id: Path<String>,
     ) -> Result<NoContent, Failure<EraseErrors>> {
         require_scope(&company, Scope::Verifications)?;
-        let erased = listing::erase(
-            &self.state.db,
-            &company.company_id,
-            company.livemode(),
-            &verification_id.0,
-        )
-        .await
-        .map_err(db_error)?;
-        if !erased {
-            return Err(ApiError::new(
-                ErrorCode::SessionNotFound,
-                "Verification session not found",
-            )
-            .into());
-        }
-        tracing::info!("verification erased");
+        erase(&self.state, &company, &verification_id.0).await?;
         Ok(NoContent)
     }
+}
+
+/// Erases the identity's session `verification_id` (of its mode) with its events and
+/// deliveries; 404 `SESSION_NOT_FOUND` for an unknown, another company's or another mode's.
+pub(crate) async fn erase(
+    state: &AppState,
+    company: &truenumber_core::companies::api_keys::AuthenticatedCompany,
+    verification_id: &str,
+) -> Result<(), ApiError> {
+    let erased = listing::erase(
+        &state.db,
+        &company.company_id,
+        company.livemode(),
+        verification_id,
+    )
+    .await
+    .map_err(db_error)?;
+    if !erased {
+        return Err(ApiError::new(
+            ErrorCode::SessionNotFound,
+            "Verification session not found",
+        ));
+    }
+    tracing::info!("verification erased");
+    Ok(())
 }
