@@ -261,7 +261,8 @@ pub async fn start(config: Config, addr: SocketAddr) -> anyhow::Result<Running> 
         data_file = %db_path.display(),
         addr = %local,
         "TrueNumber standalone (single node): data in {}, listening on {scheme}://{local}; \
-         the API and its document at {scheme}://{local}/docs; {}",
+         the API and its document at {scheme}://{local}/docs, the company console at \
+         {scheme}://{local}/console (sign in with `company console-link`); {}",
         db_path.display(),
         crate::private_webhooks_line(&config)
     );

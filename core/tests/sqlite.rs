@@ -129,7 +129,7 @@ async fn migrations_apply_revert_and_reapply_with_the_pragmas_set() {
     .await;
     assert_eq!(
         tables,
-        "api_keys,companies,deny_cooldowns,initiation_refusals,number_blocks,seaql_migrations,\
+        "api_keys,companies,console_links,console_sessions,deny_cooldowns,initiation_refusals,number_blocks,seaql_migrations,\
          verification_events,verification_sessions,webhook_attempts,webhook_deliveries"
     );
     let indexes = scalar_string(
@@ -141,7 +141,8 @@ async fn migrations_apply_revert_and_reapply_with_the_pragmas_set() {
     .await;
     assert_eq!(
         indexes,
-        "api_keys_company_id_idx,deny_cooldowns_denied_at_idx,verification_events_company_unbound_idx,\
+        "api_keys_company_id_idx,console_links_expires_at_idx,console_sessions_expires_at_idx,\
+         deny_cooldowns_denied_at_idx,verification_events_company_unbound_idx,\
          verification_events_one_per_session,\
          verification_events_unpublished_idx,verification_sessions_company_completed_idx,\
          verification_sessions_company_created_idx,verification_sessions_open_expiry_idx,\

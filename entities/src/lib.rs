@@ -6,6 +6,8 @@
 
 pub mod api_key;
 pub mod company;
+pub mod console_link;
+pub mod console_session;
 pub mod deny_cooldown;
 pub mod initiation_refusal;
 pub mod number_block;

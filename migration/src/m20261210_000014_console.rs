@@ -14,7 +14,7 @@ pub struct Migration;
 
 const UP: &str = r#"
 CREATE TABLE console_links (
-    token_hash CHAR(64) PRIMARY KEY,
+    token_hash VARCHAR(64) PRIMARY KEY,
     company_id VARCHAR(255) NOT NULL REFERENCES companies (company_id) ON DELETE CASCADE,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     expires_at TIMESTAMPTZ NOT NULL,
@@ -22,7 +22,7 @@ CREATE TABLE console_links (
 );
 CREATE INDEX console_links_expires_at_idx ON console_links (expires_at);
 CREATE TABLE console_sessions (
-    session_hash CHAR(64) PRIMARY KEY,
+    session_hash VARCHAR(64) PRIMARY KEY,
     company_id VARCHAR(255) NOT NULL REFERENCES companies (company_id) ON DELETE CASCADE,
     livemode BOOLEAN NOT NULL,
     csrf_token VARCHAR(64) NOT NULL,
@@ -39,7 +39,7 @@ DROP TABLE console_links;
 
 const UP_SQLITE: &str = r#"
 CREATE TABLE console_links (
-    token_hash CHAR(64) PRIMARY KEY,
+    token_hash VARCHAR(64) PRIMARY KEY,
     company_id VARCHAR(255) NOT NULL REFERENCES companies (company_id) ON DELETE CASCADE,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
     expires_at TEXT NOT NULL,
@@ -47,7 +47,7 @@ CREATE TABLE console_links (
 );
 CREATE INDEX console_links_expires_at_idx ON console_links (expires_at);
 CREATE TABLE console_sessions (
-    session_hash CHAR(64) PRIMARY KEY,
+    session_hash VARCHAR(64) PRIMARY KEY,
     company_id VARCHAR(255) NOT NULL REFERENCES companies (company_id) ON DELETE CASCADE,
     livemode INTEGER NOT NULL CHECK (livemode IN (0, 1)),
     csrf_token VARCHAR(64) NOT NULL,

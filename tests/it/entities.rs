@@ -7,7 +7,8 @@ use sea_orm::{
 };
 use truenumber_core::{config::Config, storage::db};
 use truenumber_entities::{
-    api_key, company, deny_cooldown, initiation_refusal, number_block, verification_event,
+    api_key, company, console_link, console_session, deny_cooldown, initiation_refusal,
+    number_block, verification_event,
     verification_event::EventStatus,
     verification_session::{self, SessionStatus},
     webhook_attempt,
@@ -83,7 +84,7 @@ fn entity_columns<E: EntityTrait>() -> Columns {
 #[tokio::test]
 async fn every_table_has_an_entity_that_matches_it() {
     let db = fresh_db().await;
-    let entities: [(&str, Columns); 9] = [
+    let entities: [(&str, Columns); 11] = [
         (
             company::Entity.table_name(),
             entity_columns::<company::Entity>(),
@@ -119,6 +120,14 @@ async fn every_table_has_an_entity_that_matches_it() {
         (
             initiation_refusal::Entity.table_name(),
             entity_columns::<initiation_refusal::Entity>(),
+        ),
+        (
+            console_link::Entity.table_name(),
+            entity_columns::<console_link::Entity>(),
+        ),
+        (
+            console_session::Entity.table_name(),
+            entity_columns::<console_session::Entity>(),
         ),
     ];
     for (table, columns) in &entities {

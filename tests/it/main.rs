@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod company;
 mod console;
+mod console_browser;
 mod db_lanes;
 mod entities;
 mod errors;

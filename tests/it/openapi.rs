@@ -213,6 +213,7 @@ async fn references_are_plain_and_timestamps_are_date_times() {
         "AppVerification.expiresAt",
         "BlockedCompanyItem.blockedAt",
         "CompanyProfile.createdAt",
+        "ConsoleLink.expiresAt",
         "Error.timestamp",
         "InitiateVerificationResponse.expiresAt",
         "RolledApiKey.previousKeyExpiresAt",
@@ -314,6 +315,8 @@ async fn headers_are_declared_where_sent_and_required_where_always_sent() {
             + 12 + 12 + 7 + 6
             // the blocked companies (list, block, unblock) and the company's settings
             + 5 + 7 + 7 + 8
+            // a console sign-in link
+            + 5
     );
 }
 

@@ -259,7 +259,8 @@ pub async fn serve(
     truenumber_core::phone::warm_up();
     tracing::info!(
         addr = %bound.local_addr,
-        "truenumber-api listening on {}; the API and its document at /docs; {}",
+        "truenumber-api listening on {}; the API and its document at /docs, the company \
+         console at /console (sign in with `company console-link`); {}",
         bound.local_addr,
         crate::private_webhooks_line(&config)
     );

@@ -393,10 +393,10 @@ pub(crate) fn page(
                 }
             }
         }
-        @if !live {
-            p.testbanner { "Test mode: you are looking at test data (sessions made with tn_test_ keys)." }
-        }
         main #main tabindex="-1" {
+            @if !live {
+                p.testbanner { "Test mode: you are looking at test data (sessions made with tn_test_ keys)." }
+            }
             h1 { (title) }
             (notice.render())
             (main)

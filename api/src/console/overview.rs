@@ -171,7 +171,8 @@ fn chart_svg(days: &[DayCounts]) -> String {
             svg,
             r#"<rect x="{x:.1}" y="8" width="{bar:.1}" height="{plot_h:.1}" fill="transparent"/></g>"#
         );
-        if i % 7 == 0 || i + 1 == days.len() {
+        // A date under every seventh bar and the last (not one too close to it).
+        if (i % 7 == 0 && i + 4 <= days.len()) || i + 1 == days.len() {
             let _ = write!(
                 svg,
                 r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#505a66">{}</text>"##,

@@ -6,6 +6,7 @@
 //! each other.
 
 mod app;
+mod browser;
 mod client;
 mod logs;
 pub mod process;
@@ -18,6 +19,7 @@ use truenumber_core::config::Config;
 
 pub use self::{
     app::{QueueCleanup, TestApp, TestCompany},
+    browser::Browser,
     client::{Expect, NUMBER, assert_error, header},
     logs::Captured,
     process::{cli_json, cli_run, spawn_process},
