@@ -264,6 +264,31 @@ async fn one_action_per_page_through_the_ui() {
     let link = sign_in(&app, &browser, &company).await;
     let base = app.base.clone();
 
+    // The keyboard: the first Tab reaches the skip link, Enter on it moves focus to the page's
+    // content.
+    let focused = |script: &'static str| {
+        let client = browser.client.clone();
+        async move { client.execute(script, vec![]).await.unwrap() }
+    };
+    let body = browser.client.active_element().await.unwrap();
+    body.send_keys("\u{E004}").await.unwrap();
+    assert_eq!(
+        focused("return document.activeElement.className;").await,
+        json!("skip")
+    );
+    browser
+        .client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    assert_eq!(
+        focused("return document.activeElement.id;").await,
+        json!("main")
+    );
+
     // Webhooks: a refused URL shows the API's refusal; a good one is saved; a test event is
     // delivered and listed with its attempt.
     browser.open(&format!("{base}/console/webhooks")).await;

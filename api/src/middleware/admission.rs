@@ -2,8 +2,9 @@
 //! `MAX_CONCURRENT_REQUESTS` slots, in arrival order (the semaphore is fair), for at most the
 //! time a database connection may be waited for; past that, 503 with `Retry-After`. Under
 //! overload requests wait here, not in a race for database connections that ends in pool
-//! timeouts. The one rule: a path under `/api/v1/` is admitted, except the OpenAPI document
-//! (static); probes, metrics and the docs live outside `/api/v1` and never wait.
+//! timeouts. The one rule: a path under `/api/v1/` or `/console` is admitted, except the
+//! OpenAPI document and the console's stylesheet (static); probes, metrics and the docs never
+//! wait.
 
 use std::time::Duration;
 
@@ -21,10 +22,15 @@ pub(super) struct Admission {
     slots: Semaphore,
 }
 
-/// Whether a request for `path` takes a slot.
+/// Whether a request for `path` takes a slot: every API operation, and every console page
+/// (they query the same database) but its static stylesheet.
 pub(super) fn applies(path: &str) -> bool {
-    path.strip_prefix(API_PREFIX)
-        .is_some_and(|rest| rest.starts_with('/') && rest != "/openapi.json")
+    let api = path
+        .strip_prefix(API_PREFIX)
+        .is_some_and(|rest| rest.starts_with('/') && rest != "/openapi.json");
+    let console =
+        (path == "/console" || path.starts_with("/console/")) && path != "/console/console.css";
+    api || console
 }
 
 impl Admission {
@@ -71,6 +77,8 @@ mod tests {
             "/api/v1/app/verifications",
             "/api/v1/test/verifications/ver_x/complete",
             "/api/v1/nope",
+            "/console",
+            "/console/verifications/ver_x",
         ] {
             assert!(applies(path), "{path}");
         }
@@ -83,6 +91,8 @@ mod tests {
             "/api/v1/openapi.json",
             "/api/v1",
             "/api/v10/verification/initiate",
+            "/console/console.css",
+            "/consoles",
         ] {
             assert!(!applies(path), "{path}");
         }
