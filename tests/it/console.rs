@@ -115,6 +115,60 @@ async fn a_link_signs_in_once_and_sets_a_strict_cookie() {
 }
 
 #[tokio::test]
+async fn a_session_ends_after_an_idle_hour_or_twelve_hours_in_all() {
+    use sea_orm::ConnectionTrait;
+    let app = TestApp::spawn().await;
+    let c = app.create_company(&unique("c")).await;
+    let age = |column: &'static str, by: chrono::Duration| {
+        let db = app.db.clone();
+        let id = c.id.clone();
+        async move {
+            let at = chrono::Utc::now() - by;
+            db.execute_raw(sea_orm::Statement::from_sql_and_values(
+                db.get_database_backend(),
+                format!("UPDATE console_sessions SET {column} = $1 WHERE company_id = $2"),
+                [at.into(), id.into()],
+            ))
+            .await
+            .unwrap();
+        }
+    };
+    // Used 59 minutes ago: still open (and the use restarts the idle clock).
+    let cookie = sign_in(&app, &c).await;
+    age("last_seen_at", chrono::Duration::minutes(59)).await;
+    assert_eq!(get(&app, &cookie, "/console").await.status(), 200);
+    assert_eq!(get(&app, &cookie, "/console").await.status(), 200);
+    // Idle for an hour: over.
+    age("last_seen_at", chrono::Duration::minutes(61)).await;
+    assert_eq!(get(&app, &cookie, "/console").await.status(), 303);
+    // Busy, but past its lifetime: over.
+    let cookie = sign_in(&app, &c).await;
+    age("expires_at", chrono::Duration::seconds(1)).await;
+    assert_eq!(get(&app, &cookie, "/console").await.status(), 303);
+    // A link past its ten minutes opens nothing.
+    let link: Value = app.console_link(&c.api_key).await.json().await.unwrap();
+    app.db
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            app.db.get_database_backend(),
+            "UPDATE console_links SET expires_at = $1 WHERE company_id = $2 AND used_at IS NULL",
+            [chrono::Utc::now().into(), c.id.as_str().into()],
+        ))
+        .await
+        .unwrap();
+    let url = link["url"].as_str().unwrap();
+    let path = format!("/console/{}", url.split_once("/console/").unwrap().1);
+    assert_eq!(
+        app.client
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
 async fn every_page_carries_the_security_headers_and_needs_a_session() {
     let app = TestApp::spawn().await;
     let c = app.create_company(&unique("c")).await;
