@@ -78,6 +78,14 @@ struct Args {
     /// `DATABASE_MAX_CONNECTIONS`, and exit.
     #[arg(long, value_name = "DIR")]
     pgbench_scripts: Option<std::path::PathBuf>,
+    /// Use this company (with `--api-key`, its live key) instead of making one: how another
+    /// build of the API, whose schema this tool's code may not match, is driven by the same
+    /// client (`scripts/ab-initiate`). Its rate limits must already be raised.
+    #[arg(long, requires = "api_key")]
+    company_id: Option<String>,
+    /// The live API key of `--company-id`.
+    #[arg(long, requires = "company_id")]
+    api_key: Option<String>,
 }
 
 /// `$1`, `$2`, … of `sql` replaced by pgbench expressions.
@@ -354,12 +362,24 @@ async fn run() -> anyhow::Result<()> {
     } else {
         Config::from_env().context("loadtest reads DATABASE_URL and JWT_SECRET")?
     };
-    let dbc = db::connect(&config).await?;
-    let company = format!("loadtest_{}", uuid::Uuid::new_v4().simple());
-    let created =
-        companies::create_company(&dbc, &company, "Load test", args.webhook_url.as_deref()).await?;
-    companies::set_rate_limits(&dbc, &company, Some(i32::MAX as u32), Some(i32::MAX as u32))
-        .await?;
+    let (company, key) = match (&args.company_id, &args.api_key) {
+        (Some(company), Some(key)) => (company.clone(), key.clone()),
+        _ => {
+            let dbc = db::connect(&config).await?;
+            let company = format!("loadtest_{}", uuid::Uuid::new_v4().simple());
+            let created =
+                companies::create_company(&dbc, &company, "Load test", args.webhook_url.as_deref())
+                    .await?;
+            companies::set_rate_limits(
+                &dbc,
+                &company,
+                Some(i32::MAX as u32),
+                Some(i32::MAX as u32),
+            )
+            .await?;
+            (company, created.api_key.expose().to_owned())
+        }
+    };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .timeout(Duration::from_secs(30))
@@ -367,7 +387,7 @@ async fn run() -> anyhow::Result<()> {
     let mut target = Target {
         client,
         base: args.base_url.trim_end_matches('/').to_owned(),
-        key: created.api_key.expose().to_owned(),
+        key,
         company,
         tokens: AppTokenKeys::new(&config.jwt_secret),
         next_number: AtomicUsize::new(0),
