@@ -31,10 +31,7 @@ const ROLL_OVERLAPS: [(u32, &str); 4] = [
 
 #[handler]
 pub(crate) async fn show(state: Data<&AppState>, req: &Request) -> Response {
-    let signed = match signed_in(&state, req).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_in(&state, req).await);
     render(&state, &signed, Notice::None).await
 }
 
@@ -151,10 +148,7 @@ pub(crate) async fn create(
     let Ok(Form(form)) = form else {
         return bare_error(&ApiError::invalid_request("form", "is malformed"));
     };
-    let signed = match signed_post(&state, req, &form.csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &form.csrf).await);
     let mode = match form.mode.as_str() {
         "live" => KeyMode::Live,
         "test" => KeyMode::Test,
@@ -207,10 +201,7 @@ pub(crate) async fn roll(
             "must be 0 to 604800",
         ));
     };
-    let signed = match signed_post(&state, req, &form.csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &form.csrf).await);
     let notice = match api_keys::roll(
         &state,
         &signed.live_identity(),
@@ -243,10 +234,7 @@ pub(crate) async fn revoke(
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
     let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
-    let signed = match signed_post(&state, req, &csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &csrf).await);
     let notice = match api_keys::revoke(&state, &signed.live_identity(), &id).await {
         Ok(()) => Notice::Done(format!(
             "API key {id} is revoked; it stops working at once."

@@ -16,6 +16,17 @@
 //!   `frame-ancestors 'none'`, `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
 //!   Another company's or mode's id is a 404 page, as in the API.
 
+/// The value of a `Result<T, Response>`, or return its response (every page's first step:
+/// the session, or the redirect or refusal to give instead).
+macro_rules! or_page {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(response) => return response,
+        }
+    };
+}
+
 mod keys;
 mod overview;
 mod settings;
@@ -543,10 +554,7 @@ async fn sign_out(
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
     let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
-    let signed = match signed_post(&state, req, &csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &csrf).await);
     if let Err(e) = console::end(&state.db, &signed.cookie).await {
         return bare_error(&console_error(e));
     }
@@ -577,10 +585,7 @@ async fn switch_mode(
     let Ok(Form(form)) = form else {
         return bare_error(&ApiError::invalid_request("live", "must be true or false"));
     };
-    let signed = match signed_post(&state, req, &form.csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &form.csrf).await);
     if let Err(e) = console::set_mode(&state.db, &signed.cookie, form.live).await {
         return bare_error(&console_error(e));
     }

@@ -19,10 +19,7 @@ const CHART_DAYS: i64 = 30;
 
 #[handler]
 pub(crate) async fn show(state: Data<&AppState>, req: &Request) -> Response {
-    let signed = match signed_in(&state, req).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_in(&state, req).await);
     match render(&state, &signed).await {
         Ok(main) => page(&signed, Nav::Overview, "Overview", &Notice::None, main),
         Err(resp) => resp,

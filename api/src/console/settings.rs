@@ -22,10 +22,7 @@ use crate::{
 
 #[handler]
 pub(crate) async fn show(state: Data<&AppState>, req: &Request) -> Response {
-    let signed = match signed_in(&state, req).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_in(&state, req).await);
     render(&state, &signed, Notice::None).await
 }
 
@@ -146,10 +143,7 @@ pub(crate) async fn set_countries(
     let Ok(Form(form)) = form else {
         return bare_error(&ApiError::invalid_request("countries", "is malformed"));
     };
-    let mut signed = match signed_post(&state, req, &form.csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let mut signed = or_page!(signed_post(&state, req, &form.csrf).await);
     let codes: Vec<String> = form
         .countries
         .split(|c: char| c == ',' || c.is_whitespace())

@@ -131,10 +131,7 @@ pub(crate) async fn list(
     req: &Request,
     query: poem::Result<Query<ListQuery>>,
 ) -> Response {
-    let signed = match signed_in(&state, req).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_in(&state, req).await);
     let query = query.map(|q| q.0).unwrap_or_default();
     render_list(&state, &signed, &query, Notice::None).await
 }
@@ -250,10 +247,7 @@ pub(crate) async fn detail(
     req: &Request,
     Path(id): Path<String>,
 ) -> Response {
-    let signed = match signed_in(&state, req).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_in(&state, req).await);
     render_detail(&state, &signed, &id, Notice::None).await
 }
 
@@ -396,10 +390,7 @@ pub(crate) async fn erase(
         csrf: String::new(),
         confirm: String::new(),
     });
-    let signed = match signed_post(&state, req, &form.csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &form.csrf).await);
     if form.confirm != "yes" {
         let refused = ApiError::invalid_request("confirm", "must be ticked to erase");
         return render_detail(&state, &signed, &id, refused.into()).await;
@@ -434,10 +425,7 @@ pub(crate) async fn complete(
             "must be verified, failed, denied or expired",
         ));
     };
-    let signed = match signed_post(&state, req, &form.csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &form.csrf).await);
     let outcome = SessionStatus::from(form.outcome);
     let notice = match test_mode::complete(&state, &signed.identity(), &id, outcome).await {
         Ok(_) => Notice::Done(format!(

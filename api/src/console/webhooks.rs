@@ -33,10 +33,7 @@ pub(crate) async fn show(
     req: &Request,
     query: poem::Result<Query<PageQuery>>,
 ) -> Response {
-    let signed = match signed_in(&state, req).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_in(&state, req).await);
     let cursor = query.map(|q| q.0.cursor).unwrap_or_default();
     render(&state, &signed, &cursor, Notice::None).await
 }
@@ -205,10 +202,7 @@ pub(crate) async fn set_url(
     let Ok(Form(form)) = form else {
         return bare_error(&ApiError::invalid_request("url", "is missing"));
     };
-    let mut signed = match signed_post(&state, req, &form.csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let mut signed = or_page!(signed_post(&state, req, &form.csrf).await);
     let identity = signed.live_identity();
     let notice = if form.action == "clear" {
         match webhook::clear_url(&state, &identity).await {
@@ -241,10 +235,7 @@ pub(crate) async fn send_test(
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
     let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
-    let signed = match signed_post(&state, req, &csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &csrf).await);
     let notice = match webhook::send_test(&state, &signed.identity()).await {
         Ok(sent) => Notice::Done(format!(
             "Test event {} queued (delivery {}); it appears below with its attempts.",
@@ -262,10 +253,7 @@ pub(crate) async fn rotate_secret(
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
     let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
-    let signed = match signed_post(&state, req, &csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &csrf).await);
     let notice = match webhook::rotate_secret(&state, &signed.live_identity()).await {
         Ok(r) => Notice::Secret {
             what: "New webhook signing secret".to_owned(),
@@ -290,10 +278,7 @@ pub(crate) async fn redeliver(
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
     let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
-    let signed = match signed_post(&state, req, &csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &csrf).await);
     let notice = match delivery_ops::redeliver(&state, &signed.identity(), &id).await {
         Ok((delivery, _)) => Notice::Done(format!(
             "Delivery {delivery} goes out again with a fresh retry schedule."
@@ -320,10 +305,7 @@ pub(crate) async fn recover(
     let Ok(Form(form)) = form else {
         return bare_error(&ApiError::invalid_request("since", "is missing"));
     };
-    let signed = match signed_post(&state, req, &form.csrf).await {
-        Ok(s) => s,
-        Err(resp) => return resp,
-    };
+    let signed = or_page!(signed_post(&state, req, &form.csrf).await);
     // `datetime-local` sends `2026-12-07T10:30` (or with seconds); the console works in UTC.
     let since = NaiveDateTime::parse_from_str(&form.since, "%Y-%m-%dT%H:%M")
         .or_else(|_| NaiveDateTime::parse_from_str(&form.since, "%Y-%m-%dT%H:%M:%S"))
