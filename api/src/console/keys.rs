@@ -233,7 +233,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
+    let csrf = CsrfForm::token(form);
     let signed = or_page!(signed_post(&state, req, &csrf).await);
     let notice = match api_keys::revoke(&state, &signed.live_identity(), &id).await {
         Ok(()) => Notice::Done(format!(

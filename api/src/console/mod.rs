@@ -52,6 +52,7 @@ use truenumber_core::{
         policy::Overrides,
     },
     error_code::ErrorCode,
+    webhooks::deliveries::{self, Attempt, DeliveryView},
 };
 use truenumber_entities::{api_key::KeyMode, company};
 
@@ -547,13 +548,20 @@ pub(crate) struct CsrfForm {
     pub csrf: String,
 }
 
+impl CsrfForm {
+    /// The token a bodiless form carried (empty when the body did not parse: refused then).
+    pub fn token(form: poem::Result<Form<Self>>) -> String {
+        form.map(|f| f.0.csrf).unwrap_or_default()
+    }
+}
+
 #[handler]
 async fn sign_out(
     state: Data<&AppState>,
     req: &Request,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
+    let csrf = CsrfForm::token(form);
     let signed = or_page!(signed_post(&state, req, &csrf).await);
     if let Err(e) = console::end(&state.db, &signed.cookie).await {
         return bare_error(&console_error(e));
@@ -616,6 +624,37 @@ pub(crate) fn masked(number: &str) -> String {
         .rev()
         .collect();
     format!("{head}••••{tail}")
+}
+
+/// Each delivery with its attempts, read in one query (a session's timeline, the deliveries
+/// page).
+pub(crate) async fn with_attempts(
+    state: &AppState,
+    views: Vec<DeliveryView>,
+) -> Result<Vec<(DeliveryView, Vec<Attempt>)>, Response> {
+    let ids: Vec<uuid::Uuid> = views.iter().map(|v| v.delivery.id).collect();
+    let mut attempts = deliveries::attempts_of(&state.db, &ids)
+        .await
+        .map_err(|e| bare_error(&db_error(e)))?;
+    Ok(views
+        .into_iter()
+        .map(|v| {
+            let list = attempts.remove(&v.delivery.id).unwrap_or_default();
+            (v, list)
+        })
+        .collect())
+}
+
+/// One webhook attempt as a list item: when, the HTTP status or none, latency, error.
+pub(crate) fn attempt_item(a: &Attempt) -> Markup {
+    html! {
+        li {
+            "Attempt " (a.attempt) " " (when(a.attempted_at)) ": "
+            (a.status_code.map_or_else(|| "no response".to_owned(), |c| format!("HTTP {c}")))
+            ", " (a.latency_ms) " ms"
+            @if let Some(err) = &a.error { " — " (err) }
+        }
+    }
 }
 
 /// Text that is known to be safe HTML (the server-built SVG chart).

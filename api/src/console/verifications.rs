@@ -4,6 +4,7 @@
 
 use chrono::{NaiveDate, Utc};
 use maud::html;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use poem::{
     Request, Response, handler,
     web::{Data, Form, Path, Query},
@@ -19,7 +20,8 @@ use truenumber_core::{
 };
 
 use super::{
-    Nav, Notice, Signed, bare_error, masked, not_found, page, signed_in, signed_post, when,
+    Nav, Notice, Signed, attempt_item, bare_error, masked, not_found, page, signed_in, signed_post,
+    when, with_attempts,
 };
 use crate::{
     cursor::{decode_cursor, encode_cursor},
@@ -108,22 +110,18 @@ impl ListQuery {
         let encoded: Vec<String> = q
             .iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE)))
             .collect();
         format!("/console/verifications?{}", encoded.join("&"))
     }
 }
 
-fn percent_encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+/// RFC 3986's unreserved characters stay; everything else in a query value is escaped.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 #[handler]
 pub(crate) async fn list(
@@ -267,13 +265,7 @@ async fn render_detail(state: &AppState, signed: &Signed, id: &str, notice: Noti
         Ok(v) => v,
         Err(e) => return bare_error(&db_error(e)),
     };
-    let mut timeline = Vec::with_capacity(views.len());
-    for view in views {
-        match deliveries::attempts(&state.db, view.delivery.id).await {
-            Ok(attempts) => timeline.push((view, attempts)),
-            Err(e) => return bare_error(&db_error(e)),
-        }
-    }
+    let timeline = or_page!(with_attempts(state, views).await);
     let now = Utc::now();
     let status = session.status_at(now);
     let main = html! {
@@ -309,14 +301,7 @@ async fn render_detail(state: &AppState, signed: &Signed, id: &str, notice: Noti
                         span.status.(view.delivery.status.as_str()) { (view.delivery.status.as_str()) }
                         @if attempts.is_empty() { " (no attempt yet)" }
                         ul {
-                            @for a in attempts {
-                                li {
-                                    "Attempt " (a.attempt) " " (when(a.attempted_at)) ": "
-                                    (a.status_code.map_or_else(|| "no response".to_owned(), |c| format!("HTTP {c}")))
-                                    ", " (a.latency_ms) " ms"
-                                    @if let Some(err) = &a.error { " — " (err) }
-                                }
-                            }
+                            @for a in attempts { (attempt_item(a)) }
                         }
                     }
                 }

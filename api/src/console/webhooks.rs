@@ -10,7 +10,10 @@ use poem::{
 use serde::Deserialize;
 use truenumber_core::webhooks::deliveries::{self, DeliveryStatus, PageAfter};
 
-use super::{CsrfForm, Nav, Notice, Signed, bare_error, page, signed_in, signed_post, when};
+use super::{
+    CsrfForm, Nav, Notice, Signed, attempt_item, bare_error, page, signed_in, signed_post, when,
+    with_attempts,
+};
 use crate::{
     cursor::{decode_cursor, encode_cursor},
     error::{ApiError, db_error},
@@ -60,13 +63,7 @@ async fn render(state: &AppState, signed: &Signed, cursor: &str, notice: Notice)
             id: last.delivery.id,
         })
     });
-    let mut with_attempts = Vec::with_capacity(rows.len());
-    for view in rows {
-        match deliveries::attempts(&state.db, view.delivery.id).await {
-            Ok(a) => with_attempts.push((view, a)),
-            Err(e) => return bare_error(&db_error(e)),
-        }
-    }
+    let with_attempts = or_page!(with_attempts(state, rows).await);
     let url = signed.company.webhook_url.as_deref();
     let main = html! {
         section.card aria-labelledby="endpoint" {
@@ -147,14 +144,7 @@ async fn render(state: &AppState, signed: &Signed, cursor: &str, notice: Notice)
                                     details {
                                         summary { (attempts.len()) " attempt" (if attempts.len() == 1 { "" } else { "s" }) }
                                         ul {
-                                            @for a in attempts {
-                                                li {
-                                                    "#" (a.attempt) " " (when(a.attempted_at)) ": "
-                                                    (a.status_code.map_or_else(|| "no response".to_owned(), |c| format!("HTTP {c}")))
-                                                    ", " (a.latency_ms) " ms"
-                                                    @if let Some(err) = &a.error { " — " (err) }
-                                                }
-                                            }
+                                            @for a in attempts { (attempt_item(a)) }
                                         }
                                         p.hint { "To " code { (d.url) } }
                                     }
@@ -234,7 +224,7 @@ pub(crate) async fn send_test(
     req: &Request,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
+    let csrf = CsrfForm::token(form);
     let signed = or_page!(signed_post(&state, req, &csrf).await);
     let notice = match webhook::send_test(&state, &signed.identity()).await {
         Ok(sent) => Notice::Done(format!(
@@ -252,7 +242,7 @@ pub(crate) async fn rotate_secret(
     req: &Request,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
+    let csrf = CsrfForm::token(form);
     let signed = or_page!(signed_post(&state, req, &csrf).await);
     let notice = match webhook::rotate_secret(&state, &signed.live_identity()).await {
         Ok(r) => Notice::Secret {
@@ -277,7 +267,7 @@ pub(crate) async fn redeliver(
     Path(id): Path<String>,
     form: poem::Result<Form<CsrfForm>>,
 ) -> Response {
-    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
+    let csrf = CsrfForm::token(form);
     let signed = or_page!(signed_post(&state, req, &csrf).await);
     let notice = match delivery_ops::redeliver(&state, &signed.identity(), &id).await {
         Ok((delivery, _)) => Notice::Done(format!(

@@ -462,6 +462,38 @@ pub async fn attempts(db: &impl ConnectionTrait, delivery_id: Uuid) -> Result<Ve
         .await
 }
 
+/// The attempts of several deliveries in one query, each delivery's in order (a page of
+/// deliveries with their attempts, without a query per delivery). Deliveries without attempts
+/// are absent from the map.
+pub async fn attempts_of(
+    db: &impl ConnectionTrait,
+    delivery_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<Attempt>>, DbErr> {
+    let mut by_delivery: std::collections::HashMap<Uuid, Vec<Attempt>> =
+        std::collections::HashMap::new();
+    if delivery_ids.is_empty() {
+        return Ok(by_delivery);
+    }
+    let rows = webhook_attempt::Entity::find()
+        .filter(webhook_attempt::Column::DeliveryId.is_in(delivery_ids.iter().copied()))
+        .order_by_asc(webhook_attempt::Column::Attempt)
+        .all(db)
+        .await?;
+    for row in rows {
+        by_delivery
+            .entry(row.delivery_id)
+            .or_default()
+            .push(Attempt {
+                attempt: row.attempt,
+                attempted_at: row.attempted_at,
+                status_code: row.status_code,
+                latency_ms: row.latency_ms,
+                error: row.error,
+            });
+    }
+    Ok(by_delivery)
+}
+
 /// Puts company `$1`'s failed deliveries (all, or only `$2`) back to pending, due at once,
 /// with a fresh retry schedule; SQLite binds `$3`, now.
 pub const REOPEN_FAILED: Twin = Twin {
