@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use truenumber_core::{
-    abuse, companies::api_keys::AuthenticatedCompany, config::Config, error_code::ErrorCode,
+    abuse,
+    companies::api_keys::AuthenticatedCompany,
+    config::Config,
+    error_code::ErrorCode,
+    limits::{Check, Decision},
     phone::MobileNumber,
 };
 
@@ -132,51 +136,88 @@ pub async fn release(state: &AppState, admission: Admission) {
 /// [`enforce`], returning the admission (`None` when limits are off, or the limiter failed
 /// open).
 pub async fn admit(state: &AppState, limit: Limit) -> Result<Option<Admission>, ApiError> {
+    let mut admissions = admit_chain(state, std::slice::from_ref(&limit)).await?;
+    Ok(admissions.pop().flatten())
+}
+
+/// Counts one request against a chain of limits in one limiter call (one Redis round trip):
+/// in order, each is checked and counted; the first refusal answers, and the limits after it
+/// are not counted. Headers are set for every limit decided. Returns one admission per limit
+/// (`None` each when limits are off, or the limiter failed open). When the limiter cannot be
+/// asked, the chain fails closed if any of its limits does.
+pub async fn admit_chain(
+    state: &AppState,
+    limits: &[Limit],
+) -> Result<Vec<Option<Admission>>, ApiError> {
     if !state.config.rate_limits_enabled {
-        return Ok(None);
+        return Ok(vec![None; limits.len()]);
     }
-    let subject = format!("{}:{}", limit.name, limit.subject);
-    match state
-        .limiter
-        .check(&subject, limit.limit, limit.window)
-        .await
-    {
-        Ok(decision) => {
-            request_context::add_header("RateLimit-Policy", decision.policy_header(limit.name));
-            request_context::add_header("RateLimit", decision.ratelimit_header(limit.name));
-            if decision.allowed {
-                return Ok(decision.ticket.map(|ticket| Admission { subject, ticket }));
-            }
-            let per = match limit.window.as_secs() {
-                60 => "minute".to_owned(),
-                3600 => "hour".to_owned(),
-                s => format!("{s} seconds"),
+    let subjects: Vec<String> = limits
+        .iter()
+        .map(|l| format!("{}:{}", l.name, l.subject))
+        .collect();
+    let checks: Vec<Check<'_>> = limits
+        .iter()
+        .zip(&subjects)
+        .map(|(l, subject)| Check {
+            subject,
+            limit: l.limit,
+            window: l.window,
+        })
+        .collect();
+    let decisions = match state.limiter.check_chain(&checks).await {
+        Ok(decisions) => decisions,
+        Err(e) => {
+            return match limits
+                .iter()
+                .find(|l| l.when_unavailable == WhenUnavailable::FailClosed)
+            {
+                Some(_) => Err(ApiError::unavailable("Rate limiting", e)),
+                None => {
+                    let names: Vec<&str> = limits.iter().map(|l| l.name).collect();
+                    state.limiter.record_fail_open();
+                    for name in &names {
+                        state.metrics.rate_limit_fail_open(name);
+                    }
+                    tracing::warn!(limits = ?names, error = %e, "rate limiter unavailable; request let through");
+                    Ok(vec![None; limits.len()])
+                }
             };
-            state.metrics.rate_limited(limit.name);
-            let retry = decision.retry_after_secs();
-            let message = match limit.code {
-                ErrorCode::NumberRateLimited => format!(
-                    "Too many verifications of this number: at most {} per {per} for your \
-                     company; retry in {retry} s",
-                    limit.limit
-                ),
-                _ => format!(
-                    "Rate limit exceeded: {} {} requests per {per}; retry in {retry} s",
-                    limit.limit, limit.name
-                ),
-            };
-            let mut err = ApiError::new(limit.code, message);
-            err.retry_after = Some(retry);
-            Err(err)
         }
-        Err(e) => match limit.when_unavailable {
-            WhenUnavailable::FailClosed => Err(ApiError::unavailable("Rate limiting", e)),
-            WhenUnavailable::FailOpen => {
-                state.limiter.record_fail_open();
-                state.metrics.rate_limit_fail_open(limit.name);
-                tracing::warn!(limit = limit.name, error = %e, "rate limiter unavailable; request let through");
-                Ok(None)
-            }
-        },
+    };
+    let mut admissions = Vec::with_capacity(limits.len());
+    for ((limit, subject), decision) in limits.iter().zip(subjects).zip(decisions) {
+        request_context::add_header("RateLimit-Policy", decision.policy_header(limit.name));
+        request_context::add_header("RateLimit", decision.ratelimit_header(limit.name));
+        if !decision.allowed {
+            return Err(refusal(state, limit, &decision));
+        }
+        admissions.push(decision.ticket.map(|ticket| Admission { subject, ticket }));
     }
+    Ok(admissions)
+}
+
+/// The 429 of a refused `limit`, counted in the metrics.
+fn refusal(state: &AppState, limit: &Limit, decision: &Decision) -> ApiError {
+    let per = match limit.window.as_secs() {
+        60 => "minute".to_owned(),
+        3600 => "hour".to_owned(),
+        s => format!("{s} seconds"),
+    };
+    state.metrics.rate_limited(limit.name);
+    let retry = decision.retry_after_secs();
+    let message = match limit.code {
+        ErrorCode::NumberRateLimited => format!(
+            "Too many verifications of this number: at most {} per {per} for your company; \
+             retry in {retry} s",
+            limit.limit
+        ),
+        _ => format!(
+            "Rate limit exceeded: {} {} requests per {per}; retry in {retry} s",
+            limit.limit, limit.name
+        ),
+    };
+    let mut err = ApiError::new(limit.code, message);
+    err.retry_after = Some(retry);
+    err
 }

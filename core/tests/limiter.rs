@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use truenumber_core::limits::{
-    Decision, InProcessLimiter, LimiterBackend, RateLimiter, SlidingWindowLimiter,
+    Check, Decision, InProcessLimiter, LimiterBackend, RateLimiter, SlidingWindowLimiter,
 };
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -104,4 +104,73 @@ async fn the_in_process_backend_is_always_up() {
     assert!(d.allowed);
     assert_eq!(d.policy_header("initiate"), "\"initiate\";q=1;w=3600");
     assert_eq!(d.ratelimit_header("initiate"), "\"initiate\";r=0;t=3600");
+}
+
+/// A chain of limits (initiate: the company's, then the number's) decided in one call: the
+/// first refusal ends it, so a refused company counts nothing against the number, and a refused
+/// number has still counted against the company. The same answers from both backends.
+#[tokio::test]
+async fn a_chain_counts_up_to_its_first_refusal_in_both_backends() {
+    let prefix = format!("tntest_{}:", uuid::Uuid::new_v4().simple());
+    let redis = RateLimiter::from(
+        SlidingWindowLimiter::new(REDIS_URL, &prefix, Duration::from_secs(2)).unwrap(),
+    );
+    let in_process = RateLimiter::from(InProcessLimiter::new());
+    let window = Duration::from_secs(60);
+    let chain = |company: u32, number: u32| {
+        [
+            Check {
+                subject: "company",
+                limit: company,
+                window,
+            },
+            Check {
+                subject: "number",
+                limit: number,
+                window,
+            },
+        ]
+    };
+    // (company limit, number limit) → what each decided: (allowed, remaining) per limit.
+    type Step = ((u32, u32), &'static [(bool, u32)]);
+    let steps: [Step; 6] = [
+        ((3, 1), &[(true, 2), (true, 0)]),
+        // The number is full: refused, but the company counted this one.
+        ((3, 1), &[(true, 1), (false, 0)]),
+        ((3, 2), &[(true, 0), (true, 0)]),
+        // The company is full: the number is not even looked at, so not counted.
+        ((3, 3), &[(false, 0)]),
+        // Raised, both admit: the number's count is still 2 (the refusal above left it).
+        ((5, 3), &[(true, 1), (true, 0)]),
+        ((5, 3), &[(true, 0), (false, 0)]),
+    ];
+    for limiter in [&redis, &in_process] {
+        let mut tickets = Vec::new();
+        for (i, ((company, number), expected)) in steps.iter().enumerate() {
+            let decisions = limiter
+                .check_chain(&chain(*company, *number))
+                .await
+                .unwrap();
+            let got: Vec<(bool, u32)> =
+                decisions.iter().map(|d| (d.allowed, d.remaining)).collect();
+            assert_eq!(
+                &got,
+                expected,
+                "step {i} on {:?}: {decisions:?}",
+                limiter.backend()
+            );
+            // One ticket per chain, on every admission of it.
+            let admitted: Vec<u64> = decisions.iter().filter_map(|d| d.ticket).collect();
+            assert!(admitted.windows(2).all(|w| w[0] == w[1]), "{admitted:?}");
+            tickets.extend(decisions.last().and_then(|d| d.ticket));
+        }
+        // Giving back the number's last admission frees its slot, and only the number's.
+        let last = *tickets.last().unwrap();
+        limiter.release("number", last).await.unwrap();
+        let after = limiter.check_chain(&chain(6, 3)).await.unwrap();
+        let got: Vec<(bool, u32)> = after.iter().map(|d| (d.allowed, d.remaining)).collect();
+        assert_eq!(got, [(true, 0), (true, 0)], "{:?}", limiter.backend());
+        // An empty chain decides nothing.
+        assert!(limiter.check_chain(&[]).await.unwrap().is_empty());
+    }
 }

@@ -69,6 +69,33 @@ async fn initiate_allows_exactly_the_limit_then_429_with_headers() {
     assert!(header(&resp, "ratelimit").starts_with("\"initiate\";r=4;"));
 }
 
+/// Initiate decides its input before its limits (the company's and the number's are one
+/// limiter call, which needs the number), yet a request refused for its input still counts
+/// against the company, and over the limit the 429 answers first, as before.
+#[tokio::test]
+async fn initiate_requests_refused_for_their_input_still_count_and_429_comes_first() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert("RATE_LIMIT_INITIATE_PER_HOUR".into(), "3".into());
+    })
+    .await;
+    let c = app.create_company(&unique("c")).await;
+    let bad_number = json!({"mobileNumber": "+4412", "companyId": c.id, "requestId": "r1"});
+    let resp = app.initiate(&c.api_key, &bad_number).await;
+    assert_eq!(header(&resp, "ratelimit-policy"), "\"initiate\";q=3;w=3600");
+    assert!(header(&resp, "ratelimit").starts_with("\"initiate\";r=2;t="));
+    assert_error(resp, 400, "INVALID_NUMBER", "error").await;
+    let other_company =
+        json!({"mobileNumber": NUMBER, "companyId": "comp_nope", "requestId": "r2"});
+    let resp = app.initiate(&c.api_key, &other_company).await;
+    assert_error(resp, 404, "COMPANY_NOT_FOUND", "error").await;
+    let resp = app.initiate(&c.api_key, &initiate_body(&c.id)).await;
+    assert_eq!(resp.status(), 200, "the third admission");
+    for body in [bad_number, other_company, initiate_body(&c.id)] {
+        let resp = app.initiate(&c.api_key, &body).await;
+        assert_error(resp, 429, "RATE_LIMIT_EXCEEDED", "error").await;
+    }
+}
+
 #[tokio::test]
 async fn status_limit_is_per_company_and_overrides_win() {
     let app = TestApp::spawn_with(|env| {

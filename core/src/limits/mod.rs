@@ -48,28 +48,56 @@ use std::{
 use rand::RngExt;
 use redis::{Client, Script, aio::ConnectionManager};
 
+/// One call decides a chain of limits, in order, atomically: each key is checked and, when
+/// admitted, counted; the first refusal ends the chain (the limits after it are neither
+/// checked nor counted). `KEYS[i]` is limit `i`'s log, `ARGV[1]` the admission's member (one
+/// nonce for the call: each key is its own set), then `window_ms, limit` per key. The reply is
+/// `allowed, remaining, reset_ms` per limit decided.
+///
+/// The keys of one call must live on one Redis node: fine for a single Redis (what production
+/// mode runs on); a Redis Cluster would need the keys hash-tagged to one slot.
 const SLIDING_WINDOW_LOG: &str = r"
-local key = KEYS[1]
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-local count = redis.call('ZCARD', key)
-local allowed = 0
-if count < limit then
-  redis.call('ZADD', key, now, ARGV[3])
-  redis.call('PEXPIRE', key, window)
-  count = count + 1
-  allowed = 1
+local out = {}
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 * i])
+  local limit = tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  local allowed = 0
+  if count < limit then
+    redis.call('ZADD', key, now, ARGV[1])
+    redis.call('PEXPIRE', key, window)
+    count = count + 1
+    allowed = 1
+  end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local reset = window
+  if oldest[2] then
+    reset = tonumber(oldest[2]) + window - now
+  end
+  out[#out + 1] = allowed
+  out[#out + 1] = limit - count
+  out[#out + 1] = reset
+  if allowed == 0 then
+    break
+  end
 end
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-local reset = window
-if oldest[2] then
-  reset = tonumber(oldest[2]) + window - now
-end
-return {allowed, limit - count, reset}
+return out
 ";
+
+/// One limit of a chained decision ([`RateLimiter::check_chain`]): `limit` admissions of
+/// `subject` (e.g. `initiate:comp_abc`) per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check<'a> {
+    /// Whose budget it is.
+    pub subject: &'a str,
+    /// Admissions per window.
+    pub limit: u32,
+    /// The window.
+    pub window: Duration,
+}
 
 /// The outcome of one rate-limit decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,26 +193,63 @@ impl SlidingWindowLimiter {
         limit: u32,
         window: Duration,
     ) -> Result<Decision, LimiterUnavailable> {
-        let key = format!("{}rl:{subject}", self.prefix);
-        let window_ms = window_ms(window);
+        let check = Check {
+            subject,
+            limit,
+            window,
+        };
+        let mut decisions = self.check_chain(&[check]).await?;
+        decisions
+            .pop()
+            .ok_or_else(|| LimiterUnavailable("no decision for a chain of one check".into()))
+    }
+
+    /// Decides a chain of limits in one script call: see [`RateLimiter::check_chain`].
+    pub async fn check_chain(
+        &self,
+        checks: &[Check<'_>],
+    ) -> Result<Vec<Decision>, LimiterUnavailable> {
         let nonce: u64 = rand::rng().random();
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(nonce);
+        for check in checks {
+            invocation
+                .key(format!("{}rl:{}", self.prefix, check.subject))
+                .arg(window_ms(check.window))
+                .arg(check.limit);
+        }
         let mut conn = self.conn.clone();
-        let mut invocation = self.script.key(&key);
-        invocation.arg(window_ms).arg(limit).arg(nonce);
-        let reply: (i64, i64, i64) =
+        let reply: Vec<i64> =
             tokio::time::timeout(self.call_timeout, invocation.invoke_async(&mut conn))
                 .await
                 .map_err(|_| LimiterUnavailable("timed out".into()))?
                 .map_err(|e| LimiterUnavailable(e.to_string()))?;
-        let (allowed, remaining, reset) = reply;
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit,
-            remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
-            reset_ms: u64::try_from(reset.max(0)).unwrap_or(0),
-            window,
-            ticket: (allowed == 1).then_some(nonce),
-        })
+        // Three integers per limit decided, at least one limit, at most one per check.
+        if reply.is_empty() && !checks.is_empty()
+            || !reply.len().is_multiple_of(3)
+            || reply.len() / 3 > checks.len()
+        {
+            return Err(LimiterUnavailable(format!(
+                "unexpected reply of {} integers to {} checks",
+                reply.len(),
+                checks.len()
+            )));
+        }
+        Ok(reply
+            .chunks_exact(3)
+            .zip(checks)
+            .map(|(r, check)| {
+                let allowed = r[0] == 1;
+                Decision {
+                    allowed,
+                    limit: check.limit,
+                    remaining: u32::try_from(r[1].max(0)).unwrap_or(0),
+                    reset_ms: u64::try_from(r[2].max(0)).unwrap_or(0),
+                    window: check.window,
+                    ticket: allowed.then_some(nonce),
+                }
+            })
+            .collect())
     }
 
     /// Gives back admission `ticket` of `subject` (a request that turned out not to count: an
@@ -313,6 +378,30 @@ struct Shard {
 }
 
 impl Shard {
+    /// One decision on this shard's log of `check.subject`; keeps no key whose log is empty.
+    fn decide(&mut self, check: &Check<'_>, now: Instant, ticket: u64) -> Decision {
+        match self.keys.get_mut(check.subject) {
+            Some(log) => {
+                let decision = log.decide(now, check.limit, check.window, ticket);
+                if log.admitted.is_empty() {
+                    self.keys.remove(check.subject);
+                }
+                decision
+            }
+            None => {
+                let mut log = KeyLog {
+                    admitted: VecDeque::new(),
+                    expiry: Duration::ZERO,
+                };
+                let decision = log.decide(now, check.limit, check.window, ticket);
+                if !log.admitted.is_empty() {
+                    self.keys.insert(check.subject.to_owned(), log);
+                }
+                decision
+            }
+        }
+    }
+
     /// Drops the keys Redis would have expired: those whose newest admission is older than
     /// its window (so every admission has left).
     fn sweep(&mut self, now: Instant) {
@@ -382,10 +471,20 @@ impl InProcessLimiter {
         shard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decides one request of `subject` against `limit` per `window`, exactly as
-    /// [`SlidingWindowLimiter::check`] would.
+    /// Decides a chain of limits atomically, exactly as [`SlidingWindowLimiter::check_chain`]
+    /// would.
+    pub fn check_chain(&self, checks: &[Check<'_>]) -> Vec<Decision> {
+        self.check_chain_with(checks, Instant::now)
+    }
+
+    /// Decides one request of `subject` against `limit` per `window`.
     pub fn check(&self, subject: &str, limit: u32, window: Duration) -> Decision {
         self.check_with(subject, limit, window, Instant::now)
+    }
+
+    fn shard_of(&self, subject: &str) -> usize {
+        // `as usize` keeps the low bits of the hash, all a modulo needs.
+        (self.state.hasher.hash_one(subject) as usize) % self.state.shards.len()
     }
 
     /// [`Self::check`] on a given clock (tests drive time this way, without sleeping).
@@ -396,46 +495,66 @@ impl InProcessLimiter {
         window: Duration,
         clock: impl FnOnce() -> Instant,
     ) -> Decision {
-        let shards = &self.state.shards;
-        // `as usize` keeps the low bits of the hash, all a modulo needs.
-        let index = (self.state.hasher.hash_one(subject) as usize) % shards.len();
-        let ticket: u64 = rand::rng().random();
-        let mut guard = Self::lock(&shards[index]);
-        // Read under the lock, so each log gets its instants in order even when threads race.
-        let now = clock();
-        let shard = &mut *guard;
-        let decision = match shard.keys.get_mut(subject) {
-            Some(log) => {
-                let decision = log.decide(now, limit, window, ticket);
-                if log.admitted.is_empty() {
-                    shard.keys.remove(subject);
-                }
-                decision
-            }
-            None => {
-                let mut log = KeyLog {
-                    admitted: VecDeque::new(),
-                    expiry: Duration::ZERO,
-                };
-                let decision = log.decide(now, limit, window, ticket);
-                if !log.admitted.is_empty() {
-                    shard.keys.insert(subject.to_owned(), log);
-                }
-                decision
-            }
+        let check = Check {
+            subject,
+            limit,
+            window,
         };
-        if now >= shard.next_sweep {
-            shard.sweep(now);
-            shard.next_sweep = now.checked_add(self.state.sweep_interval).unwrap_or(now);
+        let mut decisions = self.check_chain_with(&[check], clock);
+        // A chain of one check decides exactly one.
+        decisions.pop().unwrap_or(Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset_ms: 0,
+            window,
+            ticket: None,
+        })
+    }
+
+    /// [`Self::check_chain`] on a given clock. Every shard the chain touches is locked, in
+    /// ascending order (so two chains cannot deadlock), for the whole chain: atomic like the
+    /// script.
+    fn check_chain_with(
+        &self,
+        checks: &[Check<'_>],
+        clock: impl FnOnce() -> Instant,
+    ) -> Vec<Decision> {
+        let shards = &self.state.shards;
+        let ticket: u64 = rand::rng().random();
+        let indexes: Vec<usize> = checks.iter().map(|c| self.shard_of(c.subject)).collect();
+        let mut order = indexes.clone();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> = order
+            .into_iter()
+            .map(|i| (i, Self::lock(&shards[i])))
+            .collect();
+        // Read under the locks, so each log gets its instants in order even when threads race.
+        let now = clock();
+        let mut decisions = Vec::with_capacity(checks.len());
+        for (check, index) in checks.iter().zip(indexes) {
+            let Some((_, shard)) = guards.iter_mut().find(|(i, _)| *i == index) else {
+                break; // every index was locked above
+            };
+            let decision = shard.decide(check, now, ticket);
+            decisions.push(decision);
+            if !decision.allowed {
+                break;
+            }
         }
-        decision
+        for (_, shard) in &mut guards {
+            if now >= shard.next_sweep {
+                shard.sweep(now);
+                shard.next_sweep = now.checked_add(self.state.sweep_interval).unwrap_or(now);
+            }
+        }
+        decisions
     }
 
     /// Gives back admission `ticket` of `subject`, as [`SlidingWindowLimiter::release`].
     pub fn release(&self, subject: &str, ticket: u64) {
-        let shards = &self.state.shards;
-        let index = (self.state.hasher.hash_one(subject) as usize) % shards.len();
-        let mut guard = Self::lock(&shards[index]);
+        let mut guard = Self::lock(&self.state.shards[self.shard_of(subject)]);
         if let Some(log) = guard.keys.get_mut(subject) {
             log.admitted.retain(|&(_, t)| t != ticket);
             if log.admitted.is_empty() {
@@ -517,6 +636,21 @@ impl RateLimiter {
         match self {
             Self::Redis(l) => l.check(subject, limit, window).await,
             Self::InProcess(l) => Ok(l.check(subject, limit, window)),
+        }
+    }
+
+    /// Decides a chain of limits in one atomic step (one Redis round trip): each is checked
+    /// and, when admitted, counted, in order; the first refusal ends the chain, and the limits
+    /// after it are neither checked nor counted. The decisions come back in order, up to and
+    /// including the refusal. All admissions of one chain share a ticket, given back per
+    /// subject ([`Self::release`]). Only the Redis backend can fail.
+    pub async fn check_chain(
+        &self,
+        checks: &[Check<'_>],
+    ) -> Result<Vec<Decision>, LimiterUnavailable> {
+        match self {
+            Self::Redis(l) => l.check_chain(checks).await,
+            Self::InProcess(l) => Ok(l.check_chain(checks)),
         }
     }
 
@@ -753,6 +887,36 @@ mod in_process_tests {
         // Limit lowered to 0 after the only admission left: empty log, nothing kept.
         assert!(!limiter.check("k", 0, MINUTE).allowed);
         assert_eq!(limiter.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn a_chain_on_one_shard_locks_it_once_and_stops_at_its_first_refusal() {
+        // One shard: both keys share its mutex, which the chain must take only once.
+        let limiter = Clocked::new(1, IN_PROCESS_SWEEP_INTERVAL);
+        let chain = |a: u32, b: u32| {
+            let checks = [
+                Check {
+                    subject: "a",
+                    limit: a,
+                    window: MINUTE,
+                },
+                Check {
+                    subject: "b",
+                    limit: b,
+                    window: MINUTE,
+                },
+            ];
+            limiter
+                .limiter
+                .check_chain_with(&checks, || limiter.now)
+                .into_iter()
+                .map(summary)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(chain(2, 1), [(true, 1, 60_000), (true, 0, 60_000)]);
+        assert_eq!(chain(2, 1), [(true, 0, 60_000), (false, 0, 60_000)]);
+        assert_eq!(chain(2, 5), [(false, 0, 60_000)]);
+        assert_eq!(limiter.tracked_keys(), 2);
     }
 
     #[tokio::test]

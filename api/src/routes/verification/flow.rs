@@ -9,14 +9,14 @@ use truenumber_core::{
     companies::api_keys::{AuthenticatedCompany, Scope},
     companies::app_tokens::{NumberBinding, TokenBinding},
     error_code::ErrorCode,
-    phone::parse_mobile_number,
+    phone::{MobileNumber, parse_mobile_number},
     verification::{self, Decider, NewSession, SessionStatus, Submission, VerificationError},
 };
 
 use crate::{
     error::{ApiError, db_error},
     json_body::{JsonBody, Validate, check_len},
-    rate_limit::{Limit, admit, enforce, release},
+    rate_limit::{Limit, admit_chain, enforce, release},
     responses::{ErrorDoc, Failure, OperationErrors, Success, SuccessBody},
     routes::ApiTags,
     security::{AppAuth, CompanyAuth, require_scope},
@@ -539,6 +539,14 @@ pub(crate) fn session_error(e: VerificationError) -> ApiError {
     }
 }
 
+/// Why an initiate request's input was refused ([`initiate_input`]).
+enum InitiateInput {
+    /// A wrong company id or number.
+    Invalid(ApiError),
+    /// A number of a region the company does not verify (recorded as a refusal).
+    CountryNotAllowed(ApiError),
+}
+
 /// The verification endpoints.
 #[derive(Debug)]
 pub struct VerificationApi {
@@ -564,29 +572,22 @@ impl VerificationApi {
     ) -> Result<Success<InitiateVerificationResponse>, Failure<InitiateErrors>> {
         require_scope(&company, Scope::Verifications)?;
         let config = &self.state.config;
-        enforce(&self.state, Limit::initiate(config, &company)).await?;
-        if req.company_id != company.company_id {
-            return Err(ApiError::new(ErrorCode::CompanyNotFound, "Company not found").into());
-        }
-        let number = parse_mobile_number(&req.mobile_number)
-            .map_err(|e| ApiError::invalid_number("mobileNumber", &e))?;
-        let allowed = &company.overrides.allowed_countries;
-        if !countries::allows(allowed, &number) {
-            let err = ApiError::new(
-                ErrorCode::CountryNotAllowed,
-                format!(
-                    "This number is of region {}, which your company does not verify \
-                     (allowedCountries: {})",
-                    number.region(),
-                    allowed.join(", ")
-                ),
-            );
-            return Err(
-                refused(&self.state, &company, RefusalReason::CountryNotAllowed, err)
-                    .await
-                    .into(),
-            );
-        }
+        let number = match initiate_input(&company, &req) {
+            Ok(number) => number,
+            Err(invalid) => {
+                // A request refused for its input still counts against the company's limit,
+                // and the limit's 429 comes first, as for every operation.
+                enforce(&self.state, Limit::initiate(config, &company)).await?;
+                return Err(match invalid {
+                    InitiateInput::Invalid(err) => err,
+                    InitiateInput::CountryNotAllowed(err) => {
+                        let reason = RefusalReason::CountryNotAllowed;
+                        refused(&self.state, &company, reason, err).await
+                    }
+                }
+                .into());
+            }
+        };
         let new = NewSession {
             company_id: &company.company_id,
             livemode: company.livemode(),
@@ -595,14 +596,15 @@ impl VerificationApi {
             number_matching: req.number_matching.unwrap_or(false),
             deny_cooldown: company.overrides.in_force(config).deny_cooldown,
         };
-        // Counted before the insert; given back when the request turns out to be a replay or
-        // is refused further on, so only new sessions count.
-        let per_number = match Limit::initiate_per_number(config, &company, &number) {
-            Some(limit) => admit(&self.state, limit).await,
-            None => Ok(None),
-        };
-        let admission = match per_number {
-            Ok(admission) => admission,
+        // The company's limit and the number's, decided in one limiter call: the company's
+        // first (its refusal counts neither), then the number's. The number's admission is
+        // counted before the insert and given back when the request turns out to be a replay
+        // or is refused further on, so only new sessions count against a number.
+        let mut limits = vec![Limit::initiate(config, &company)];
+        limits.extend(Limit::initiate_per_number(config, &company, &number));
+        let admission = match admit_chain(&self.state, &limits).await {
+            // The number's admission is the second, when there is a per-number limit.
+            Ok(admissions) => admissions.into_iter().nth(1).flatten(),
             Err(limited) if limited.code == ErrorCode::NumberRateLimited => {
                 // An idempotent repeat is not a new initiation: it still gets its session. A
                 // block or a cooldown is the more lasting answer than "retry later".
@@ -758,6 +760,33 @@ async fn refused(
         tracing::warn!(error = %e, reason = reason.as_str(), "could not count a refusal");
     }
     err
+}
+
+/// The initiate request's own checks, before any limit is counted: its company, its number,
+/// and the company's allowed countries.
+fn initiate_input(
+    company: &AuthenticatedCompany,
+    req: &InitiateVerificationRequest,
+) -> Result<MobileNumber, InitiateInput> {
+    if req.company_id != company.company_id {
+        let err = ApiError::new(ErrorCode::CompanyNotFound, "Company not found");
+        return Err(InitiateInput::Invalid(err));
+    }
+    let number = parse_mobile_number(&req.mobile_number)
+        .map_err(|e| InitiateInput::Invalid(ApiError::invalid_number("mobileNumber", &e)))?;
+    let allowed = &company.overrides.allowed_countries;
+    if !countries::allows(allowed, &number) {
+        return Err(InitiateInput::CountryNotAllowed(ApiError::new(
+            ErrorCode::CountryNotAllowed,
+            format!(
+                "This number is of region {}, which your company does not verify \
+                 (allowedCountries: {})",
+                number.region(),
+                allowed.join(", ")
+            ),
+        )));
+    }
+    Ok(number)
 }
 
 impl VerificationApi {
