@@ -5,7 +5,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-/// The same allocator as the API (see docs/PERFORMANCE.md).
+/// The same allocator as the API, also without transparent huge pages (see docs/PERFORMANCE.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
