@@ -167,22 +167,21 @@ pub async fn admit_chain(
         .collect();
     let decisions = match state.limiter.check_chain(&checks).await {
         Ok(decisions) => decisions,
-        Err(e) => {
-            return match limits
+        Err(e)
+            if limits
                 .iter()
-                .find(|l| l.when_unavailable == WhenUnavailable::FailClosed)
-            {
-                Some(_) => Err(ApiError::unavailable("Rate limiting", e)),
-                None => {
-                    let names: Vec<&str> = limits.iter().map(|l| l.name).collect();
-                    state.limiter.record_fail_open();
-                    for name in &names {
-                        state.metrics.rate_limit_fail_open(name);
-                    }
-                    tracing::warn!(limits = ?names, error = %e, "rate limiter unavailable; request let through");
-                    Ok(vec![None; limits.len()])
-                }
-            };
+                .any(|l| l.when_unavailable == WhenUnavailable::FailClosed) =>
+        {
+            return Err(ApiError::unavailable("Rate limiting", e));
+        }
+        Err(e) => {
+            let names: Vec<&str> = limits.iter().map(|l| l.name).collect();
+            state.limiter.record_fail_open();
+            for name in &names {
+                state.metrics.rate_limit_fail_open(name);
+            }
+            tracing::warn!(limits = ?names, error = %e, "rate limiter unavailable; request let through");
+            return Ok(vec![None; limits.len()]);
         }
     };
     let mut admissions = Vec::with_capacity(limits.len());
